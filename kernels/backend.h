@@ -16,6 +16,9 @@ namespace tiergen::kernels {
 
 enum class DeviceKind { Cpu, Cuda };
 
+// Pointwise activations. GeluTanh is the tanh approximation (BLOOM, gelu_new); Gelu the exact erf.
+enum class Act { Relu, Gelu, GeluTanh, Silu };
+
 // One sequence's slice of a ragged attention batch: its queries are rows
 // [q_begin, q_begin + q_len) of q/out, its keys and values are the first kv_len rows of k and v
 // (the cache, already holding the new tokens). Query i sits at position kv_len - q_len + i and
@@ -63,9 +66,8 @@ class Backend {
   virtual void embedding(Tensor& out, const Tensor& table, std::span<const int32_t> ids) = 0;
   // x (M, C) += y (M, C)
   virtual void add_(Tensor& x, const Tensor& y) = 0;
-  // In place, x (M, C): relu or the tanh approximation of GELU.
-  virtual void relu_(Tensor& x) = 0;
-  virtual void gelu_tanh_(Tensor& x) = 0;
+  // In place, x (M, C) = act(x).
+  virtual void activation_(Tensor& x, Act act) = 0;
   // gate (M, F) = silu(gate) * up (M, F)   (SwiGLU)
   virtual void silu_mul_(Tensor& gate, const Tensor& up) = 0;
   // Rotary embedding in place on x (T, H * head_dim), rotate-half layout (GPT-NeoX / HF Llama):

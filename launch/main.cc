@@ -1,7 +1,54 @@
 // tiergen command line: parse, validate, call the library. Subcommands live in launch/cmd_*.cc.
+// Any error ends with one line on stderr and a non-zero exit: 2 for usage, 1 for everything else.
 #include <cstdio>
+#include <exception>
+#include <vector>
+
+#include "launch/commands.h"
+#include "runtime/core/error.h"
 
 int main(int argc, char** argv) {
-  std::fprintf(stderr, "tiergen: no subcommands are built yet\n");
-  return 2;
+  CLI::App app{
+      "tiergen: high-throughput batch generation with large language models.\n"
+      "Examples:\n"
+      "  tiergen generate --model models/fortune-tiny \"Q: What is a fortune?\"\n"
+      "  tiergen tokenize --model models/fortune-tiny \"Hello world\"\n"
+      "  tiergen info --model models/fortune-tiny\n"
+      "  tiergen bench --device cpu --dummy llama-2-7b --batch-size 1,16 --prompt-len 128 --gen-len 8\n",
+      "tiergen"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "tiergen 0.1.0");
+  const std::vector<tiergen::cli::Command> commands = {
+      tiergen::cli::add_generate(app), tiergen::cli::add_tokenize(app), tiergen::cli::add_detokenize(app),
+      tiergen::cli::add_info(app), tiergen::cli::add_bench(app)};
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "tiergen: error: %s (see tiergen --help)\n", e.what());
+    return 2;
+  }
+  try {
+    for (const auto& c : commands)
+      if (c.sub->parsed()) return c.run();
+    std::fprintf(stderr, "tiergen: error: no subcommand given (see tiergen --help)\n");
+    return 2;
+  } catch (const tiergen::InvalidArgumentError& e) {
+    std::fprintf(stderr, "tiergen: error: %s\n", e.what());
+    return 2;
+  } catch (const tiergen::Error& e) {
+    std::fprintf(stderr, "tiergen: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "tiergen: error: out of host memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tiergen: error: %s\n", e.what());
+    return 1;
+  }
 }

@@ -39,7 +39,7 @@ struct ModelSpec {
   int64_t num_kv_heads = 0;  // == num_heads without GQA
   int64_t head_dim = 0;      // explicit `head_dim` or hidden_size / num_heads
   int64_t intermediate_size = 0;
-  int64_t max_position_embeddings = 0;
+  int64_t max_position_embeddings = 0;  // 0 for ALiBi (BLOOM): no position table, no limit in config
   int64_t word_embed_proj_dim = 0;  // OPT: embedding width; project_in/out when != hidden_size
 
   NormKind norm = NormKind::RmsNorm;

@@ -1,0 +1,105 @@
+// linear: out (M, N) = x (M, K) · w (N, K)^T + bias, f32 accumulation.
+// f32 weights go straight to OpenBLAS sgemm. f16/bf16 weights (every real checkpoint) are widened
+// on the fly so the model stays in its stored dtype in memory (a 7B model is 13.5 GB, not 27):
+//  - small M (decode): each weight row is converted once into a per-thread buffer and dotted with
+//    all M inputs; this reads the weights exactly once, the bound for a memory-bound GEMV;
+//  - large M (prefill): panels of rows are converted to f32 and handed to sgemm, so the
+//    conversion cost is amortised over M.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "kernels/cpu/ops.h"
+#include "runtime/core/error.h"
+
+namespace tiergen::kernels::cpu {
+namespace {
+
+constexpr int64_t kDirectMaxRows = 8;         // up to this many rows of x: row-at-a-time kernel
+constexpr int64_t kPanelFloats = 1 << 20;     // ~4 MB of converted weights per sgemm panel
+
+void add_bias(Tensor& out, const Tensor& bias) {
+  const int64_t M = out.dim(0), N = out.dim(1);
+  std::vector<float> b(static_cast<size_t>(N));
+  to_f32(b.data(), bias.raw(), bias.dtype(), b.size());
+  float* o = out.data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t m = 0; m < M; ++m)
+#pragma omp simd
+    for (int64_t n = 0; n < N; ++n) o[m * N + n] += b[n];
+}
+
+void linear_direct(float* out, const float* x, const void* w, DType wt, int64_t M, int64_t N, int64_t K) {
+  const size_t row_bytes = static_cast<size_t>(K) * dtype_size(wt);
+#pragma omp parallel
+  {
+    std::vector<float> row(static_cast<size_t>(K));
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      to_f32(row.data(), static_cast<const char*>(w) + n * row_bytes, wt, row.size());
+      for (int64_t m = 0; m < M; ++m) {
+        const float* xm = x + m * K;
+        float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t k = 0; k < K; ++k) acc += xm[k] * row[k];
+        out[m * N + n] = acc;
+      }
+    }
+  }
+}
+
+void linear_panels(float* out, const float* x, const void* w, DType wt, int64_t M, int64_t N, int64_t K) {
+  const int64_t rows = std::clamp<int64_t>(kPanelFloats / std::max<int64_t>(K, 1), 16, N);
+  std::vector<float> panel(static_cast<size_t>(rows * K));
+  const size_t row_bytes = static_cast<size_t>(K) * dtype_size(wt);
+  for (int64_t n0 = 0; n0 < N; n0 += rows) {
+    const int64_t nb = std::min(rows, N - n0);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < nb; ++r)
+      to_f32(panel.data() + r * K, static_cast<const char*>(w) + (n0 + r) * row_bytes, wt, static_cast<size_t>(K));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(nb),
+                static_cast<int>(K), 1.0f, x, static_cast<int>(K), panel.data(), static_cast<int>(K), 0.0f,
+                out + n0, static_cast<int>(N));
+  }
+}
+
+}  // namespace
+
+void linear(Tensor& out, const Tensor& x, const Tensor& w, const Tensor* bias) {
+  static constexpr const char* op = "linear";
+  check_host(op, out);
+  check_host(op, x);
+  check_host(op, w);
+  if (x.dtype() != DType::F32 || out.dtype() != DType::F32)
+    throw InternalError("linear: CPU x and out must be F32, got " + x.describe() + " and " + out.describe());
+  check_2d(op, "w", w, -1, -1);
+  const int64_t N = w.dim(0), K = w.dim(1);
+  check_2d(op, "x", x, -1, K);
+  const int64_t M = x.dim(0);
+  check_2d(op, "out", out, M, N);
+  if (bias) {
+    check_host(op, *bias);
+    if (bias->numel() != N) throw InternalError("linear: bias " + bias->describe() + " for N=" + std::to_string(N));
+  }
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    std::fill(out.data<float>(), out.data<float>() + M * N, 0.f);
+  } else if (w.dtype() == DType::F32) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(N),
+                static_cast<int>(K), 1.0f, x.data<float>(), static_cast<int>(K), w.data<float>(),
+                static_cast<int>(K), 0.0f, out.data<float>(), static_cast<int>(N));
+  } else if (w.dtype() == DType::F16 || w.dtype() == DType::BF16) {
+    if (M <= kDirectMaxRows)
+      linear_direct(out.data<float>(), x.data<float>(), w.raw(), w.dtype(), M, N, K);
+    else
+      linear_panels(out.data<float>(), x.data<float>(), w.raw(), w.dtype(), M, N, K);
+  } else {
+    throw UnsupportedError(std::string("linear: weights of dtype ") + dtype_name(w.dtype()) +
+                           " are not supported on the CPU backend");
+  }
+  if (bias) add_bias(out, *bias);
+}
+
+}  // namespace tiergen::kernels::cpu

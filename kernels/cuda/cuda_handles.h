@@ -1,0 +1,48 @@
+// RAII owners of the CUDA resources a backend holds (as TensorRT-LLM's runtime does): device memory
+// behind a Storage of Tier::Gpu, a stream, a cuBLAS handle. Destructors never throw; a release that
+// fails at process teardown (the runtime already unloaded) is ignored, there is nobody to tell.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <memory>
+
+#include "runtime/core/tensor.h"
+
+namespace tiergen::kernels::cuda {
+
+// `nbytes` of device memory on `device` (cudaMalloc; uninitialised), freed with cudaFree when the
+// last Tensor viewing it goes away. A failed allocation is an OutOfMemoryError naming the size and
+// the device's free memory.
+std::shared_ptr<Storage> allocate_device(size_t nbytes, int device);
+
+// A non-blocking stream: it never synchronizes with the legacy default stream, so work queued by
+// other libraries on stream 0 cannot serialise ours.
+class Stream {
+ public:
+  explicit Stream(int device);
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t get() const { return stream_; }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
+// A cuBLAS handle bound to one stream, with reductions kept in the compute type (f32).
+class CublasHandle {
+ public:
+  explicit CublasHandle(cudaStream_t stream);
+  ~CublasHandle();
+  CublasHandle(const CublasHandle&) = delete;
+  CublasHandle& operator=(const CublasHandle&) = delete;
+  cublasHandle_t get() const { return handle_; }
+
+ private:
+  cublasHandle_t handle_ = nullptr;
+};
+
+}  // namespace tiergen::kernels::cuda

@@ -1,0 +1,104 @@
+// tiergen bench: FlexGen's throughput benchmark (prompt 512, 32 generated unless told), printed in
+// FlexGen's log format plus one JSON line per run. Prompts are seeded random token ids, decoding is
+// greedy and ignores EOS, so every run generates exactly batch x gen-len tokens.
+#include <omp.h>
+
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "launch/commands.h"
+#include "runtime/core/error.h"
+#include "runtime/generate/generator.h"
+#include "stage/stage.h"
+
+namespace tiergen::cli {
+namespace {
+
+struct BenchArgs {
+  ModelSource source;
+  std::string device = "cpu";
+  std::vector<int64_t> batch_sizes = {1};
+  int64_t prompt_len = 512, gen_len = 32;
+  uint64_t seed = 0;
+  bool json = false;
+  int threads = 0;
+};
+
+int run_bench(BenchArgs& a) {
+  apply_threads(a.threads);
+  if (a.device != "cpu")
+    throw UnsupportedError("bench --device " + a.device +
+                           ": only the CPU engine exists in this build; the GPU engine comes with the CUDA backend");
+  a.source.validate();
+  auto model = a.source.load();
+  const ModelSpec& s = model->spec();
+  if (s.position == PositionKind::Learned && a.prompt_len + a.gen_len > s.max_position_embeddings)
+    throw InvalidArgumentError("prompt-len + gen-len = " + std::to_string(a.prompt_len + a.gen_len) +
+                               " exceeds the model's " + std::to_string(s.max_position_embeddings) + " positions");
+  auto backend = kernels::make_cpu_backend();
+  Stage stage(*model, *backend);
+  Rng rng(a.seed);
+  for (int64_t bs : a.batch_sizes) {
+    std::vector<Request> reqs(static_cast<size_t>(bs));
+    for (Request& r : reqs) {
+      for (int64_t t = 0; t < a.prompt_len; ++t) r.input_ids.push_back(static_cast<int32_t>(rng.next() % s.vocab_size));
+      r.max_new_tokens = a.gen_len;
+    }
+    Generator gen(stage, nullptr, bs);
+    GenerateStats st;
+    gen.generate(reqs, &st);
+    const double gb = 1e9;
+    const double total = st.prefill_seconds + st.decode_seconds;
+    const double decode_tokens = static_cast<double>(bs * (a.gen_len - 1));
+    const double cache_gb = static_cast<double>(stage.cache_bytes(bs, a.prompt_len + a.gen_len)) / gb;
+    std::ostringstream log;
+    log.setf(std::ios::fixed);
+    log.precision(3);
+    log << "model: " << (a.source.dummy.empty() ? a.source.dir : a.source.dummy) << "\tdevice: cpu (" << omp_get_max_threads()
+        << " threads)\tbatch: " << bs << "\tprompt_len: " << a.prompt_len << "\tgen_len: " << a.gen_len << "\n"
+        << "model size: " << static_cast<double>(model->weight_bytes()) / gb << " GB\tcache size: " << cache_gb
+        << " GB\thidden size (p): " << static_cast<double>(bs * a.prompt_len * s.hidden_size * 4) / gb << " GB\n"
+        << "prefill latency: " << st.prefill_seconds << " s\tprefill throughput: "
+        << static_cast<double>(st.prompt_tokens) / st.prefill_seconds << " token/s\n"
+        << "decode latency: " << st.decode_seconds << " s\tdecode throughput: "
+        << (st.decode_seconds > 0 ? decode_tokens / st.decode_seconds : 0.0) << " token/s\n"
+        << "total latency: " << total << " s\ttotal throughput: " << static_cast<double>(st.generated_tokens) / total
+        << " token/s\n";
+    std::cout << log.str();
+    if (a.json) {
+      nlohmann::json j = {{"model", a.source.dummy.empty() ? a.source.dir : a.source.dummy},
+                          {"device", "cpu"},
+                          {"threads", omp_get_max_threads()},
+                          {"batch_size", bs},
+                          {"prompt_len", a.prompt_len},
+                          {"gen_len", a.gen_len},
+                          {"prefill_seconds", st.prefill_seconds},
+                          {"decode_seconds", st.decode_seconds},
+                          {"prefill_tokens_per_s", static_cast<double>(st.prompt_tokens) / st.prefill_seconds},
+                          {"decode_tokens_per_s", st.decode_seconds > 0 ? decode_tokens / st.decode_seconds : 0.0},
+                          {"total_tokens_per_s", static_cast<double>(st.generated_tokens) / total}};
+      std::cout << j.dump() << "\n";
+    }
+    std::cout.flush();
+  }
+  return 0;
+}
+
+}  // namespace
+
+Command add_bench(CLI::App& app) {
+  auto a = std::make_shared<BenchArgs>();
+  CLI::App* cmd = app.add_subcommand("bench", "Measure prefill and decode throughput (FlexGen's metric and log format)");
+  a->source.add_flags(*cmd);
+  cmd->add_option("--device", a->device, "Where to run: cpu")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("-b,--batch-size", a->batch_sizes, "Batch sizes to run, e.g. 1,16")->delimiter(',')->check(CLI::PositiveNumber);
+  cmd->add_option("--prompt-len", a->prompt_len, "Prompt tokens per sequence (default 512)")->check(CLI::PositiveNumber);
+  cmd->add_option("--gen-len", a->gen_len, "Generated tokens per sequence (default 32)")->check(CLI::PositiveNumber);
+  cmd->add_option("--seed", a->seed, "Seed of the random prompts");
+  cmd->add_flag("--json", a->json, "Also print one JSON line per run");
+  add_threads_flag(*cmd, a->threads);
+  return {cmd, [a] { return run_bench(*a); }};
+}
+
+}  // namespace tiergen::cli

@@ -1,0 +1,46 @@
+#include <omp.h>
+
+#include "launch/commands.h"
+#include "runtime/core/error.h"
+#include "runtime/model/spec.h"
+
+namespace tiergen::cli {
+
+void ModelSource::add_flags(CLI::App& cmd) {
+  cmd.add_option("-m,--model", dir, "Hugging Face model folder (config.json, *.safetensors, tokenizer.json)");
+  std::string presets;
+  for (const auto& n : preset_model_names()) presets += (presets.empty() ? "" : ", ") + n;
+  cmd.add_option("--dummy", dummy, "Use dummy weights of a preset shape instead of a folder: " + presets);
+}
+
+void ModelSource::validate() const {
+  if (dir.empty() == dummy.empty())
+    throw InvalidArgumentError(dir.empty() ? "give a model: --model DIR or --dummy PRESET"
+                                           : "give either --model or --dummy, not both");
+}
+
+std::unique_ptr<Model> ModelSource::load() const {
+  validate();
+  if (!dummy.empty()) {
+    const ModelSpec spec = preset_model_spec(dummy);
+    return Model::dummy(spec, spec.dtype == DType::F32 ? DType::F16 : spec.dtype);
+  }
+  return Model::load(dir);
+}
+
+std::unique_ptr<Tokenizer> ModelSource::tokenizer() const {
+  if (dir.empty()) return nullptr;
+  const std::filesystem::path p = std::filesystem::path(dir) / "tokenizer.json";
+  if (!std::filesystem::exists(p)) return nullptr;
+  return std::make_unique<Tokenizer>(Tokenizer::from_file(p));
+}
+
+void add_threads_flag(CLI::App& cmd, int& threads) {
+  cmd.add_option("--threads", threads, "CPU threads for the CPU backend (default: all cores)")->check(CLI::NonNegativeNumber);
+}
+
+void apply_threads(int threads) {
+  if (threads > 0) omp_set_num_threads(threads);
+}
+
+}  // namespace tiergen::cli

@@ -1,0 +1,100 @@
+// Layers of the generic decoder-only transformer and the context they run in. A model is the list
+//   [InputEmbed, (Attention_i, Mlp_i) x L, OutputHead]
+// and a Stage (stage/) runs a contiguous range of it. Every computation goes through the Backend.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "runtime/engine/architecture.h"
+#include "runtime/engine/weights.h"
+#include "runtime/model/spec.h"
+
+namespace tiergen {
+
+// One sequence's share of a forward step: rows [row_begin, row_begin + n_new) of the activations
+// hold its new tokens, at positions past_len .. past_len + n_new - 1; its KV cache is slot `slot`.
+struct SeqStep {
+  int64_t row_begin = 0;
+  int64_t n_new = 0;
+  int64_t past_len = 0;
+  int64_t slot = 0;
+};
+
+// Per-layer KV cache: for each slot, K and V of shape (capacity, n_kv_heads * head_dim).
+struct LayerKvCache {
+  std::vector<Tensor> k, v;
+};
+
+struct ForwardContext {
+  kernels::Backend* backend = nullptr;
+  std::vector<SeqStep> seqs;
+  std::vector<int32_t> token_ids;   // (T) new tokens, all sequences concatenated
+  std::vector<int64_t> positions;   // (T) their positions
+  std::vector<int64_t> logit_rows;  // rows of the final hidden state that need logits
+  Tensor hidden;                    // (T, C) f32 on the backend: the activations flowing through
+  Tensor logits;                    // (logit_rows, V) written by the output head
+  // Optional: sees the hidden state after the embedding (index 0), after each decoder layer
+  // (index i+1, after its MLP), and after the final norm (index num_layers, replacing the last).
+  std::function<void(int64_t index, const Tensor& hidden)> observer;
+
+  int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
+};
+
+struct WeightSpec {
+  std::string name;
+  Shape shape;
+};
+
+class Layer {
+ public:
+  virtual ~Layer() = default;
+  virtual std::string name() const = 0;
+  // Loads (views of) its weights from `src`; shapes come from the spec.
+  virtual void load(WeightSource& src) = 0;
+  // Bytes of the weights it holds.
+  virtual size_t weight_bytes() const = 0;
+  // Index of the decoder layer it belongs to, or -1 (embedding, head).
+  virtual int64_t decoder_index() const { return -1; }
+  // KV cache this layer needs per token (0 for layers without attention), in elements of K plus V.
+  virtual int64_t kv_elems_per_token() const { return 0; }
+  // Runs on ctx.hidden; `kv` is the layer's cache when kv_elems_per_token() > 0.
+  virtual void forward(ForwardContext& ctx, LayerKvCache* kv) = 0;
+};
+
+// The layer list of a model described by `spec` and `names`.
+std::vector<std::unique_ptr<Layer>> build_layers(const ModelSpec& spec, const ArchitectureNames& names);
+
+// Factories, one per layer kind (runtime/engine/layer_*.cc).
+std::unique_ptr<Layer> make_embed_layer(const ModelSpec& spec, const ArchitectureNames& names);
+std::unique_ptr<Layer> make_attention_layer(const ModelSpec& spec, const ArchitectureNames& names, int64_t index);
+std::unique_ptr<Layer> make_mlp_layer(const ModelSpec& spec, const ArchitectureNames& names, int64_t index);
+std::unique_ptr<Layer> make_head_layer(const ModelSpec& spec, const ArchitectureNames& names);
+
+// Rotary frequencies (head_dim / 2) for sequences up to `seq_len` tokens (only "dynamic" scaling
+// depends on it), per the config's rope_scaling.
+std::vector<float> rope_inv_freq(const ModelSpec& spec, int64_t seq_len);
+// ALiBi slopes (n_heads) as BLOOM defines them, including head counts that are not powers of 2.
+std::vector<float> alibi_slopes(int64_t n_heads);
+
+// A norm (RMSNorm or LayerNorm per spec) with its weights; shared by the layers.
+struct Norm {
+  Tensor w, b;
+  void load(WeightSource& src, const std::string& prefix, const ModelSpec& spec, int64_t dim);
+  void apply(kernels::Backend& be, Tensor& out, const Tensor& x, const ModelSpec& spec) const;
+  size_t bytes() const { return (w.defined() ? w.nbytes() : 0) + (b.defined() ? b.nbytes() : 0); }
+};
+
+// A linear projection with optional bias.
+struct Linear {
+  Tensor w, b;  // w (out, in), b (out)
+  void load(WeightSource& src, const std::string& prefix, int64_t out, int64_t in, bool bias);
+  void apply(kernels::Backend& be, Tensor& y, const Tensor& x) const { be.linear(y, x, w, b.defined() ? &b : nullptr); }
+  size_t bytes() const { return (w.defined() ? w.nbytes() : 0) + (b.defined() ? b.nbytes() : 0); }
+};
+
+}  // namespace tiergen

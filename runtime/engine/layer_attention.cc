@@ -1,0 +1,127 @@
+// Self-attention layer: norm (pre-LN) -> q, k, v -> RoPE -> append k, v to the cache -> causal
+// attention (GQA, ALiBi) -> output projection -> residual add (-> norm, post-LN).
+#include <cmath>
+#include <cstring>
+
+#include "runtime/core/error.h"
+#include "runtime/engine/layer.h"
+
+namespace tiergen {
+namespace {
+
+// BLOOM's fused query_key_value rows are (n_heads, 3, head_dim): gather them into separate q, k, v
+// projections once at load time, so the forward pass is the same for every family.
+Tensor gather_rows(const Tensor& fused, int64_t n_heads, int64_t head_dim, int which) {
+  // weight (n_heads * 3 * head_dim, C) -> (n_heads * head_dim, C); bias (n_heads * 3 * head_dim) likewise
+  Shape shape = fused.shape();
+  shape[0] = n_heads * head_dim;
+  Tensor out = Tensor::empty(shape, fused.dtype());
+  const size_t row = static_cast<size_t>(fused.numel() / fused.dim(0)) * dtype_size(fused.dtype());
+  for (int64_t h = 0; h < n_heads; ++h)
+    std::memcpy(static_cast<char*>(out.raw()) + h * head_dim * row,
+                static_cast<const char*>(fused.raw()) + (h * 3 + which) * head_dim * row, head_dim * row);
+  return out;
+}
+
+class AttentionLayer final : public Layer {
+ public:
+  AttentionLayer(const ModelSpec& spec, const ArchitectureNames& names, int64_t index)
+      : spec_(spec), names_(names.layer(index)), interleaved_(names.qkv_interleaved_per_head), index_(index) {
+    if (spec_.position == PositionKind::Alibi) slopes_ = alibi_slopes(spec_.num_heads);
+  }
+  std::string name() const override { return "layers." + std::to_string(index_) + ".attention"; }
+  int64_t decoder_index() const override { return index_; }
+  int64_t kv_elems_per_token() const override { return 2 * spec_.num_kv_heads * spec_.head_dim; }
+
+  void load(WeightSource& src) override {
+    const int64_t C = spec_.hidden_size, D = spec_.head_dim;
+    const int64_t q_out = spec_.num_heads * D, kv_out = spec_.num_kv_heads * D;
+    norm_.load(src, names_.attn_norm, spec_, C);
+    if (!names_.qkv.empty()) {
+      if (!interleaved_) throw UnsupportedError(name() + ": fused qkv without the per-head layout");
+      Tensor w = src.get(names_.qkv + ".weight", {q_out + 2 * kv_out, C});
+      Tensor b = spec_.qkv_bias ? src.get(names_.qkv + ".bias", {q_out + 2 * kv_out}) : Tensor();
+      Linear* parts[3] = {&q_, &k_, &v_};
+      for (int i = 0; i < 3; ++i) {
+        parts[i]->w = gather_rows(w, spec_.num_heads, D, i);
+        if (b.defined()) parts[i]->b = gather_rows(b, spec_.num_heads, D, i);
+      }
+    } else {
+      q_.load(src, names_.q, q_out, C, spec_.qkv_bias);
+      k_.load(src, names_.k, kv_out, C, spec_.qkv_bias);
+      v_.load(src, names_.v, kv_out, C, spec_.qkv_bias);
+    }
+    o_.load(src, names_.o, C, q_out, spec_.o_bias);
+  }
+  size_t weight_bytes() const override { return norm_.bytes() + q_.bytes() + k_.bytes() + v_.bytes() + o_.bytes(); }
+
+  void forward(ForwardContext& ctx, LayerKvCache* kv) override {
+    TIERGEN_CHECK(kv != nullptr, name() + " needs a KV cache");
+    kernels::Backend& be = *ctx.backend;
+    const int64_t T = ctx.num_tokens(), C = spec_.hidden_size, D = spec_.head_dim;
+    const int64_t q_out = spec_.num_heads * D, kv_out = spec_.num_kv_heads * D;
+    Tensor& h = ctx.hidden;  // (T, C)
+    Tensor x = h;
+    if (spec_.pre_norm) {
+      x = be.alloc({T, C}, DType::F32);
+      norm_.apply(be, x, h, spec_);
+    }
+    Tensor q = be.alloc({T, q_out}, DType::F32);   // (T, Hq*D)
+    Tensor k = be.alloc({T, kv_out}, DType::F32);  // (T, Hkv*D)
+    Tensor v = be.alloc({T, kv_out}, DType::F32);
+    q_.apply(be, q, x);
+    k_.apply(be, k, x);
+    v_.apply(be, v, x);
+    if (spec_.position == PositionKind::Rope) {
+      int64_t max_len = 0;
+      for (const SeqStep& s : ctx.seqs) max_len = std::max(max_len, s.past_len + s.n_new);
+      const std::vector<float> inv_freq = rope_inv_freq(spec_, max_len);
+      be.rope_(q, static_cast<int>(D), ctx.positions, inv_freq);
+      be.rope_(k, static_cast<int>(D), ctx.positions, inv_freq);
+    }
+    std::vector<kernels::AttentionSeq> seqs;
+    for (const SeqStep& s : ctx.seqs) {
+      Tensor& kc = kv->k.at(static_cast<size_t>(s.slot));
+      Tensor& vc = kv->v.at(static_cast<size_t>(s.slot));
+      if (s.past_len + s.n_new > kc.dim(0))
+        throw InternalError(name() + ": KV cache slot " + std::to_string(s.slot) + " holds " + std::to_string(kc.dim(0)) +
+                            " tokens, step needs " + std::to_string(s.past_len + s.n_new));
+      be.write_rows(kc, s.past_len, k.slice_rows(s.row_begin, s.row_begin + s.n_new));
+      be.write_rows(vc, s.past_len, v.slice_rows(s.row_begin, s.row_begin + s.n_new));
+      seqs.push_back({s.row_begin, s.n_new, s.past_len + s.n_new, kc, vc});
+    }
+    kernels::AttentionParams p;
+    p.n_heads = static_cast<int>(spec_.num_heads);
+    p.n_kv_heads = static_cast<int>(spec_.num_kv_heads);
+    p.head_dim = static_cast<int>(D);
+    p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+    p.alibi_slopes = slopes_.empty() ? nullptr : slopes_.data();
+    Tensor attn = be.alloc({T, q_out}, DType::F32);
+    be.attention(attn, q, seqs, p);
+    Tensor o = be.alloc({T, C}, DType::F32);
+    o_.apply(be, o, attn);
+    be.add_(h, o);
+    if (!spec_.pre_norm) {
+      Tensor n = be.alloc({T, C}, DType::F32);
+      norm_.apply(be, n, h, spec_);
+      h = n;
+    }
+  }
+
+ private:
+  const ModelSpec& spec_;
+  LayerNames names_;
+  bool interleaved_;
+  int64_t index_;
+  std::vector<float> slopes_;
+  Norm norm_;
+  Linear q_, k_, v_, o_;
+};
+
+}  // namespace
+
+std::unique_ptr<Layer> make_attention_layer(const ModelSpec& spec, const ArchitectureNames& names, int64_t index) {
+  return std::make_unique<AttentionLayer>(spec, names, index);
+}
+
+}  // namespace tiergen

@@ -1,0 +1,80 @@
+// MLP layer: norm (pre-LN) -> gated (SwiGLU: down(silu(gate x) * up x)) or plain
+// (fc2(act(fc1 x))) -> residual add (-> norm, post-LN).
+#include "runtime/core/error.h"
+#include "runtime/engine/layer.h"
+
+namespace tiergen {
+namespace {
+
+kernels::Act to_act(Activation a) {
+  switch (a) {
+    case Activation::Relu: return kernels::Act::Relu;
+    case Activation::Gelu: return kernels::Act::Gelu;
+    case Activation::GeluTanh: return kernels::Act::GeluTanh;
+    case Activation::Silu: return kernels::Act::Silu;
+  }
+  throw InternalError("unknown activation");
+}
+
+class MlpLayer final : public Layer {
+ public:
+  MlpLayer(const ModelSpec& spec, const ArchitectureNames& names, int64_t index)
+      : spec_(spec), names_(names.layer(index)), index_(index) {}
+  std::string name() const override { return "layers." + std::to_string(index_) + ".mlp"; }
+  int64_t decoder_index() const override { return index_; }
+
+  void load(WeightSource& src) override {
+    const int64_t C = spec_.hidden_size, F = spec_.intermediate_size;
+    norm_.load(src, names_.mlp_norm, spec_, C);
+    fc1_.load(src, names_.fc1, F, C, spec_.mlp_bias);
+    if (spec_.gated_mlp) up_.load(src, names_.up, F, C, spec_.mlp_bias);
+    fc2_.load(src, names_.fc2, C, F, spec_.mlp_bias);
+  }
+  size_t weight_bytes() const override { return norm_.bytes() + fc1_.bytes() + up_.bytes() + fc2_.bytes(); }
+
+  void forward(ForwardContext& ctx, LayerKvCache*) override {
+    kernels::Backend& be = *ctx.backend;
+    const int64_t T = ctx.num_tokens(), C = spec_.hidden_size, F = spec_.intermediate_size;
+    Tensor& h = ctx.hidden;  // (T, C)
+    Tensor x = h;
+    if (spec_.pre_norm) {
+      x = be.alloc({T, C}, DType::F32);
+      norm_.apply(be, x, h, spec_);
+    }
+    Tensor a = be.alloc({T, F}, DType::F32);  // (T, F)
+    fc1_.apply(be, a, x);
+    if (spec_.gated_mlp) {
+      Tensor u = be.alloc({T, F}, DType::F32);
+      up_.apply(be, u, x);
+      if (spec_.activation != Activation::Silu)
+        throw UnsupportedError(name() + ": gated MLP supports SiLU only");
+      be.silu_mul_(a, u);
+    } else {
+      be.activation_(a, to_act(spec_.activation));
+    }
+    Tensor y = be.alloc({T, C}, DType::F32);
+    fc2_.apply(be, y, a);
+    be.add_(h, y);
+    if (!spec_.pre_norm) {
+      Tensor n = be.alloc({T, C}, DType::F32);
+      norm_.apply(be, n, h, spec_);
+      h = n;
+    }
+    if (ctx.observer) ctx.observer(index_ + 1, h);
+  }
+
+ private:
+  const ModelSpec& spec_;
+  LayerNames names_;
+  int64_t index_;
+  Norm norm_;
+  Linear fc1_, up_, fc2_;
+};
+
+}  // namespace
+
+std::unique_ptr<Layer> make_mlp_layer(const ModelSpec& spec, const ArchitectureNames& names, int64_t index) {
+  return std::make_unique<MlpLayer>(spec, names, index);
+}
+
+}  // namespace tiergen

@@ -1,0 +1,62 @@
+// The generation API: requests in (token ids, sampling, stop conditions), outputs out. Requests
+// are run in blocks of up to `max_batch` sequences: one ragged prefill of all their prompts, then
+// decode steps with one new token per unfinished sequence. Each sequence's result equals running it
+// alone (same seed): sequences share only the GEMMs, never state.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/generate/sampler.h"
+#include "runtime/tokenizer/tokenizer.h"
+#include "stage/stage.h"
+
+namespace tiergen {
+
+struct Request {
+  std::vector<int32_t> input_ids;
+  SamplingParams sampling;
+  int64_t max_new_tokens = 32;
+  std::vector<int32_t> eos_ids;          // stop after emitting any of these (kept in output_ids)
+  std::vector<std::string> stop_strings; // stop once the decoded output contains one (text is cut before it)
+};
+
+enum class FinishReason { Length, Eos, Stop };
+const char* finish_reason_name(FinishReason r);
+
+struct Result {
+  std::vector<int32_t> input_ids;
+  std::vector<int32_t> output_ids;
+  std::string text;  // decoded output (special tokens skipped), cut at a stop string; empty without a tokenizer
+  FinishReason finish = FinishReason::Length;
+};
+
+struct GenerateStats {
+  int64_t prompt_tokens = 0;
+  int64_t generated_tokens = 0;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+};
+
+class Generator {
+ public:
+  // `tokenizer` may be null: then no text, and stop strings are rejected.
+  Generator(Stage& stage, const Tokenizer* tokenizer, int64_t max_batch = 64);
+
+  std::vector<Result> generate(const std::vector<Request>& requests, GenerateStats* stats = nullptr);
+
+  // Called after each decode step with (request index, its result so far); for streaming output.
+  std::function<void(size_t, const Result&)> on_token;
+
+ private:
+  void run_block(const std::vector<Request>& requests, size_t begin, size_t end, std::vector<Result>& out,
+                 GenerateStats& stats);
+  Stage& stage_;
+  const Tokenizer* tokenizer_;
+  int64_t max_batch_;
+};
+
+}  // namespace tiergen

@@ -1,0 +1,143 @@
+#include "runtime/tokenizer/regex.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <fmt/format.h>
+
+#include "runtime/core/error.h"
+#include "runtime/tokenizer/json_util.h"
+#include "runtime/tokenizer/unicode.h"
+
+namespace tiergen::tok {
+namespace {
+
+// Bounds on one match so a hostile pattern (catastrophic backtracking) fails instead of hanging.
+constexpr uint32_t kMatchLimit = 10'000'000;
+constexpr size_t kJitStackMax = 4u << 20;
+
+std::string pcre2_message(int code) {
+  PCRE2_UCHAR buf[256];
+  pcre2_get_error_message(code, buf, sizeof buf);
+  return reinterpret_cast<const char*>(buf);
+}
+
+// Per-thread match state: PCRE2 match data and JIT stacks must not be shared between threads
+// that match at the same time, and creating them per call would cost more than the match.
+struct MatchScratch {
+  pcre2_match_data* data = pcre2_match_data_create(1, nullptr);
+  pcre2_match_context* context = pcre2_match_context_create(nullptr);
+  pcre2_jit_stack* jit_stack = pcre2_jit_stack_create(32 * 1024, kJitStackMax, nullptr);
+
+  MatchScratch() {
+    pcre2_set_match_limit(context, kMatchLimit);
+    if (jit_stack != nullptr) pcre2_jit_stack_assign(context, nullptr, jit_stack);
+  }
+  ~MatchScratch() {
+    pcre2_jit_stack_free(jit_stack);
+    pcre2_match_context_free(context);
+    pcre2_match_data_free(data);
+  }
+  MatchScratch(const MatchScratch&) = delete;
+  MatchScratch& operator=(const MatchScratch&) = delete;
+};
+
+MatchScratch& scratch() {
+  thread_local MatchScratch s;
+  if (s.data == nullptr || s.context == nullptr) throw OutOfMemoryError("PCRE2: cannot allocate match data");
+  return s;
+}
+
+}  // namespace
+
+struct Regex::Code {
+  pcre2_code* code = nullptr;
+  bool jit = false;
+  std::string what;
+  ~Code() { pcre2_code_free(code); }
+};
+
+Regex::Regex(std::string_view pattern, std::string what) {
+  auto code = std::make_shared<Code>();
+  code->what = std::move(what);
+  int err = 0;
+  PCRE2_SIZE err_offset = 0;
+  code->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                             PCRE2_UTF | PCRE2_UCP, &err, &err_offset, nullptr);
+  if (code->code == nullptr) {
+    throw FormatError(fmt::format("{}: invalid regex at offset {}: {}", code->what, err_offset,
+                                  pcre2_message(err)));
+  }
+  // JIT is an optimisation: builds of PCRE2 without it still match, only slower.
+  code->jit = pcre2_jit_compile(code->code, PCRE2_JIT_COMPLETE) == 0;
+  code_ = std::move(code);
+}
+
+std::string Regex::escape(std::string_view literal) {
+  std::string out;
+  out.reserve(literal.size() * 2);
+  for (char c : literal) {
+    const auto u = static_cast<unsigned char>(c);
+    // A backslash before any ASCII non-alphanumeric is a literal in PCRE2; bytes >= 0x80 are
+    // parts of UTF-8 characters and are literal already.
+    const bool alnum = (u >= '0' && u <= '9') || (u >= 'a' && u <= 'z') || (u >= 'A' && u <= 'Z');
+    if (u < 0x80 && !alnum) out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+bool Regex::search(std::string_view text, size_t from, size_t& start, size_t& end) const {
+  MatchScratch& s = scratch();
+  // The text was validated once up front; re-checking UTF-8 per call would make splitting quadratic.
+  const uint32_t options = PCRE2_NO_UTF_CHECK;
+  const auto subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  int rc = code_->jit ? pcre2_jit_match(code_->code, subject, text.size(), from, options, s.data, s.context)
+                      : pcre2_match(code_->code, subject, text.size(), from, options, s.data, s.context);
+  if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {
+    // Deep backtracking on a long input: the interpreter keeps its state on the heap instead.
+    rc = pcre2_match(code_->code, subject, text.size(), from, options | PCRE2_NO_JIT, s.data, s.context);
+  }
+  if (rc == PCRE2_ERROR_NOMATCH) return false;
+  if (rc < 0) {
+    throw FormatError(fmt::format("{}: regex failed on a {}-byte input: {}", code_->what, text.size(),
+                                  pcre2_message(rc)));
+  }
+  const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(s.data);
+  start = ov[0];
+  end = ov[1];
+  // \K inside a lookaround can report a match that ends before it starts; treat it as empty.
+  if (end < start) end = start;
+  return true;
+}
+
+void Regex::find_all(std::string_view text, std::vector<std::pair<size_t, size_t>>& out) const {
+  size_t pos = 0;
+  bool have_last = false;
+  size_t last_end = 0;
+  while (pos <= text.size()) {
+    size_t start, end;
+    if (!search(text, pos, start, end)) break;
+    // As Oniguruma's find_iter: an empty match right where the previous match ended is skipped
+    // by stepping one character, which also guarantees progress.
+    if (start == end && have_last && end == last_end) {
+      if (pos >= text.size()) break;
+      pos += utf8_len(static_cast<unsigned char>(text[pos]));
+      continue;
+    }
+    out.emplace_back(start, end);
+    have_last = true;
+    last_end = end;
+    pos = end;
+  }
+}
+
+Regex pattern_from_json(const nlohmann::json& j, const Where& where) {
+  require_object(j, where);
+  const std::string what = fmt::format("{}: {}", where.origin(), where.path());
+  if (const json* s = find_field(j, "String")) return Regex(Regex::escape(require_string(*s, where["String"])), what);
+  if (const json* r = find_field(j, "Regex")) return Regex(require_string(*r, where["Regex"]), what);
+  where.fail("expected a pattern object with a 'String' or 'Regex' field");
+}
+
+}  // namespace tiergen::tok

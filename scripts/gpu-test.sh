@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Runs tiergen's GPU tests (tests/gpu/*_test.cc) on a GPU host from a build made on this machine.
+#
+# The lent GPU machine has the driver, nvcc, cmake, ninja and the CUDA libraries, but none of our
+# Debian library dependencies (OpenBLAS, PCRE2, fmt, gtest, ...), and its working tree travels
+# with a 64 MiB limit. So the work is split in two:
+#
+#   scripts/gpu-test.sh pack   HERE. Configures and builds the GPU test executables (Release,
+#                              TIERGEN_CUDA=ON, sm_90) in build-gpu-tree/ (stays here), copies them
+#                              stripped into build-gpu/ with a CTestTestfile.cmake that uses relative
+#                              paths, and packs the shared libraries they load that the GPU machine
+#                              lacks (everything but glibc and the CUDA toolkit/driver libraries, so
+#                              OpenBLAS, gfortran, quadmath, gomp, libstdc++ ...) into
+#                              .devlibs/libs.tar.xz (OpenBLAS alone is 36 MB raw, 4 MB compressed).
+#   scripts/gpu-test.sh run    THERE (repo root). Unpacks .devlibs, sets LD_LIBRARY_PATH, prints
+#                              `nvidia-smi -L`, runs every build-gpu/*_test directly (the build's
+#                              CMake paths point at this machine's checkout, so nothing may depend on
+#                              them) and then `ctest -R _test` over build-gpu/. Logs go to $OUT when
+#                              it is set. Exit status: non-zero when any test failed.
+#
+# On the lent machine, through the device tool:
+#   run(command="bash scripts/gpu-test.sh run", carry=["build-gpu", ".devlibs"], timeout_s=300)
+# build-gpu/, build-gpu-tree/ (/build*/) and .devlibs/ are ignored by .gitignore.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TREE="$ROOT/build-gpu-tree"   # the real build tree: objects and static libraries stay here
+BIN="$ROOT/build-gpu"         # what travels: the stripped test executables
+LIBS="$ROOT/.devlibs"
+
+gpu_tests() {  # names of the GPU test executables, one per tests/gpu/*_test.cc
+  local f
+  for f in "$ROOT"/tests/gpu/*_test.cc; do
+    [[ -e "$f" ]] && basename "$f" .cc
+  done
+}
+
+pack() {
+  local tests
+  mapfile -t tests < <(gpu_tests)
+  ((${#tests[@]})) || { echo "no tests/gpu/*_test.cc to build" >&2; exit 1; }
+
+  cmake -S "$ROOT" -B "$TREE" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTIERGEN_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DTIERGEN_BENCH=OFF >/dev/null
+  ninja -C "$TREE" "${tests[@]}"
+
+  rm -rf "$BIN" "$LIBS"
+  mkdir -p "$BIN" "$LIBS/stage"
+  {
+    echo "# Written by scripts/gpu-test.sh pack: one ctest test per GPU test executable, beside this file."
+    for t in "${tests[@]}"; do
+      cp "$TREE/tests/$t" "$BIN/$t"
+      strip "$BIN/$t"
+      echo "add_test($t \"\${CMAKE_CURRENT_LIST_DIR}/$t\" --gtest_color=no)"
+    done
+  } >"$BIN/CTestTestfile.cmake"
+
+  # Libraries to leave out: glibc's (the GPU machine's is newer, and must match its loader) and
+  # the CUDA toolkit and driver libraries (they are there, and must match its driver).
+  local skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|libresolv\.so|libcuda|libcudart|libcublas|libnvidia|libnvrtc|libnccl)'
+  local name path
+  for t in "${tests[@]}"; do
+    if ldd "$BIN/$t" | grep -q 'not found'; then
+      ldd "$BIN/$t" | grep 'not found' >&2
+      exit 1
+    fi
+    while read -r name _ path _; do
+      [[ "$path" == /* && ! "$name" =~ $skip ]] || continue
+      cp -L "$path" "$LIBS/stage/$name"
+    done < <(ldd "$BIN/$t")
+  done
+  tar -C "$LIBS/stage" -cJf "$LIBS/libs.tar.xz" .
+  echo "packed libraries:"
+  ls -l "$LIBS/stage" | tail -n +2
+  rm -rf "$LIBS/stage"
+
+  # The device tool carries the working tree plus these folders, 64 MiB in all.
+  local tree_bytes carry_bytes
+  tree_bytes=$(cd "$ROOT" && git ls-files -co --exclude-standard -z | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
+  carry_bytes=$(du -cb "$BIN" "$LIBS" | tail -1 | cut -f1)
+  echo "build-gpu + .devlibs: $((carry_bytes / 1024)) KiB; working tree: $((tree_bytes / 1024)) KiB;" \
+    "together $(((carry_bytes + tree_bytes) / 1048576)) of 64 MiB"
+}
+
+run() {
+  [[ -d "$BIN" && -f "$LIBS/libs.tar.xz" ]] || { echo "run 'scripts/gpu-test.sh pack' here first" >&2; exit 1; }
+  local out="${OUT:-}"
+  local unpacked="$LIBS/lib"
+  mkdir -p "$unpacked"
+  if command -v xz >/dev/null; then
+    tar -C "$unpacked" -xJf "$LIBS/libs.tar.xz"
+  else  # no xz binary: Python's lzma reads it
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$LIBS/libs.tar.xz" "$unpacked"
+  fi
+  export LD_LIBRARY_PATH="$unpacked:/usr/local/cuda/lib64:/usr/local/cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+  echo "== host $(hostname)"
+  nvidia-smi -L | tee ${out:+"$out/nvidia-smi.txt"}
+
+  local failed=() t log
+  for exe in "$BIN"/*_test; do
+    t="$(basename "$exe")"
+    echo "== $t"
+    if ldd "$exe" | grep 'not found'; then
+      failed+=("$t (missing libraries)")
+      continue
+    fi
+    log="${out:+$out/$t.log}"
+    if ! "$exe" --gtest_color=no 2>&1 | tee ${log:+"$log"}; then
+      failed+=("$t")
+    fi
+  done
+
+  if command -v ctest >/dev/null; then
+    echo "== ctest -R _test (build-gpu)"
+    (cd "$BIN" && ctest -R _test --output-on-failure 2>&1 | tail -n 20 | tee ${out:+"$out/ctest.log"}) ||
+      failed+=("ctest")
+  else
+    echo "== ctest not found; the executables above are the result"
+  fi
+
+  if ((${#failed[@]})); then
+    echo "GPU TESTS FAILED: ${failed[*]}"
+    exit 1
+  fi
+  echo "GPU TESTS PASSED"
+}
+
+case "${1:-}" in
+  pack) pack ;;
+  run) run ;;
+  *)
+    echo "usage: $0 pack|run   (see the comment at the top)" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,404 @@
+// Conformance of the CUDA backend against the CPU reference, in the manner of ggml's
+// test-backend-ops: every op over a grid of shapes (odd sizes included) and dtypes, seeded random
+// inputs rounded to the GPU dtype, the CPU backend run on the same values, a tolerance derived
+// from the error model of each op (never set by eye), NaN/Inf failing outright, and the output
+// written into a guarded device buffer whose sentinel bytes catch out-of-bounds writes.
+// Without a visible GPU (CI has nvcc but no driver) every test skips with the reason.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <iostream>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "runtime/core/error.h"
+#include "tests/testutil/testutil.h"
+
+namespace tiergen::kernels {
+namespace {
+
+constexpr double kU32 = 0x1p-24;  // unit roundoff of f32: half the gap between 1 and the next float
+
+// Unit roundoff (round to nearest) of the dtype an op writes.
+double unit_roundoff(DType t) {
+  switch (t) {
+    case DType::F16: return 0x1p-11;
+    case DType::BF16: return 0x1p-8;
+    default: return kU32;
+  }
+}
+
+// Below the normal range rounding is absolute: at most half the smallest subnormal.
+double underflow_slack(DType t) {
+  switch (t) {
+    case DType::F16: return 0x1p-25;
+    case DType::BF16: return 0x1p-134;
+    default: return 0x1p-150;
+  }
+}
+
+// One backend pair per process: creating a cuBLAS handle per case would dominate the run time.
+Backend& cpu() {
+  static const std::unique_ptr<Backend> b = make_cpu_backend();
+  return *b;
+}
+Backend& gpu() {
+  static const std::unique_ptr<Backend> b = make_cuda_backend(0);
+  return *b;
+}
+
+class CudaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda_available()) GTEST_SKIP() << "no CUDA device is visible (or this build has no CUDA backend)";
+  }
+};
+
+// A host input in the GPU's dtype and the same values widened to F32 (what the CPU kernels read).
+struct HostInput {
+  Tensor native;  // dtype `dt`
+  Tensor f32;     // identical values
+};
+
+HostInput random_input(Shape shape, DType dt, float lo, float hi, std::mt19937& rng) {
+  Tensor f = Tensor::empty(shape, DType::F32);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  const size_t n = static_cast<size_t>(f.numel());
+  for (size_t i = 0; i < n; ++i) f.data<float>()[i] = dist(rng);
+  if (dt == DType::F32) return {f, f};
+  Tensor native = Tensor::empty(shape, dt);
+  convert_from_f32(native.raw(), dt, f.data<float>(), n);
+  convert_to_f32(f.data<float>(), native.raw(), dt, n);  // f now holds exactly the rounded values
+  return {native, f};
+}
+
+// |t| elementwise for a host F32/F16/BF16 tensor (clearing the sign bit is exact in every format).
+Tensor abs_of(const Tensor& t) {
+  Tensor a = Tensor::empty(t.shape(), t.dtype());
+  std::memcpy(a.raw(), t.raw(), t.nbytes());
+  if (t.dtype() == DType::F32) {
+    for (int64_t i = 0; i < a.numel(); ++i) a.data<float>()[i] = std::fabs(a.data<float>()[i]);
+  } else {
+    for (int64_t i = 0; i < a.numel(); ++i) a.data<uint16_t>()[i] &= 0x7fffu;
+  }
+  return a;
+}
+
+Tensor upload(const Tensor& host) {
+  Tensor d = gpu().alloc(host.shape(), host.dtype());
+  gpu().copy(d, host);
+  return d;
+}
+
+// A device output of `shape` placed between two guard zones of sentinel bytes inside one larger
+// allocation. The output itself is poisoned with 0xff bytes (NaN in f32, f16 and bf16), so an
+// element the op leaves unwritten fails the NaN check.
+class GuardedOutput {
+ public:
+  static constexpr size_t kGuard = 256;  // bytes on each side; keeps the view 256-byte aligned
+
+  GuardedOutput(Shape shape, DType dt) : bytes_(static_cast<size_t>(shape_numel(shape)) * dtype_size(dt)) {
+    whole_ = gpu().alloc({static_cast<int64_t>(2 * kGuard + bytes_)}, DType::U8);
+    view_ = Tensor(whole_.storage(), kGuard, std::move(shape), dt);
+    Tensor host = Tensor::empty(whole_.shape(), DType::U8);
+    for (size_t i = 0; i < host.nbytes(); ++i) host.data<uint8_t>()[i] = expected(i);
+    gpu().copy(whole_, host);
+  }
+
+  Tensor& view() { return view_; }
+
+  // Reads the whole allocation back; returns the output widened to f32 and checks the guards.
+  ::testing::AssertionResult read(std::vector<float>& out) const {
+    Tensor host = Tensor::empty(whole_.shape(), DType::U8);
+    gpu().copy(host, whole_);
+    const uint8_t* b = host.data<uint8_t>();
+    for (size_t i = 0; i < host.nbytes(); ++i) {
+      const bool in_view = i >= kGuard && i < kGuard + bytes_;
+      if (!in_view && b[i] != expected(i))
+        return ::testing::AssertionFailure() << "out-of-bounds write: guard byte " << i << " (view is [" << kGuard
+                                             << ", " << kGuard + bytes_ << ")) changed";
+    }
+    out.resize(static_cast<size_t>(view_.numel()));
+    convert_to_f32(out.data(), b + kGuard, view_.dtype(), out.size());
+    return ::testing::AssertionSuccess();
+  }
+
+ private:
+  // Guard bytes vary with the position, so a stray memset or a shifted copy cannot match them.
+  uint8_t expected(size_t i) const {
+    if (i >= kGuard && i < kGuard + bytes_) return 0xff;
+    return static_cast<uint8_t>(i * 131u + 7u);
+  }
+
+  size_t bytes_;
+  Tensor whole_;
+  Tensor view_;
+};
+
+// Every gpu[i] finite and |gpu[i] - ref[i]| <= tol[i]. Reports the first few failures; `worst`
+// gets max |err| / tol, a measure of how much of the derived bound the GPU actually uses.
+::testing::AssertionResult all_close(const std::vector<float>& got, const float* ref, const std::vector<double>& tol,
+                                     size_t cols, double& worst) {
+  int bad = 0;
+  std::ostringstream msg;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double err = std::fabs(static_cast<double>(got[i]) - ref[i]);
+    const bool finite = std::isfinite(got[i]);
+    if (finite && tol[i] > 0) worst = std::max(worst, err / tol[i]);
+    if (!finite || err > tol[i]) {
+      if (bad < 5)
+        msg << "\n  [" << i / cols << ", " << i % cols << "] gpu " << got[i] << " cpu " << ref[i] << " |err| " << err
+            << " tol " << tol[i];
+      ++bad;
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << bad << " of " << got.size() << " elements out of tolerance" << msg.str();
+}
+
+// ---------------------------------------------------------------------------------------------
+// linear: out (M, N) = x (M, K) · w (N, K)^T + bias (N)
+
+struct LinearCase {
+  DType in;   // x, w and bias
+  DType out;  // `in` or F32
+  bool bias;
+};
+
+std::string linear_name(const ::testing::TestParamInfo<LinearCase>& info) {
+  const LinearCase& c = info.param;
+  return std::string(dtype_name(c.in)) + "_out" + dtype_name(c.out) + (c.bias ? "_bias" : "_nobias");
+}
+
+class LinearConformance : public CudaTest, public ::testing::WithParamInterface<LinearCase> {};
+
+// Error model. Let S = sum_k |x_k||w_k| + |b| and u = 2^-24.
+//  - A product of two f16 (or two bf16) values is exact in f32 (11+11 <= 24 significant bits).
+//  - Summing K products and the bias in f32, in any order, errs by at most (K+1)·u·S with
+//    round-to-nearest adds (the CPU) and by at most (K+1)·2u·S if the tensor cores truncate their
+//    adds (the GPU): 3(K+1)·u·S together, which 4(K+1)·u·S bounds with the second-order terms
+//    while (K+1)·u < 1/4.
+//  - The GPU then rounds once to out's dtype: u_out·|ref| (plus u_out times the error above,
+//    inside the same margin), or half a subnormal in f16's gradual underflow.
+// So |gpu - cpu| <= u_out·|ref| + 4(K+1)·u·S + underflow_slack(out).
+// The bias is stored in the input dtype, as checkpoints store it, so writing it into out before
+// the GEMM (kernels/cuda/linear.cu) is exact for out = in or F32.
+TEST_P(LinearConformance, MatchesCpuReference) {
+  const LinearCase c = GetParam();
+  const int64_t Ms[] = {1, 3, 17, 64, 129};
+  const int64_t Ks[] = {1, 7, 64, 4099};
+  const int64_t Ns[] = {1, 5, 64, 1000};
+  double worst = 0;
+  int cases = 0;
+  for (int64_t M : Ms)
+    for (int64_t K : Ks)
+      for (int64_t N : Ns) {
+        SCOPED_TRACE("M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" + std::to_string(N));
+        std::mt19937 rng(static_cast<uint32_t>(M * 1000003 + K * 1009 + N) ^ (static_cast<uint32_t>(c.in) << 20) ^
+                         (static_cast<uint32_t>(c.out) << 24) ^ (c.bias ? 1u << 28 : 0u));
+        const HostInput x = random_input({M, K}, c.in, -1.f, 1.f, rng);
+        const HostInput w = random_input({N, K}, c.in, -1.f, 1.f, rng);
+        const HostInput b = random_input({N}, c.in, -1.f, 1.f, rng);
+
+        Tensor ref = Tensor::empty({M, N}, DType::F32);
+        Tensor mag = Tensor::empty({M, N}, DType::F32);  // S for every output element
+        const Tensor b_abs = abs_of(b.native);
+        cpu().linear(ref, x.f32, w.native, c.bias ? &b.native : nullptr);
+        cpu().linear(mag, abs_of(x.f32), abs_of(w.native), c.bias ? &b_abs : nullptr);
+
+        const Tensor xd = upload(x.native), wd = upload(w.native), bd = upload(b.native);
+        GuardedOutput out({M, N}, c.out);
+        gpu().linear(out.view(), xd, wd, c.bias ? &bd : nullptr);
+        std::vector<float> got;
+        ASSERT_TRUE(out.read(got));
+
+        const double u_out = unit_roundoff(c.out);
+        std::vector<double> tol(got.size());
+        for (size_t i = 0; i < tol.size(); ++i)
+          tol[i] = u_out * std::fabs(ref.data<float>()[i]) + 4.0 * static_cast<double>(K + 1) * kU32 * mag.data<float>()[i] +
+                   underflow_slack(c.out);
+        EXPECT_TRUE(all_close(got, ref.data<float>(), tol, static_cast<size_t>(N), worst));
+        ++cases;
+      }
+  std::cout << "[ linear " << linear_name({c, 0}) << " ] " << cases << " shapes, max |err|/tol " << worst << "\n";
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, LinearConformance,
+                         ::testing::Values(LinearCase{DType::F16, DType::F16, false}, LinearCase{DType::F16, DType::F16, true},
+                                           LinearCase{DType::F16, DType::F32, false}, LinearCase{DType::F16, DType::F32, true},
+                                           LinearCase{DType::BF16, DType::BF16, false},
+                                           LinearCase{DType::BF16, DType::BF16, true},
+                                           LinearCase{DType::BF16, DType::F32, false},
+                                           LinearCase{DType::BF16, DType::F32, true}),
+                         linear_name);
+
+// ---------------------------------------------------------------------------------------------
+// rms_norm: out (M, C) = x / sqrt(mean(x^2) + eps) * w (C)
+
+struct RmsCase {
+  DType x, w, out;
+};
+
+std::string rms_name(const ::testing::TestParamInfo<RmsCase>& info) {
+  const RmsCase& c = info.param;
+  return std::string("x") + dtype_name(c.x) + "_w" + dtype_name(c.w) + "_out" + dtype_name(c.out);
+}
+
+class RmsNormConformance : public CudaTest, public ::testing::WithParamInterface<RmsCase> {};
+
+// Error model, relative to |ref| elementwise (every step is a product or a sum of positive terms,
+// so nothing cancels). u = 2^-24.
+//  GPU (kernels/cuda/rms_norm.cu): sum of C squares in f32, any order, C·u; / C and + eps, 2u;
+//    so (C+2)·u on mean+eps, halved by the square root; rsqrtf is within 2 ulp, 4u; x·inv and
+//    w·(...), 2u: (C/2 + 7)·u. Then one rounding to out's dtype: u_out.
+//  CPU (kernels/cpu/norm.cc): double accumulation (negligible), inv rounded to f32, two f32
+//    products: 3u.
+// So |gpu - cpu| <= (u_out + (C/2 + 10)·u)·|ref|; we allow (C/2 + 16)·u to cover second-order
+// terms, plus half a subnormal for f16 underflow.
+TEST_P(RmsNormConformance, MatchesCpuReference) {
+  const RmsCase c = GetParam();
+  const int64_t Ms[] = {1, 3, 17, 64, 129};
+  const int64_t Cs[] = {1, 7, 64, 1000, 4099, 8192};
+  const float eps = 1e-5f;
+  double worst = 0;
+  int cases = 0;
+  for (int64_t M : Ms)
+    for (int64_t C : Cs) {
+      SCOPED_TRACE("M=" + std::to_string(M) + " C=" + std::to_string(C));
+      std::mt19937 rng(static_cast<uint32_t>(M * 100003 + C) ^ (static_cast<uint32_t>(c.x) << 20) ^
+                       (static_cast<uint32_t>(c.w) << 24) ^ (static_cast<uint32_t>(c.out) << 28));
+      const HostInput x = random_input({M, C}, c.x, -2.f, 2.f, rng);
+      const HostInput w = random_input({C}, c.w, -1.5f, 1.5f, rng);
+
+      Tensor ref = Tensor::empty({M, C}, DType::F32);
+      cpu().rms_norm(ref, x.f32, w.native, eps);
+
+      const Tensor xd = upload(x.native), wd = upload(w.native);
+      GuardedOutput out({M, C}, c.out);
+      gpu().rms_norm(out.view(), xd, wd, eps);
+      std::vector<float> got;
+      ASSERT_TRUE(out.read(got));
+
+      const double rel = unit_roundoff(c.out) + (static_cast<double>(C) / 2 + 16) * kU32;
+      std::vector<double> tol(got.size());
+      for (size_t i = 0; i < tol.size(); ++i)
+        tol[i] = rel * std::fabs(ref.data<float>()[i]) + underflow_slack(c.out);
+      EXPECT_TRUE(all_close(got, ref.data<float>(), tol, static_cast<size_t>(C), worst));
+      ++cases;
+    }
+  std::cout << "[ rms_norm " << rms_name({c, 0}) << " ] " << cases << " shapes, max |err|/tol " << worst << "\n";
+}
+
+std::vector<RmsCase> rms_cases() {
+  // Activations in and out in one dtype (the model's), widening to F32 and narrowing from F32,
+  // each against every weight dtype a checkpoint may hold.
+  const DType io[][2] = {{DType::F32, DType::F32},  {DType::F16, DType::F16}, {DType::BF16, DType::BF16},
+                         {DType::F16, DType::F32},  {DType::BF16, DType::F32}, {DType::F32, DType::F16},
+                         {DType::F32, DType::BF16}};
+  std::vector<RmsCase> cases;
+  for (const auto& p : io)
+    for (DType w : {DType::F32, DType::F16, DType::BF16}) cases.push_back({p[0], w, p[1]});
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, RmsNormConformance, ::testing::ValuesIn(rms_cases()), rms_name);
+
+// In place (out aliases x), as the engine runs it on the residual stream: same bits as out of place.
+TEST_F(CudaTest, RmsNormInPlaceMatchesOutOfPlace) {
+  std::mt19937 rng(7);
+  const HostInput x = random_input({33, 4099}, DType::BF16, -2.f, 2.f, rng);
+  const HostInput w = random_input({4099}, DType::BF16, 0.5f, 1.5f, rng);
+  Tensor xd = upload(x.native);
+  const Tensor wd = upload(w.native);
+  Tensor separate = gpu().alloc(xd.shape(), DType::BF16);
+  gpu().rms_norm(separate, xd, wd, 1e-6f);
+  gpu().rms_norm(xd, xd, wd, 1e-6f);
+  Tensor a = Tensor::empty(xd.shape(), DType::BF16), b = Tensor::empty(xd.shape(), DType::BF16);
+  gpu().copy(a, separate);
+  gpu().copy(b, xd);
+  EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The backend itself: identity, memory, errors.
+
+TEST_F(CudaTest, NamesItsDevice) {
+  EXPECT_EQ(gpu().kind(), DeviceKind::Cuda);
+  EXPECT_EQ(gpu().name().rfind("cuda:0 ", 0), 0u) << gpu().name();
+  std::cout << "[ device ] " << gpu().name() << "\n";
+}
+
+TEST_F(CudaTest, AllocIsZeroedAndCopiesRoundTrip) {
+  Tensor d = gpu().alloc({7, 13}, DType::F16);
+  EXPECT_EQ(d.tier(), Tier::Gpu);
+  Tensor h = Tensor::empty({7, 13}, DType::F16);
+  std::memset(h.raw(), 0x5a, h.nbytes());
+  gpu().copy(h, d);  // D2H
+  EXPECT_TRUE(std::all_of(h.data<uint8_t>(), h.data<uint8_t>() + h.nbytes(), [](uint8_t v) { return v == 0; }));
+
+  std::mt19937 rng(11);
+  const HostInput src = random_input({7, 13}, DType::F16, -3.f, 3.f, rng);
+  gpu().copy(d, src.native);  // H2D
+  Tensor d2 = gpu().alloc({91}, DType::F16);
+  gpu().copy(d2, d);  // D2D, same element count in another shape
+  gpu().copy(h, d2);  // D2H
+  EXPECT_EQ(std::memcmp(h.raw(), src.native.raw(), h.nbytes()), 0);
+  gpu().synchronize();
+}
+
+TEST_F(CudaTest, UnimplementedOpsThrowNamingTheOp) {
+  Tensor a = gpu().alloc({2, 8}, DType::F16), b = gpu().alloc({2, 8}, DType::F16);
+  Tensor c = gpu().alloc({8}, DType::F16);
+  const int32_t ids[] = {0};
+  const int64_t pos[] = {0, 1};
+  const float inv_freq[] = {1.f, 0.5f};
+  const AttentionSeq seq{0, 2, 2, a, a};
+  const AttentionParams params{1, 1, 8, 1.f, nullptr};
+  const char* suffix = " is not implemented on the CUDA backend yet";
+  EXPECT_THROW_WITH(gpu().layer_norm(a, b, c, c, 1e-5f), UnsupportedError, std::string("layer_norm") + suffix);
+  EXPECT_THROW_WITH(gpu().embedding(a, b, ids), UnsupportedError, std::string("embedding") + suffix);
+  EXPECT_THROW_WITH(gpu().add_(a, b), UnsupportedError, std::string("add_") + suffix);
+  EXPECT_THROW_WITH(gpu().activation_(a, Act::Gelu), UnsupportedError, std::string("activation_") + suffix);
+  EXPECT_THROW_WITH(gpu().silu_mul_(a, b), UnsupportedError, std::string("silu_mul_") + suffix);
+  EXPECT_THROW_WITH(gpu().rope_(a, 4, pos, inv_freq), UnsupportedError, std::string("rope_") + suffix);
+  EXPECT_THROW_WITH(gpu().write_rows(a, 0, b), UnsupportedError, std::string("write_rows") + suffix);
+  EXPECT_THROW_WITH(gpu().attention(a, b, std::span<const AttentionSeq>(&seq, 1), params), UnsupportedError,
+                    std::string("attention") + suffix);
+}
+
+TEST_F(CudaTest, ShapeTierAndDtypeMismatchesThrow) {
+  Tensor x = gpu().alloc({3, 8}, DType::F16), w = gpu().alloc({4, 7}, DType::F16);
+  Tensor out = gpu().alloc({3, 4}, DType::F16);
+  EXPECT_THROW_WITH(gpu().linear(out, x, w, nullptr), InternalError, "linear: x");  // K 8 vs 7
+  Tensor w8 = gpu().alloc({4, 8}, DType::F16), out5 = gpu().alloc({3, 5}, DType::F16);
+  EXPECT_THROW_WITH(gpu().linear(out5, x, w8, nullptr), InternalError, "linear: out");
+  Tensor bias3 = gpu().alloc({3}, DType::F16);
+  EXPECT_THROW_WITH(gpu().linear(out, x, w8, &bias3), InternalError, "linear: bias");
+  Tensor w_bf16 = gpu().alloc({4, 8}, DType::BF16);
+  EXPECT_THROW_WITH(gpu().linear(out, x, w_bf16, nullptr), UnsupportedError, "linear");
+  const Tensor x_host = Tensor::empty({3, 8}, DType::F16);
+  EXPECT_THROW_WITH(gpu().linear(out, x_host, w8, nullptr), InternalError, "not in GPU memory");
+
+  Tensor nx = gpu().alloc({3, 8}, DType::F32), nw = gpu().alloc({7}, DType::F32);
+  Tensor nout = gpu().alloc({3, 8}, DType::F32);
+  EXPECT_THROW_WITH(gpu().rms_norm(nout, nx, nw, 1e-5f), InternalError, "rms_norm: w");
+  Tensor nw8 = gpu().alloc({8}, DType::F32), nout2 = gpu().alloc({2, 8}, DType::F32);
+  EXPECT_THROW_WITH(gpu().rms_norm(nout2, nx, nw8, 1e-5f), InternalError, "rms_norm: out");
+
+  Tensor small = Tensor::empty({5}, DType::F32);
+  EXPECT_THROW_WITH(gpu().copy(small, nx), InternalError, "copy");
+}
+
+TEST_F(CudaTest, MissingDeviceIsInvalidArgument) {
+  EXPECT_THROW_WITH(make_cuda_backend(4096), InvalidArgumentError, "CUDA device 4096 does not exist");
+}
+
+}  // namespace
+}  // namespace tiergen::kernels

@@ -1,0 +1,230 @@
+// Conformance of the CPU kernels (the reference backend) against naive double-precision loops,
+// over a grid of shapes with odd sizes, for every weight dtype and both GEMM paths (row-at-a-time
+// for small M, converted panels + sgemm for large M). NaN fails outright.
+#include <cmath>
+#include <random>
+
+#include "kernels/backend.h"
+#include "runtime/core/error.h"
+#include "runtime/engine/layer.h"
+#include "tests/testutil/testutil.h"
+
+namespace tiergen {
+namespace {
+
+Tensor random_tensor(Shape shape, DType dtype, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  Tensor t = Tensor::empty(std::move(shape), dtype);
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    float v = dist(rng);
+    convert_from_f32(static_cast<char*>(t.raw()) + i * dtype_size(dtype), dtype, &v, 1);
+  }
+  return t;
+}
+
+// Relative error bound for an f32 dot product of length K: K ulps of the absolute sum.
+void expect_close(const Tensor& out, const std::vector<double>& ref, const std::vector<double>& abs_scale, double k) {
+  ASSERT_EQ(out.numel(), static_cast<int64_t>(ref.size()));
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const float v = out.data<float>()[i];
+    ASSERT_TRUE(std::isfinite(v)) << "element " << i;
+    const double tol = (k + 2) * 1.2e-7 * abs_scale[i] + 1e-30;
+    ASSERT_NEAR(v, ref[i], tol) << "element " << i;
+  }
+}
+
+class LinearTest : public ::testing::TestWithParam<std::tuple<DType, int64_t, int64_t, int64_t, bool>> {};
+
+TEST_P(LinearTest, MatchesNaive) {
+  const auto [wt, M, N, K, bias] = GetParam();
+  auto be = kernels::make_cpu_backend();
+  Tensor x = random_tensor({M, K}, DType::F32, 1);
+  Tensor w = random_tensor({N, K}, wt, 2);
+  Tensor b = random_tensor({N}, wt, 3);
+  Tensor out = Tensor::empty({M, N});
+  be->linear(out, x, w, bias ? &b : nullptr);
+  const Tensor wf = w.to_f32(), bf = b.to_f32();
+  std::vector<double> ref(static_cast<size_t>(M * N)), scale(ref.size());
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double acc = bias ? bf.data<float>()[n] : 0.0, abs = bias ? std::fabs(bf.data<float>()[n]) : 0.0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double p = static_cast<double>(x.data<float>()[m * K + k]) * wf.data<float>()[n * K + k];
+        acc += p;
+        abs += std::fabs(p);
+      }
+      ref[m * N + n] = acc;
+      scale[m * N + n] = abs;
+    }
+  expect_close(out, ref, scale, static_cast<double>(K));
+}
+
+INSTANTIATE_TEST_SUITE_P(Grid, LinearTest,
+                         ::testing::Combine(::testing::Values(DType::F32, DType::F16, DType::BF16),
+                                            ::testing::Values(1, 3, 8, 9, 67),      // M: both paths
+                                            ::testing::Values(1, 5, 130),           // N
+                                            ::testing::Values(1, 7, 64, 301),       // K
+                                            ::testing::Bool()));
+
+TEST(CpuKernels, LinearRejectsShapeMismatch) {
+  auto be = kernels::make_cpu_backend();
+  Tensor x = Tensor::empty({2, 3}), w = Tensor::empty({4, 5}), out = Tensor::empty({2, 4});
+  EXPECT_THROW_WITH(be->linear(out, x, w, nullptr), InternalError, "linear: x");
+}
+
+TEST(CpuKernels, Norms) {
+  auto be = kernels::make_cpu_backend();
+  for (int64_t C : {1, 7, 64, 1000}) {
+    Tensor x = random_tensor({5, C}, DType::F32, 4, 3.0f);
+    Tensor w = random_tensor({C}, DType::BF16, 5), b = random_tensor({C}, DType::F16, 6);
+    const Tensor wf = w.to_f32(), bf = b.to_f32();
+    Tensor rms = Tensor::empty({5, C}), ln = Tensor::empty({5, C});
+    be->rms_norm(rms, x, w, 1e-6f);
+    be->layer_norm(ln, x, w, b, 1e-5f);
+    for (int64_t m = 0; m < 5; ++m) {
+      const float* r = x.data<float>() + m * C;
+      double ss = 0, mean = 0, var = 0;
+      for (int64_t c = 0; c < C; ++c) ss += double(r[c]) * r[c], mean += r[c];
+      mean /= C;
+      for (int64_t c = 0; c < C; ++c) var += (r[c] - mean) * (r[c] - mean);
+      var /= C;
+      for (int64_t c = 0; c < C; ++c) {
+        const double e_rms = r[c] / std::sqrt(ss / C + 1e-6) * wf.data<float>()[c];
+        const double e_ln = (r[c] - mean) / std::sqrt(var + 1e-5) * wf.data<float>()[c] + bf.data<float>()[c];
+        EXPECT_NEAR(rms.data<float>()[m * C + c], e_rms, 1e-5 * (1 + std::fabs(e_rms))) << C;
+        EXPECT_NEAR(ln.data<float>()[m * C + c], e_ln, 1e-5 * (1 + std::fabs(e_ln))) << C;
+      }
+    }
+  }
+}
+
+TEST(CpuKernels, ActivationsAndSiluMul) {
+  auto be = kernels::make_cpu_backend();
+  Tensor x = random_tensor({3, 33}, DType::F32, 7, 4.0f);
+  const std::vector<float> orig(x.data<float>(), x.data<float>() + x.numel());
+  auto run = [&](kernels::Act act, auto fn) {
+    Tensor y = Tensor::empty({3, 33});
+    std::copy(orig.begin(), orig.end(), y.data<float>());
+    be->activation_(y, act);
+    for (size_t i = 0; i < orig.size(); ++i) EXPECT_NEAR(y.data<float>()[i], fn(double(orig[i])), 1e-6 * (1 + std::fabs(fn(double(orig[i])))));
+  };
+  run(kernels::Act::Relu, [](double v) { return v > 0 ? v : 0.0; });
+  run(kernels::Act::Gelu, [](double v) { return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))); });
+  run(kernels::Act::GeluTanh, [](double v) { return 0.5 * v * (1 + std::tanh(0.79788456 * v * (1 + 0.044715 * v * v))); });
+  run(kernels::Act::Silu, [](double v) { return v / (1 + std::exp(-v)); });
+  Tensor g = Tensor::empty({3, 33}), u = random_tensor({3, 33}, DType::F32, 8);
+  std::copy(orig.begin(), orig.end(), g.data<float>());
+  be->silu_mul_(g, u);
+  for (size_t i = 0; i < orig.size(); ++i) {
+    const double e = orig[i] / (1 + std::exp(-double(orig[i]))) * u.data<float>()[i];
+    EXPECT_NEAR(g.data<float>()[i], e, 1e-6 * (1 + std::fabs(e)));
+  }
+}
+
+TEST(CpuKernels, EmbeddingGathersAndRejectsBadIds) {
+  auto be = kernels::make_cpu_backend();
+  Tensor table = random_tensor({10, 6}, DType::F16, 9);
+  const Tensor tf = table.to_f32();
+  const std::vector<int32_t> ids = {3, 0, 9, 3};
+  Tensor out = Tensor::empty({4, 6});
+  be->embedding(out, table, ids);
+  for (int64_t t = 0; t < 4; ++t)
+    for (int64_t c = 0; c < 6; ++c) EXPECT_EQ(out.data<float>()[t * 6 + c], tf.data<float>()[ids[t] * 6 + c]);
+  const std::vector<int32_t> bad = {10};
+  Tensor one = Tensor::empty({1, 6});
+  EXPECT_THROW_WITH(be->embedding(one, table, bad), InvalidArgumentError, "token id 10 is outside the vocabulary");
+}
+
+TEST(CpuKernels, RopeRotatesHalves) {
+  auto be = kernels::make_cpu_backend();
+  const int D = 8, H = 3;
+  Tensor x = random_tensor({4, H * D}, DType::F32, 10);
+  const std::vector<float> orig(x.data<float>(), x.data<float>() + x.numel());
+  const std::vector<int64_t> pos = {0, 1, 7, 100};
+  const std::vector<float> inv = {1.0f, 0.1f, 0.01f, 0.001f};
+  be->rope_(x, D, pos, inv);
+  for (int64_t t = 0; t < 4; ++t)
+    for (int h = 0; h < H; ++h)
+      for (int i = 0; i < D / 2; ++i) {
+        const double a = orig[t * H * D + h * D + i], b = orig[t * H * D + h * D + i + D / 2];
+        const double ang = double(float(pos[t]) * inv[i]);
+        EXPECT_NEAR(x.data<float>()[t * H * D + h * D + i], a * std::cos(ang) - b * std::sin(ang), 2e-6);
+        EXPECT_NEAR(x.data<float>()[t * H * D + h * D + i + D / 2], b * std::cos(ang) + a * std::sin(ang), 2e-6);
+      }
+}
+
+// Naive causal attention for one sequence whose queries are its last q_len positions.
+void naive_attention(std::vector<double>& out, const float* q, const float* k, const float* v, int64_t q_len,
+                     int64_t kv_len, int Hq, int Hkv, int D, float scale, const std::vector<float>& slopes) {
+  out.assign(static_cast<size_t>(q_len * Hq * D), 0.0);
+  for (int64_t i = 0; i < q_len; ++i)
+    for (int h = 0; h < Hq; ++h) {
+      const int kh = h / (Hq / Hkv);
+      const int64_t pos = kv_len - q_len + i;
+      std::vector<double> s(static_cast<size_t>(pos + 1));
+      double mx = -1e300;
+      for (int64_t j = 0; j <= pos; ++j) {
+        double d = 0;
+        for (int c = 0; c < D; ++c) d += double(q[(i * Hq + h) * D + c]) * k[(j * Hkv + kh) * D + c];
+        s[j] = d * scale + (slopes.empty() ? 0.0 : slopes[h] * double(j));
+        mx = std::max(mx, s[j]);
+      }
+      double sum = 0;
+      for (auto& e : s) sum += (e = std::exp(e - mx));
+      for (int64_t j = 0; j <= pos; ++j)
+        for (int c = 0; c < D; ++c) out[(i * Hq + h) * D + c] += s[j] / sum * v[(j * Hkv + kh) * D + c];
+    }
+}
+
+TEST(CpuKernels, AttentionRaggedGqaAlibi) {
+  auto be = kernels::make_cpu_backend();
+  for (bool alibi : {false, true}) {
+    const int Hq = 6, Hkv = alibi ? 6 : 2, D = 5;
+    const std::vector<float> slopes = alibi ? alibi_slopes(Hq) : std::vector<float>{};
+    // Two sequences: a prefill of 5 tokens and a decode step (1 new token after 8 cached).
+    const std::vector<std::pair<int64_t, int64_t>> shapes = {{5, 5}, {1, 9}};  // (q_len, kv_len)
+    std::vector<kernels::AttentionSeq> seqs;
+    int64_t rows = 0;
+    for (size_t s = 0; s < shapes.size(); ++s) {
+      seqs.push_back({rows, shapes[s].first, shapes[s].second, random_tensor({12, Hkv * D}, DType::F32, 20 + s),
+                      random_tensor({12, Hkv * D}, DType::F32, 30 + s)});
+      rows += shapes[s].first;
+    }
+    Tensor q = random_tensor({rows, Hq * D}, DType::F32, 11), out = Tensor::empty({rows, Hq * D});
+    kernels::AttentionParams p{Hq, Hkv, D, 0.4f, alibi ? slopes.data() : nullptr};
+    be->attention(out, q, seqs, p);
+    for (const auto& s : seqs) {
+      std::vector<double> ref;
+      naive_attention(ref, q.data<float>() + s.q_begin * Hq * D, s.k.data<float>(), s.v.data<float>(), s.q_len, s.kv_len,
+                      Hq, Hkv, D, 0.4f, slopes);
+      for (size_t i = 0; i < ref.size(); ++i) EXPECT_NEAR(out.data<float>()[s.q_begin * Hq * D + i], ref[i], 1e-5);
+    }
+  }
+}
+
+TEST(CpuKernels, AlibiSlopesMatchBloomDefinition) {
+  // 8 heads: 2^-1 .. 2^-8. 6 heads: the 4-head series 2^-2, 2^-4, 2^-6, 2^-8, then the odd powers
+  // of the 8-head base: 2^-1, 2^-3.
+  const auto s8 = alibi_slopes(8);
+  for (int i = 0; i < 8; ++i) EXPECT_FLOAT_EQ(s8[i], std::pow(2.0f, -(i + 1.0f)));
+  const auto s6 = alibi_slopes(6);
+  const float e6[] = {0.25f, 0.0625f, 0.015625f, 0.00390625f, 0.5f, 0.125f};
+  ASSERT_EQ(s6.size(), 6u);
+  for (int i = 0; i < 6; ++i) EXPECT_FLOAT_EQ(s6[i], e6[i]);
+}
+
+TEST(Dtype, F16RoundTripsEveryValue) {
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float f = f16_to_f32(static_cast<uint16_t>(h));
+    if (std::isnan(f)) continue;
+    ASSERT_EQ(f32_to_f16(f), h) << std::hex << h;
+  }
+  EXPECT_EQ(f32_to_f16(1e6f), 0x7c00);              // overflow -> inf
+  EXPECT_EQ(f32_to_f16(1.0f + 1.0f / 4096), 0x3c00);  // ties to even
+  EXPECT_EQ(f32_to_bf16(1.0f + 1.0f / 256), 0x3f80);  // ties to even
+  EXPECT_EQ(bf16_to_f32(f32_to_bf16(3.140625f)), 3.140625f);
+}
+
+}  // namespace
+}  // namespace tiergen

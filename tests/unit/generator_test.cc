@@ -1,0 +1,103 @@
+// Generation on the demo model (models/fortune-tiny): stop conditions, batching equal to running
+// alone (also when sampling), and request validation.
+#include "runtime/generate/generator.h"
+
+#include "runtime/core/error.h"
+#include "tests/testutil/testutil.h"
+
+namespace tiergen {
+namespace {
+
+class GeneratorTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const auto dir = testing::source_dir() / "models" / "fortune-tiny";
+    model_ = Model::load(dir).release();
+    tok_ = new Tokenizer(Tokenizer::from_file(dir / "tokenizer.json"));
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    delete tok_;
+  }
+  std::vector<Result> run(const std::vector<Request>& reqs, int64_t batch = 64) {
+    auto be = kernels::make_cpu_backend();
+    Stage stage(*model_, *be);
+    Generator gen(stage, tok_, batch);
+    return gen.generate(reqs);
+  }
+  Request req(const std::string& text, int64_t n, bool sample = false, uint64_t seed = 0) {
+    Request r;
+    r.input_ids = tok_->encode(text, true);
+    r.max_new_tokens = n;
+    r.sampling.do_sample = sample;
+    r.sampling.temperature = 0.8;
+    r.sampling.top_p = 0.95;
+    r.sampling.seed = seed;
+    return r;
+  }
+  static Model* model_;
+  static Tokenizer* tok_;
+};
+Model* GeneratorTest::model_ = nullptr;
+Tokenizer* GeneratorTest::tok_ = nullptr;
+
+TEST_F(GeneratorTest, BatchedEqualsAloneWhenSampling) {
+  std::vector<Request> reqs = {req("A fool", 20, true, 1), req("Q: What is the meaning of life?", 20, true, 2),
+                               req("You", 20, true, 3)};
+  const auto together = run(reqs);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const auto alone = run({reqs[i]});
+    EXPECT_EQ(together[i].output_ids, alone[0].output_ids) << i;
+    EXPECT_EQ(together[i].text, alone[0].text) << i;
+  }
+  // Blocks of 2 give the same results as one block of 3.
+  const auto blocks = run(reqs, 2);
+  for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(blocks[i].output_ids, together[i].output_ids) << i;
+}
+
+TEST_F(GeneratorTest, MaxNewTokensAndLengthFinish) {
+  const auto r = run({req("The", 7)});
+  EXPECT_EQ(r[0].output_ids.size(), 7u);
+  EXPECT_EQ(r[0].finish, FinishReason::Length);
+  EXPECT_EQ(run({req("The", 0)})[0].output_ids.size(), 0u);
+}
+
+TEST_F(GeneratorTest, StopsAtEos) {
+  // Take the 3rd greedy token as "EOS": generation must stop right after emitting it.
+  const auto free_run = run({req("The", 10)});
+  ASSERT_GE(free_run[0].output_ids.size(), 3u);
+  Request r = req("The", 10);
+  r.eos_ids = {free_run[0].output_ids[2]};
+  const auto stopped = run({r});
+  const auto& out = stopped[0].output_ids;
+  ASSERT_FALSE(out.empty());
+  EXPECT_EQ(out.back(), free_run[0].output_ids[2]);
+  EXPECT_LE(out.size(), 3u);
+  EXPECT_EQ(stopped[0].finish, FinishReason::Eos);
+}
+
+TEST_F(GeneratorTest, StopsAtStopStringAndCutsText) {
+  const auto free_run = run({req("Q: Why?", 30)});
+  const std::string text = free_run[0].text;
+  ASSERT_GE(text.size(), 6u);
+  const std::string stop = text.substr(3, 3);
+  Request r = req("Q: Why?", 30);
+  r.stop_strings = {stop};
+  const auto stopped = run({r});
+  EXPECT_EQ(stopped[0].finish, FinishReason::Stop);
+  EXPECT_EQ(stopped[0].text, text.substr(0, text.find(stop)));
+  EXPECT_LT(stopped[0].output_ids.size(), free_run[0].output_ids.size());
+}
+
+TEST_F(GeneratorTest, RejectsBadRequests) {
+  Request empty;
+  EXPECT_THROW_WITH(run({empty}), InvalidArgumentError, "prompt 0 has no tokens");
+  Request bad = req("x", 3);
+  bad.input_ids.push_back(1 << 20);
+  EXPECT_THROW_WITH(run({bad}), InvalidArgumentError, "outside the vocabulary");
+  Request neg = req("x", -1);
+  EXPECT_THROW_WITH(run({neg}), InvalidArgumentError, "max new tokens");
+}
+
+}  // namespace
+}  // namespace tiergen
