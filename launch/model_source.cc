@@ -17,6 +17,8 @@ void ModelSource::validate() const {
   if (dir.empty() == dummy.empty())
     throw InvalidArgumentError(dir.empty() ? "give a model: --model DIR or --dummy PRESET"
                                            : "give either --model or --dummy, not both");
+  if (!dir.empty() && !std::filesystem::is_directory(dir))
+    throw NotFoundError("model folder '" + dir + "' does not exist or is not a directory");
 }
 
 std::unique_ptr<Model> ModelSource::load() const {

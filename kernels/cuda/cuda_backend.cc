@@ -20,11 +20,15 @@ namespace {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int device) : device_(device), stream_(device), cublas_(stream_.get()) {
+  explicit CudaBackend(int device)
+      : device_(device), stream_(device), cublas_(stream_.get()), workspace_(device) {
     cudaDeviceProp prop{};
     CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     name_ = "cuda:" + std::to_string(device) + " " + prop.name;
   }
+
+  // Queued work may still use the workspace or cuBLAS's buffers: drain before they are released.
+  ~CudaBackend() override { (void)cudaStreamSynchronize(stream_.get()); }
 
   DeviceKind kind() const override { return DeviceKind::Cuda; }
   std::string name() const override { return name_; }
@@ -72,7 +76,7 @@ class CudaBackend final : public Backend {
 
   void linear(Tensor& out, const Tensor& x, const Tensor& w, const Tensor* bias) override {
     activate();
-    cuda::linear(stream_.get(), cublas_.get(), out, x, w, bias);
+    cuda::linear(stream_.get(), cublas_.get(), workspace_, out, x, w, bias);
   }
   void rms_norm(Tensor& out, const Tensor& x, const Tensor& w, float eps) override {
     activate();
@@ -80,7 +84,9 @@ class CudaBackend final : public Backend {
   }
 
   // The remaining ops come with the next GPU issue, each with its conformance cases.
-  void layer_norm(Tensor&, const Tensor&, const Tensor&, const Tensor&, float) override { not_yet("layer_norm"); }
+  void layer_norm(Tensor&, const Tensor&, const Tensor&, const Tensor&, float) override {
+    not_yet("layer_norm");
+  }
   void embedding(Tensor&, const Tensor&, std::span<const int32_t>) override { not_yet("embedding"); }
   void add_(Tensor&, const Tensor&) override { not_yet("add_"); }
   void activation_(Tensor&, Act) override { not_yet("activation_"); }
@@ -99,8 +105,9 @@ class CudaBackend final : public Backend {
 
   int device_;
   std::string name_;
-  Stream stream_;        // declared before cublas_: the handle is destroyed first
+  Stream stream_;  // declared first: destroyed last, after the handle and the workspace
   CublasHandle cublas_;
+  Workspace workspace_;
 };
 
 }  // namespace
@@ -123,8 +130,8 @@ std::unique_ptr<Backend> make_backend(int device) {
     throw UnsupportedError(std::string("no CUDA device is usable: ") + cudaGetErrorString(err));
   }
   if (device < 0 || device >= n)
-    throw InvalidArgumentError("CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(n) +
-                               " visible)");
+    throw InvalidArgumentError("CUDA device " + std::to_string(device) + " does not exist (" +
+                               std::to_string(n) + " visible)");
   return std::make_unique<CudaBackend>(device);
 }
 

@@ -14,18 +14,18 @@ namespace tiergen::kernels::cuda {
 
 }  // namespace tiergen::kernels::cuda
 
-#define CUDA_CHECK(call)                                                                 \
-  do {                                                                                   \
-    const cudaError_t tg_err_ = (call);                                                  \
-    if (tg_err_ != cudaSuccess)                                                          \
-      ::tiergen::kernels::cuda::throw_cuda_error(tg_err_, #call, __FILE__, __LINE__);    \
+#define CUDA_CHECK(call)                                                              \
+  do {                                                                                \
+    const cudaError_t tg_err_ = (call);                                               \
+    if (tg_err_ != cudaSuccess)                                                       \
+      ::tiergen::kernels::cuda::throw_cuda_error(tg_err_, #call, __FILE__, __LINE__); \
   } while (0)
 
-#define CUBLAS_CHECK(call)                                                               \
-  do {                                                                                   \
-    const cublasStatus_t tg_st_ = (call);                                                \
-    if (tg_st_ != CUBLAS_STATUS_SUCCESS)                                                 \
-      ::tiergen::kernels::cuda::throw_cublas_error(tg_st_, #call, __FILE__, __LINE__);   \
+#define CUBLAS_CHECK(call)                                                             \
+  do {                                                                                 \
+    const cublasStatus_t tg_st_ = (call);                                              \
+    if (tg_st_ != CUBLAS_STATUS_SUCCESS)                                               \
+      ::tiergen::kernels::cuda::throw_cublas_error(tg_st_, #call, __FILE__, __LINE__); \
   } while (0)
 
 // After a kernel launch: a bad launch configuration is reported by cudaGetLastError, not by the

@@ -45,4 +45,19 @@ class CublasHandle {
   cublasHandle_t handle_ = nullptr;
 };
 
+// A grow-only device scratch buffer owned by one backend and used on its stream only. It grows to
+// the largest request seen and is then reused, so after the first steps of a run no op allocates
+// (DESIGN.md: nothing is cudaMalloc'ed inside the loop).
+class Workspace {
+ public:
+  explicit Workspace(int device) : device_(device) {}
+  // At least `nbytes` of device memory. When the buffer must grow, `stream` is drained first so no
+  // queued kernel still reads the old one when it is freed.
+  void* get(size_t nbytes, cudaStream_t stream);
+
+ private:
+  int device_;
+  std::shared_ptr<Storage> buf_;
+};
+
 }  // namespace tiergen::kernels::cuda

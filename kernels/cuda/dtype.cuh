@@ -20,11 +20,17 @@ __device__ __forceinline__ float load_f32(__nv_bfloat16 v) { return __bfloat162f
 template <typename T>
 __device__ __forceinline__ T store_as(float v);
 template <>
-__device__ __forceinline__ float store_as<float>(float v) { return v; }
+__device__ __forceinline__ float store_as<float>(float v) {
+  return v;
+}
 template <>
-__device__ __forceinline__ __half store_as<__half>(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ __half store_as<__half>(float v) {
+  return __float2half_rn(v);
+}
 template <>
-__device__ __forceinline__ __nv_bfloat16 store_as<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+__device__ __forceinline__ __nv_bfloat16 store_as<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
 
 template <typename T>
 struct TypeTag {
@@ -35,11 +41,18 @@ struct TypeTag {
 template <typename F>
 void dispatch_float(DType t, const char* op, F&& f) {
   switch (t) {
-    case DType::F32: f(TypeTag<float>{}); return;
-    case DType::F16: f(TypeTag<__half>{}); return;
-    case DType::BF16: f(TypeTag<__nv_bfloat16>{}); return;
+    case DType::F32:
+      f(TypeTag<float>{});
+      return;
+    case DType::F16:
+      f(TypeTag<__half>{});
+      return;
+    case DType::BF16:
+      f(TypeTag<__nv_bfloat16>{});
+      return;
     default:
-      throw UnsupportedError(std::string(op) + ": dtype " + dtype_name(t) + " is not supported on the CUDA backend");
+      throw UnsupportedError(std::string(op) + ": dtype " + dtype_name(t) +
+                             " is not supported on the CUDA backend");
   }
 }
 

@@ -8,14 +8,17 @@
 // and the row-major out (M, N) = x · w^T is the column-major out^T (N, M) = w · x^T:
 // cublasGemmEx(T, N, m = N, n = M, k = K). No data is transposed.
 //
-// Bias: before the GEMM, a small kernel writes bias (N) into every row of out, and the GEMM runs
-// with beta = 1. cuBLAS's epilogue then forms alpha·acc + beta·C in f32 (the scale type of
-// CUBLAS_COMPUTE_32F) and rounds once to out's dtype, so the bias is added in f32 before the one
-// rounding, as on the CPU, with no extra f32 scratch buffer and no cublasLt descriptor/heuristic
-// machinery. The only caveat: the bias is first stored in out's dtype, which is exact when its
-// dtype is out's (checkpoint biases are stored like the activations) or out is F32; an F32 bias
-// with a 16-bit out is rounded once more. The cost is one extra read of out inside the GEMM
-// (M·N elements, small next to the N·K weights at decode sizes).
+// Bias: added to the f32 accumulator, then rounded once to out's dtype, as on the CPU.
+//  - out F32: the GEMM writes out, a small kernel adds the bias in place.
+//  - out F16/BF16: the GEMM writes an f32 scratch (row chunks of at most kChunkBytes, in the
+//    backend's grow-only Workspace), the kernel adds the bias and rounds into out.
+//  - no bias: the GEMM writes out directly and its epilogue rounds once (checked by the test).
+// Not cuBLAS's own epilogue with beta = 1 over a bias pre-broadcast into out: on the H100 its
+// tensor-core kernels with a 16-bit C round the product to 16 bits before adding C (several ulps
+// off near cancellation; tests/gpu/cuda_conformance_test.cc caught it). Not the cublasLt bias
+// epilogue either, until its rounding order for 16-bit outputs is measured the same way; the path
+// here is right by construction and costs one f32 write + read of out, small next to the N·K
+// weights at decode sizes.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -30,35 +33,54 @@
 namespace tiergen::kernels::cuda {
 namespace {
 
-// out (M, N)[m, n] = bias (N)[n], converted to out's dtype. Grid-stride over M·N elements.
+constexpr size_t kChunkBytes = size_t{32} << 20;  // f32 scratch per GEMM when out is 16-bit
+
+// out (M, N)[m, n] = round_to_out(acc[m, n] + bias[n]), acc f32 (M, N) or null for zero.
+// out may alias acc (out F32): each element is read then written by the same thread.
+// Grid-stride over M·N elements.
 template <typename Tb, typename To>
-__global__ void broadcast_rows_kernel(To* __restrict__ out, const Tb* __restrict__ bias, int64_t M, int64_t N) {
+__global__ void add_bias_kernel(To* out, const float* acc, const Tb* __restrict__ bias, int64_t M,
+                                int64_t N) {
   const int64_t total = M * N;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
-    out[i] = store_as<To>(load_f32(bias[i % N]));
+    out[i] = store_as<To>((acc ? acc[i] : 0.f) + load_f32(bias[i % N]));
 }
 
 cudaDataType_t cuda_type(DType t) {
   switch (t) {
-    case DType::F32: return CUDA_R_32F;
-    case DType::F16: return CUDA_R_16F;
-    case DType::BF16: return CUDA_R_16BF;
-    default: throw InternalError(std::string("linear: no cuBLAS type for ") + dtype_name(t));
+    case DType::F32:
+      return CUDA_R_32F;
+    case DType::F16:
+      return CUDA_R_16F;
+    case DType::BF16:
+      return CUDA_R_16BF;
+    default:
+      throw InternalError(std::string("linear: no cuBLAS type for ") + dtype_name(t));
   }
 }
 
-void broadcast_bias(cudaStream_t stream, Tensor& out, const Tensor& bias) {
-  const int64_t M = out.dim(0), N = out.dim(1);
+// out (M, N) of `out_type` = x (M, K) · w (N, K)^T, f32 accumulation, beta = 0 (out not read).
+void gemm(cublasHandle_t cublas, void* out, cudaDataType_t out_type, const void* x, const void* w,
+          cudaDataType_t in_type, int64_t M, int64_t N, int64_t K) {
+  const float alpha = 1.0f, beta = 0.0f;  // f32: the scale type CUBLAS_COMPUTE_32F requires
+  const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+  CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, w, in_type, k, x, in_type, k,
+                            &beta, out, out_type, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// out (M, N) = acc (M, N) + bias (N), rounded to out's dtype; acc null means zero.
+void add_bias(cudaStream_t stream, void* out, DType out_type, const float* acc, const Tensor& bias, int64_t M,
+              int64_t N) {
   constexpr int kThreads = 256;
   // Enough blocks to cover the output, capped: the grid-stride loop does the rest.
   const int64_t blocks = std::min<int64_t>((M * N + kThreads - 1) / kThreads, 4096);
   dispatch_float(bias.dtype(), "linear", [&](auto tb) {
-    dispatch_float(out.dtype(), "linear", [&](auto to) {
+    dispatch_float(out_type, "linear", [&](auto to) {
       using Tb = typename decltype(tb)::type;
       using To = typename decltype(to)::type;
-      broadcast_rows_kernel<Tb, To><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-          out.data<To>(), bias.data<Tb>(), M, N);
+      add_bias_kernel<Tb, To><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+          static_cast<To*>(out), acc, bias.data<Tb>(), M, N);
       CUDA_CHECK_LAUNCH();
     });
   });
@@ -66,8 +88,8 @@ void broadcast_bias(cudaStream_t stream, Tensor& out, const Tensor& bias) {
 
 }  // namespace
 
-void linear(cudaStream_t stream, cublasHandle_t cublas, Tensor& out, const Tensor& x, const Tensor& w,
-            const Tensor* bias) {
+void linear(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x,
+            const Tensor& w, const Tensor* bias) {
   static constexpr const char* op = "linear";
   check_device(op, "out", out);
   check_device(op, "x", x);
@@ -86,28 +108,42 @@ void linear(cudaStream_t stream, cublasHandle_t cublas, Tensor& out, const Tenso
   }
   const bool half_in = x.dtype() == DType::F16 || x.dtype() == DType::BF16;
   if (!half_in || w.dtype() != x.dtype() || (out.dtype() != x.dtype() && out.dtype() != DType::F32))
-    throw UnsupportedError("linear: the CUDA backend needs x and w both F16 or both BF16 and out of their dtype "
-                           "or F32; got x " + x.describe() + ", w " + w.describe() + ", out " + out.describe());
+    throw UnsupportedError(
+        "linear: the CUDA backend needs x and w both F16 or both BF16 and out of their dtype "
+        "or F32; got x " +
+        x.describe() + ", w " + w.describe() + ", out " + out.describe());
   constexpr int64_t kIntMax = std::numeric_limits<int>::max();
   if (M > kIntMax || N > kIntMax || K > kIntMax)
-    throw UnsupportedError("linear: dimensions beyond 2^31 - 1 (M=" + std::to_string(M) + ", N=" +
-                           std::to_string(N) + ", K=" + std::to_string(K) + ")");
+    throw UnsupportedError("linear: dimensions beyond 2^31 - 1 (M=" + std::to_string(M) +
+                           ", N=" + std::to_string(N) + ", K=" + std::to_string(K) + ")");
   if (M == 0 || N == 0) return;
 
-  if (bias) {
-    broadcast_bias(stream, out, *bias);
-  } else if (K == 0) {
-    CUDA_CHECK(cudaMemsetAsync(out.raw(), 0, out.nbytes(), stream));  // empty sum; all-zero bits are 0.0
+  const cudaDataType_t in_type = cuda_type(x.dtype()), out_type = cuda_type(out.dtype());
+  if (K == 0) {  // an empty sum: out is the bias, or zero (all-zero bits are 0.0 in every float type)
+    if (bias)
+      add_bias(stream, out.raw(), out.dtype(), nullptr, *bias, M, N);
+    else
+      CUDA_CHECK(cudaMemsetAsync(out.raw(), 0, out.nbytes(), stream));
+    return;
   }
-  if (K == 0) return;  // nothing to accumulate: out is bias or zero
-
-  // alpha/beta are f32: the scale type that CUBLAS_COMPUTE_32F requires. beta = 0 means C is not
-  // read at all, so an uninitialised out is fine without a bias.
-  const float alpha = 1.0f, beta = bias ? 1.0f : 0.0f;
-  const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
-  CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, w.raw(), cuda_type(w.dtype()), k,
-                            x.raw(), cuda_type(x.dtype()), k, &beta, out.raw(), cuda_type(out.dtype()), m,
-                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  if (!bias) {
+    gemm(cublas, out.raw(), out_type, x.raw(), w.raw(), in_type, M, N, K);
+  } else if (out.dtype() == DType::F32) {
+    gemm(cublas, out.raw(), out_type, x.raw(), w.raw(), in_type, M, N, K);
+    add_bias(stream, out.raw(), out.dtype(), out.data<float>(), *bias, M, N);
+  } else {
+    const int64_t row_bytes = N * static_cast<int64_t>(sizeof(float));
+    const int64_t rows = std::clamp<int64_t>(static_cast<int64_t>(kChunkBytes) / row_bytes, 1, M);
+    float* acc = static_cast<float*>(ws.get(static_cast<size_t>(rows * row_bytes), stream));
+    const size_t x_row = static_cast<size_t>(K) * dtype_size(x.dtype());
+    const size_t out_row = static_cast<size_t>(N) * dtype_size(out.dtype());
+    for (int64_t r0 = 0; r0 < M; r0 += rows) {
+      const int64_t mc = std::min(rows, M - r0);
+      gemm(cublas, acc, CUDA_R_32F, static_cast<const char*>(x.raw()) + r0 * x_row, w.raw(), in_type, mc, N,
+           K);
+      add_bias(stream, static_cast<char*>(out.raw()) + r0 * out_row, out.dtype(), acc, *bias, mc, N);
+    }
+  }
 }
 
 }  // namespace tiergen::kernels::cuda

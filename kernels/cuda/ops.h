@@ -8,12 +8,14 @@
 #include <cuda_runtime.h>
 
 #include "kernels/backend.h"
+#include "kernels/cuda/cuda_handles.h"
 
 namespace tiergen::kernels::cuda {
 
-// linear: out (M, N) = x (M, K) · w (N, K)^T + bias (N). `cublas` is bound to `stream`.
-void linear(cudaStream_t stream, cublasHandle_t cublas, Tensor& out, const Tensor& x, const Tensor& w,
-            const Tensor* bias);
+// linear: out (M, N) = x (M, K) · w (N, K)^T + bias (N). `cublas` is bound to `stream`; `ws` holds
+// the f32 accumulator when a bias meets a 16-bit out.
+void linear(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x,
+            const Tensor& w, const Tensor* bias);
 // rms_norm: out (M, C) = x / sqrt(mean(x^2) + eps) * w (C). out may alias x.
 void rms_norm(cudaStream_t stream, Tensor& out, const Tensor& x, const Tensor& w, float eps);
 

@@ -48,7 +48,8 @@ __global__ void rms_norm_kernel(To* out, const Tx* x, const Tw* __restrict__ w, 
   ss = block_sum(ss);
   const float inv = rsqrtf(ss / static_cast<float>(C) + eps);
   // Same association as the reference: w * (x * inv).
-  for (int c = threadIdx.x; c < C; c += blockDim.x) orow[c] = store_as<To>(load_f32(w[c]) * (load_f32(xr[c]) * inv));
+  for (int c = threadIdx.x; c < C; c += blockDim.x)
+    orow[c] = store_as<To>(load_f32(w[c]) * (load_f32(xr[c]) * inv));
 }
 
 }  // namespace
@@ -66,7 +67,8 @@ void rms_norm(cudaStream_t stream, Tensor& out, const Tensor& x, const Tensor& w
   if (M > std::numeric_limits<int>::max() || C > std::numeric_limits<int>::max())
     throw UnsupportedError("rms_norm: " + x.describe() + " is too large for one launch");
   // About four columns per thread, whole warps, at most 1024 threads.
-  const int threads = static_cast<int>(std::clamp<int64_t>((C + 4 * kWarp - 1) / (4 * kWarp) * kWarp, kWarp, 1024));
+  const int threads =
+      static_cast<int>(std::clamp<int64_t>((C + 4 * kWarp - 1) / (4 * kWarp) * kWarp, kWarp, 1024));
   dispatch_float(x.dtype(), op, [&](auto tx) {
     dispatch_float(w.dtype(), op, [&](auto tw) {
       dispatch_float(out.dtype(), op, [&](auto to) {

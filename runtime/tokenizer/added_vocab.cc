@@ -32,7 +32,8 @@ size_t last_char_start(std::string_view s) {
 bool ends_with_word(std::string_view s) { return !s.empty() && is_word_char(s.substr(last_char_start(s))); }
 
 bool starts_with_word(std::string_view s) {
-  return !s.empty() && is_word_char(s.substr(0, std::min(s.size(), utf8_len(static_cast<unsigned char>(s[0])))));
+  return !s.empty() &&
+         is_word_char(s.substr(0, std::min(s.size(), utf8_len(static_cast<unsigned char>(s[0])))));
 }
 
 // Start of the whitespace run that ends `s`.
@@ -65,7 +66,8 @@ void AddedVocab::Trie::insert(std::string_view pattern, int32_t id) {
   for (char c : pattern) {
     const auto byte = static_cast<unsigned char>(c);
     auto& children = nodes[node].children;
-    const auto it = std::find_if(children.begin(), children.end(), [byte](const auto& e) { return e.first == byte; });
+    const auto it =
+        std::find_if(children.begin(), children.end(), [byte](const auto& e) { return e.first == byte; });
     if (it != children.end()) {
       node = it->second;
     } else {
@@ -85,7 +87,8 @@ size_t AddedVocab::Trie::longest_at(std::string_view text, size_t pos, int32_t& 
   for (size_t i = pos; i < text.size(); ++i) {
     const auto byte = static_cast<unsigned char>(text[i]);
     const auto& children = nodes[node].children;
-    const auto it = std::find_if(children.begin(), children.end(), [byte](const auto& e) { return e.first == byte; });
+    const auto it =
+        std::find_if(children.begin(), children.end(), [byte](const auto& e) { return e.first == byte; });
     if (it == children.end()) break;
     node = it->second;
     if (nodes[node].id >= 0) {
@@ -96,7 +99,8 @@ size_t AddedVocab::Trie::longest_at(std::string_view text, size_t pos, int32_t& 
   return best;
 }
 
-void AddedVocab::add(const std::vector<AddedToken>& tokens, const BpeModel& model, const Normalizer* normalizer) {
+void AddedVocab::add(const std::vector<AddedToken>& tokens, const BpeModel& model,
+                     const Normalizer* normalizer) {
   // New ids continue after the model vocab, counted in entries as tokenizers does.
   int64_t next_id = static_cast<int64_t>(model.vocab_entries());
   if (!by_id_.empty() && (max_id_ >= next_id || next_id == 0)) next_id = max_id_ + 1;
@@ -155,7 +159,8 @@ void AddedVocab::split(std::string_view text, bool normalized, std::vector<Segme
       size_t start = pos, len = 0;
       int32_t id = -1;
       for (; start < text.size(); ++start) {
-        if (trie.first_byte[static_cast<unsigned char>(text[start])] && (len = trie.longest_at(text, start, id)) > 0) {
+        if (trie.first_byte[static_cast<unsigned char>(text[start])] &&
+            (len = trie.longest_at(text, start, id)) > 0) {
           break;
         }
       }

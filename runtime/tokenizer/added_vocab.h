@@ -49,7 +49,9 @@ class AddedVocab {
   const AddedToken* token(int32_t id) const;
   // The string decode() uses for `id`: its normalized form for normalized tokens.
   const std::string* decode_form(int32_t id) const;
-  bool is_special_content(std::string_view content) const { return special_.count(std::string(content)) != 0; }
+  bool is_special_content(std::string_view content) const {
+    return special_.count(std::string(content)) != 0;
+  }
   int32_t max_id() const { return max_id_; }
 
  private:

@@ -1,10 +1,10 @@
 #include "runtime/tokenizer/bpe_model.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <limits>
 #include <queue>
-
-#include <fmt/format.h>
 
 #include "runtime/core/error.h"
 #include "runtime/tokenizer/json_util.h"
@@ -57,13 +57,16 @@ BpeModel::BpeModel(const json& j, const Where& where) : origin_(where.origin()) 
     const bool plain = id_json.is_number_unsigned() &&
                        id_json.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int32_t>::max());
     const int32_t id = plain ? static_cast<int32_t>(id_json.get<uint64_t>()) : require_id(id_json, vw[token]);
-    vocab_.emplace(token, id);
-    vocab_r_.emplace(id, token);
+    const auto [it, inserted] = vocab_.emplace(token, id);
+    // Keys of a node-based map never move, so the reverse map can point at them. With duplicate
+    // ids the first token wins.
+    if (inserted) vocab_r_.emplace(id, &it->first);
     max_id_ = std::max(max_id_, id);
   }
 
   if (const json* dropout = find_field(j, "dropout"); dropout != nullptr && !dropout->is_null()) {
-    if (!dropout->is_number()) where["dropout"].fail(fmt::format("expected a number, got {}", json_kind(*dropout)));
+    if (!dropout->is_number())
+      where["dropout"].fail(fmt::format("expected a number, got {}", json_kind(*dropout)));
     const double p = dropout->get<double>();
     if (!(p >= 0.0 && p <= 1.0)) where["dropout"].fail(fmt::format("dropout {} is not in [0, 1]", p));
     // With dropout tokenizers skips merges at random: encoding would not be reproducible.
@@ -77,7 +80,8 @@ BpeModel::BpeModel(const json& j, const Where& where) : origin_(where.origin()) 
   ignore_merges_ = optional_bool(j, "ignore_merges", false, where);
 
   for (int b = 0; b < 256; ++b) {
-    if (const auto it = vocab_.find(fmt::format("<0x{:02X}>", b)); it != vocab_.end()) byte_ids_[b] = it->second;
+    if (const auto it = vocab_.find(fmt::format("<0x{:02X}>", b)); it != vocab_.end())
+      byte_ids_[b] = it->second;
   }
 
   const Where mw = where["merges"];
@@ -88,10 +92,10 @@ BpeModel::BpeModel(const json& j, const Where& where) : origin_(where.origin()) 
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const json& m = merges[rank];
     const Where w = mw[rank];
-    std::string left, right;
+    std::string_view left, right;
     if (m.is_string()) {
       // The older "left right" form: exactly one space, as tokenizers requires.
-      const auto& line = m.get_ref<const std::string&>();
+      const std::string_view line = m.get_ref<const std::string&>();
       const size_t space = line.find(' ');
       if (space == std::string::npos || line.find(' ', space + 1) != std::string::npos) {
         w.fail(fmt::format("merge '{}' is not two tokens separated by one space", line));
@@ -99,8 +103,10 @@ BpeModel::BpeModel(const json& j, const Where& where) : origin_(where.origin()) 
       left = line.substr(0, space);
       right = line.substr(space + 1);
     } else if (m.is_array() && m.size() == 2) {
-      left = require_string(m[0], w[0]);
-      right = require_string(m[1], w[1]);
+      if (!m[0].is_string()) require_string(m[0], w[0]);  // throws with the location
+      if (!m[1].is_string()) require_string(m[1], w[1]);
+      left = m[0].get_ref<const std::string&>();
+      right = m[1].get_ref<const std::string&>();
     } else {
       w.fail(fmt::format("expected a merge (\"left right\" or [left, right]), got {}", json_kind(m)));
     }
@@ -109,8 +115,9 @@ BpeModel::BpeModel(const json& j, const Where& where) : origin_(where.origin()) 
     const auto r = vocab_.find(right);
     if (r == vocab_.end()) w.fail(fmt::format("merge token '{}' is not in the vocab", right));
     // The right part carries the continuing-subword prefix, which the merged token does not.
-    if (right.size() < prefix_len) w.fail(fmt::format("merge token '{}' is shorter than the subword prefix", right));
-    merged.assign(left).append(right, prefix_len);
+    if (right.size() < prefix_len)
+      w.fail(fmt::format("merge token '{}' is shorter than the subword prefix", right));
+    merged.assign(left).append(right.substr(prefix_len));
     const auto n = vocab_.find(merged);
     if (n == vocab_.end()) w.fail(fmt::format("merged token '{}' is not in the vocab", merged));
     // A repeated pair keeps its last rank, as a map built from the list in order does in tokenizers.
@@ -126,7 +133,7 @@ std::optional<int32_t> BpeModel::token_to_id(std::string_view token) const {
 
 const std::string* BpeModel::id_to_token(int32_t id) const {
   const auto it = vocab_r_.find(id);
-  return it == vocab_r_.end() ? nullptr : &it->second;
+  return it == vocab_r_.end() ? nullptr : it->second;
 }
 
 int32_t BpeModel::unk_id() const {
@@ -199,8 +206,8 @@ void BpeModel::merge_word(std::string_view word, std::vector<int32_t>& out) cons
       continue;
     }
     if (byte_fallback_) {
-      const bool all_bytes = std::all_of(key.begin(), key.end(),
-                                         [this](char c) { return byte_ids_[static_cast<unsigned char>(c)] >= 0; });
+      const bool all_bytes = std::all_of(
+          key.begin(), key.end(), [this](char c) { return byte_ids_[static_cast<unsigned char>(c)] >= 0; });
       if (all_bytes) {
         // tokenizers does not flush a pending <unk> here; doing the same keeps ids identical.
         for (char c : key) add(byte_ids_[static_cast<unsigned char>(c)], 1);
@@ -249,10 +256,12 @@ void BpeModel::merge_word(std::string_view word, std::vector<int32_t>& out) cons
     if (right.next >= 0 && right.next < count) symbols[right.next].prev = top.pos;
 
     if (cur.prev >= 0) {
-      if (const auto* pm = find_merge(symbols[cur.prev].id, cur.id)) queue.push(Merge{pm->first, cur.prev, pm->second});
+      if (const auto* pm = find_merge(symbols[cur.prev].id, cur.id))
+        queue.push(Merge{pm->first, cur.prev, pm->second});
     }
     if (cur.next >= 0 && cur.next < count) {
-      if (const auto* nm = find_merge(cur.id, symbols[cur.next].id)) queue.push(Merge{nm->first, top.pos, nm->second});
+      if (const auto* nm = find_merge(cur.id, symbols[cur.next].id))
+        queue.push(Merge{nm->first, top.pos, nm->second});
     }
   }
   for (const Symbol& s : symbols) {

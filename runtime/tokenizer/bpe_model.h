@@ -6,13 +6,12 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 namespace tiergen::tok {
 
@@ -44,7 +43,7 @@ class BpeModel {
 
   std::string origin_;
   StringMap vocab_;
-  std::unordered_map<int32_t, std::string> vocab_r_;
+  std::unordered_map<int32_t, const std::string*> vocab_r_;  // points at vocab_'s keys
   int32_t max_id_ = -1;
   // (left id, right id) -> (rank, merged id); the key packs both ids.
   std::unordered_map<uint64_t, std::pair<uint32_t, int32_t>> merges_;

@@ -53,7 +53,8 @@ class ByteLevelDecoder final : public Decoder {
 
 class ReplaceDecoder final : public Decoder {
  public:
-  ReplaceDecoder(Regex pattern, std::string content) : pattern_(std::move(pattern)), content_(std::move(content)) {}
+  ReplaceDecoder(Regex pattern, std::string content)
+      : pattern_(std::move(pattern)), content_(std::move(content)) {}
   void decode_chain(std::vector<std::string>& tokens) const override {
     std::vector<std::pair<size_t, size_t>> matches;
     for (std::string& token : tokens) {
@@ -97,7 +98,8 @@ class ByteFallbackDecoder final : public Decoder {
     };
     for (std::string& token : tokens) {
       int byte = -1;
-      if (token.size() == 6 && token.compare(0, 3, "<0x") == 0 && token[5] == '>') byte = parse_hex_byte(token[3], token[4]);
+      if (token.size() == 6 && token.compare(0, 3, "<0x") == 0 && token[5] == '>')
+        byte = parse_hex_byte(token[3], token[4]);
       if (byte >= 0) {
         pending += static_cast<char>(byte);
       } else {
@@ -215,7 +217,8 @@ class BpeSuffixDecoder final : public Decoder {
 
 std::string single_char(const json& j, const char* key, const Where& where) {
   const std::string s = require_string(require_field(j, key, where), where[key]);
-  if (s.empty() || utf8_len(static_cast<unsigned char>(s[0])) != s.size()) where[key].fail("expected a single character");
+  if (s.empty() || utf8_len(static_cast<unsigned char>(s[0])) != s.size())
+    where[key].fail("expected a single character");
   return s;
 }
 
@@ -244,8 +247,8 @@ std::unique_ptr<Decoder> make_decoder(const json& j, const Where& where) {
   if (type == "ByteLevel") return std::make_unique<ByteLevelDecoder>();
   if (type == "Replace") {
     Regex pattern = pattern_from_json(require_field(j, "pattern", where), where["pattern"]);
-    return std::make_unique<ReplaceDecoder>(std::move(pattern),
-                                            require_string(require_field(j, "content", where), where["content"]));
+    return std::make_unique<ReplaceDecoder>(
+        std::move(pattern), require_string(require_field(j, "content", where), where["content"]));
   }
   if (type == "ByteFallback") return std::make_unique<ByteFallbackDecoder>();
   if (type == "Fuse") return std::make_unique<FuseDecoder>();
@@ -268,9 +271,10 @@ std::unique_ptr<Decoder> make_decoder(const json& j, const Where& where) {
   if (type == "BPEDecoder") {
     return std::make_unique<BpeSuffixDecoder>(optional_string(j, "suffix", where).value_or("</w>"));
   }
-  where.unsupported(fmt::format("decoder type '{}' is not supported (supported: Sequence, ByteLevel, Replace, "
-                                "ByteFallback, Fuse, Strip, Metaspace, BPEDecoder)",
-                                type));
+  where.unsupported(
+      fmt::format("decoder type '{}' is not supported (supported: Sequence, ByteLevel, Replace, "
+                  "ByteFallback, Fuse, Strip, Metaspace, BPEDecoder)",
+                  type));
 }
 
 }  // namespace tiergen::tok

@@ -1,8 +1,8 @@
 #include "runtime/tokenizer/normalizer.h"
 
-#include <vector>
-
 #include <fmt/format.h>
+
+#include <vector>
 
 #include "runtime/tokenizer/byte_level.h"
 #include "runtime/tokenizer/json_util.h"
@@ -39,7 +39,8 @@ class PrependNormalizer final : public Normalizer {
 
 class ReplaceNormalizer final : public Normalizer {
  public:
-  ReplaceNormalizer(Regex pattern, std::string content) : pattern_(std::move(pattern)), content_(std::move(content)) {}
+  ReplaceNormalizer(Regex pattern, std::string content)
+      : pattern_(std::move(pattern)), content_(std::move(content)) {}
   void normalize(std::string& text) const override {
     if (text.empty()) return;  // tokenizers reports no match at all in an empty string
     std::vector<std::pair<size_t, size_t>> matches;
@@ -117,21 +118,23 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j, const Where& where) {
     return std::make_unique<SequenceNormalizer>(std::move(steps));
   }
   if (type == "Prepend") {
-    return std::make_unique<PrependNormalizer>(require_string(require_field(j, "prepend", where), where["prepend"]));
+    return std::make_unique<PrependNormalizer>(
+        require_string(require_field(j, "prepend", where), where["prepend"]));
   }
   if (type == "Replace") {
     Regex pattern = pattern_from_json(require_field(j, "pattern", where), where["pattern"]);
-    return std::make_unique<ReplaceNormalizer>(std::move(pattern),
-                                               require_string(require_field(j, "content", where), where["content"]));
+    return std::make_unique<ReplaceNormalizer>(
+        std::move(pattern), require_string(require_field(j, "content", where), where["content"]));
   }
   if (type == "Strip") {
     return std::make_unique<StripNormalizer>(optional_bool(j, "strip_left", true, where),
                                              optional_bool(j, "strip_right", true, where));
   }
   if (type == "ByteLevel") return std::make_unique<ByteLevelNormalizer>();
-  where.unsupported(fmt::format("normalizer type '{}' is not supported (supported: Sequence, Prepend, "
-                                "Replace, Strip, ByteLevel)",
-                                type));
+  where.unsupported(
+      fmt::format("normalizer type '{}' is not supported (supported: Sequence, Prepend, "
+                  "Replace, Strip, ByteLevel)",
+                  type));
 }
 
 }  // namespace tiergen::tok

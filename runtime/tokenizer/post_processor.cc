@@ -1,9 +1,9 @@
 #include "runtime/tokenizer/post_processor.h"
 
+#include <fmt/format.h>
+
 #include <map>
 #include <string>
-
-#include <fmt/format.h>
 
 #include "runtime/tokenizer/json_util.h"
 
@@ -74,11 +74,13 @@ std::unique_ptr<PostProcessor> make_template(const json& j, const Where& where) 
     if (const json* seq = find_field(single[i], "Sequence")) {
       require_object(*seq, w["Sequence"]);
       const std::string id = require_string(require_field(*seq, "id", w["Sequence"]), w["Sequence"]["id"]);
-      if (id != "A") w["Sequence"]["id"].fail(fmt::format("the single template can only use sequence A, not '{}'", id));
+      if (id != "A")
+        w["Sequence"]["id"].fail(fmt::format("the single template can only use sequence A, not '{}'", id));
       pieces.emplace_back();
     } else if (const json* sp = find_field(single[i], "SpecialToken")) {
       require_object(*sp, w["SpecialToken"]);
-      const std::string id = require_string(require_field(*sp, "id", w["SpecialToken"]), w["SpecialToken"]["id"]);
+      const std::string id =
+          require_string(require_field(*sp, "id", w["SpecialToken"]), w["SpecialToken"]["id"]);
       const auto it = specials.find(id);
       if (it == specials.end()) {
         w["SpecialToken"].fail(fmt::format("special token '{}' is not defined in special_tokens", id));
@@ -124,9 +126,10 @@ std::unique_ptr<PostProcessor> make_post_processor(const json& j, const Where& w
     }
     return std::make_unique<SequenceProcessor>(std::move(steps));
   }
-  where.unsupported(fmt::format("post-processor type '{}' is not supported (supported: TemplateProcessing, "
-                                "ByteLevel, RobertaProcessing, BertProcessing, Sequence)",
-                                type));
+  where.unsupported(
+      fmt::format("post-processor type '{}' is not supported (supported: TemplateProcessing, "
+                  "ByteLevel, RobertaProcessing, BertProcessing, Sequence)",
+                  type));
 }
 
 }  // namespace tiergen::tok

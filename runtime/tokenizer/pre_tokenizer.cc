@@ -1,10 +1,10 @@
 #include "runtime/tokenizer/pre_tokenizer.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <optional>
 #include <utility>
-
-#include <fmt/format.h>
 
 #include "runtime/tokenizer/byte_level.h"
 #include "runtime/tokenizer/json_util.h"
@@ -107,7 +107,8 @@ void split_each(std::vector<PreToken>& pieces, Fn&& fn) {
 
 class SequencePreTokenizer final : public PreTokenizer {
  public:
-  explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> steps) : steps_(std::move(steps)) {}
+  explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> steps)
+      : steps_(std::move(steps)) {}
   void pre_tokenize(std::vector<PreToken>& pieces) const override {
     for (const auto& step : steps_) step->pre_tokenize(pieces);
   }
@@ -144,7 +145,8 @@ class ByteLevelPreTokenizer final : public PreTokenizer {
     std::vector<PreToken> parts;
     split_each(pieces, [&](PreToken& piece, std::vector<PreToken>& out) {
       // The prefix space goes on every piece, not only the first (tokenizers does the same).
-      if (add_prefix_space_ && (piece.text.empty() || piece.text[0] != ' ')) piece.text.insert(piece.text.begin(), ' ');
+      if (add_prefix_space_ && (piece.text.empty() || piece.text[0] != ' '))
+        piece.text.insert(piece.text.begin(), ' ');
       parts.clear();
       if (regex_) {
         matches.clear();
@@ -188,7 +190,8 @@ class MetaspacePreTokenizer final : public PreTokenizer {
         }
       }
       const bool starts_with_rep = text.compare(0, replacement_.size(), replacement_) == 0;
-      if (!starts_with_rep && (scheme_ == PrependScheme::Always || (scheme_ == PrependScheme::First && piece.at_start))) {
+      if (!starts_with_rep &&
+          (scheme_ == PrependScheme::Always || (scheme_ == PrependScheme::First && piece.at_start))) {
         text.insert(0, replacement_);
       }
       PreToken replaced{std::move(text), piece.at_start};
@@ -222,7 +225,8 @@ Behavior parse_behavior(const json& j, const Where& where) {
 }
 
 std::unique_ptr<PreTokenizer> make_metaspace(const json& j, const Where& where) {
-  const std::string replacement = require_string(require_field(j, "replacement", where), where["replacement"]);
+  const std::string replacement =
+      require_string(require_field(j, "replacement", where), where["replacement"]);
   if (replacement.empty() || utf8_len(static_cast<unsigned char>(replacement[0])) != replacement.size()) {
     where["replacement"].fail("expected a single character");
   }
@@ -279,9 +283,10 @@ std::unique_ptr<PreTokenizer> make_pre_tokenizer(const json& j, const Where& whe
   if (type == "WhitespaceSplit") {
     return std::make_unique<RegexSplit>(Regex(R"(\p{White_Space})", what), Behavior::Removed, false);
   }
-  where.unsupported(fmt::format("pre-tokenizer type '{}' is not supported (supported: Sequence, Split, "
-                                "ByteLevel, Metaspace, Whitespace, WhitespaceSplit)",
-                                type));
+  where.unsupported(
+      fmt::format("pre-tokenizer type '{}' is not supported (supported: Sequence, Split, "
+                  "ByteLevel, Metaspace, Whitespace, WhitespaceSplit)",
+                  type));
 }
 
 }  // namespace tiergen::tok

@@ -1,9 +1,8 @@
 #include "runtime/tokenizer/regex.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-
 #include <fmt/format.h>
+#include <pcre2.h>
 
 #include "runtime/core/error.h"
 #include "runtime/tokenizer/json_util.h"
@@ -15,6 +14,10 @@ namespace {
 // Bounds on one match so a hostile pattern (catastrophic backtracking) fails instead of hanging.
 constexpr uint32_t kMatchLimit = 10'000'000;
 constexpr size_t kJitStackMax = 4u << 20;
+// UTF + UCP: \s, \w, \d and \p{..} are Unicode-aware, as in Oniguruma. MULTILINE: in Oniguruma's
+// (Ruby) syntax ^ and $ are line anchors. NEVER_BACKSLASH_C: \C could end a match inside a
+// character and hand invalid UTF-8 to the next step.
+constexpr uint32_t kCompileOptions = PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE | PCRE2_NEVER_BACKSLASH_C;
 
 std::string pcre2_message(int code) {
   PCRE2_UCHAR buf[256];
@@ -50,6 +53,68 @@ MatchScratch& scratch() {
 
 }  // namespace
 
+std::string Regex::from_oniguruma(std::string_view pattern, const std::string& what) {
+  std::string out;
+  out.reserve(pattern.size());
+  bool in_class = false;
+  int nested = 0;  // open nested classes inside the current class
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    const char next = i + 1 < pattern.size() ? pattern[i + 1] : '\0';
+    if (c == '\\') {
+      if (next == 'h' || next == 'H') {
+        // Oniguruma's \h is a hex digit; in PCRE2 it would be horizontal space.
+        if (in_class) {
+          if (next == 'H') throw UnsupportedError(what + ": \\H inside a character class is not supported");
+          out += "0-9a-fA-F";
+        } else {
+          out += next == 'h' ? "[0-9a-fA-F]" : "[^0-9a-fA-F]";
+        }
+        ++i;
+        continue;
+      }
+      out += c;
+      if (i + 1 < pattern.size()) out += pattern[++i];
+      continue;
+    }
+    if (!in_class) {
+      if (c == '[') {
+        in_class = true;
+        out += c;
+        // A ']' right after '[' or '[^' is a literal, not the end of the class.
+        if (next == '^') out += pattern[++i];
+        if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += pattern[++i];
+        continue;
+      }
+      out += c;
+      continue;
+    }
+    if (c == '[' && next == ':') {  // POSIX class such as [:alpha:], the same in both
+      const size_t close = pattern.find(":]", i + 2);
+      if (close == std::string_view::npos) throw FormatError(what + ": unterminated POSIX class in regex");
+      out.append(pattern.substr(i, close + 2 - i));
+      i = close + 1;
+    } else if (c == '[') {
+      // Oniguruma nests classes as a union: [^a[bc]] is [^abc]. PCRE2 has no nesting, so a
+      // positive nested class is flattened into its parent (BLOOM's split pattern needs this).
+      if (next == '^') throw UnsupportedError(what + ": negated nested character classes are not supported");
+      ++nested;
+    } else if (c == ']') {
+      if (nested > 0) {
+        --nested;
+      } else {
+        in_class = false;
+        out += c;
+      }
+    } else if (c == '&' && next == '&') {
+      throw UnsupportedError(what + ": character class intersection (&&) is not supported");
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 struct Regex::Code {
   pcre2_code* code = nullptr;
   bool jit = false;
@@ -62,11 +127,11 @@ Regex::Regex(std::string_view pattern, std::string what) {
   code->what = std::move(what);
   int err = 0;
   PCRE2_SIZE err_offset = 0;
-  code->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                             PCRE2_UTF | PCRE2_UCP, &err, &err_offset, nullptr);
+  code->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), kCompileOptions,
+                             &err, &err_offset, nullptr);
   if (code->code == nullptr) {
-    throw FormatError(fmt::format("{}: invalid regex at offset {}: {}", code->what, err_offset,
-                                  pcre2_message(err)));
+    throw FormatError(
+        fmt::format("{}: invalid regex at offset {}: {}", code->what, err_offset, pcre2_message(err)));
   }
   // JIT is an optimisation: builds of PCRE2 without it still match, only slower.
   code->jit = pcre2_jit_compile(code->code, PCRE2_JIT_COMPLETE) == 0;
@@ -100,8 +165,8 @@ bool Regex::search(std::string_view text, size_t from, size_t& start, size_t& en
   }
   if (rc == PCRE2_ERROR_NOMATCH) return false;
   if (rc < 0) {
-    throw FormatError(fmt::format("{}: regex failed on a {}-byte input: {}", code_->what, text.size(),
-                                  pcre2_message(rc)));
+    throw FormatError(
+        fmt::format("{}: regex failed on a {}-byte input: {}", code_->what, text.size(), pcre2_message(rc)));
   }
   const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(s.data);
   start = ov[0];
@@ -135,8 +200,11 @@ void Regex::find_all(std::string_view text, std::vector<std::pair<size_t, size_t
 Regex pattern_from_json(const nlohmann::json& j, const Where& where) {
   require_object(j, where);
   const std::string what = fmt::format("{}: {}", where.origin(), where.path());
-  if (const json* s = find_field(j, "String")) return Regex(Regex::escape(require_string(*s, where["String"])), what);
-  if (const json* r = find_field(j, "Regex")) return Regex(require_string(*r, where["Regex"]), what);
+  if (const json* s = find_field(j, "String"))
+    return Regex(Regex::escape(require_string(*s, where["String"])), what);
+  if (const json* r = find_field(j, "Regex")) {
+    return Regex(Regex::from_oniguruma(require_string(*r, where["Regex"]), what), what);
+  }
   where.fail("expected a pattern object with a 'String' or 'Regex' field");
 }
 

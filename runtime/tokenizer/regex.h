@@ -6,12 +6,11 @@
 
 #include <cstddef>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 namespace tiergen::tok {
 
@@ -25,6 +24,9 @@ class Regex {
 
   // A pattern matching `literal` exactly (the `{"String": ...}` form of tokenizer.json patterns).
   static std::string escape(std::string_view literal);
+  // Rewrites the Oniguruma syntax that PCRE2 reads differently (nested character classes, \h);
+  // constructs it cannot express are an UnsupportedError naming `what`.
+  static std::string from_oniguruma(std::string_view pattern, const std::string& what);
 
   // All matches as [start, end) byte offsets, left to right, non-overlapping. `text` must be valid
   // UTF-8. A pathological pattern that exceeds PCRE2's match limit is a FormatError.

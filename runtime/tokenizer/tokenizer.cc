@@ -3,11 +3,11 @@
 // pre-tokenizer, BPE per piece, post-processor.
 #include "runtime/tokenizer/tokenizer.h"
 
+#include <fmt/format.h>
+
 #include <cerrno>
 #include <fstream>
 #include <sstream>
-
-#include <fmt/format.h>
 
 #include "runtime/core/error.h"
 #include "runtime/tokenizer/added_vocab.h"
@@ -91,14 +91,16 @@ std::unique_ptr<Tokenizer::Impl> build(const json& root, const std::string& orig
   }
   if (const json* version = tok::find_field(root, "version"); version != nullptr && !version->is_null()) {
     const std::string v = tok::require_string(*version, where["version"]);
-    if (v != "1.0") where["version"].unsupported(fmt::format("tokenizer.json version '{}' is not supported", v));
+    if (v != "1.0")
+      where["version"].unsupported(fmt::format("tokenizer.json version '{}' is not supported", v));
   }
   auto impl = std::make_unique<Tokenizer::Impl>();
   impl->origin = origin;
   impl->model = make_model(root, where);
   impl->normalizer = tok::make_normalizer(field_or_null(root, "normalizer"), where["normalizer"]);
   impl->pre_tokenizer = tok::make_pre_tokenizer(field_or_null(root, "pre_tokenizer"), where["pre_tokenizer"]);
-  impl->post_processor = tok::make_post_processor(field_or_null(root, "post_processor"), where["post_processor"]);
+  impl->post_processor =
+      tok::make_post_processor(field_or_null(root, "post_processor"), where["post_processor"]);
   impl->decoder = tok::make_decoder(field_or_null(root, "decoder"), where["decoder"]);
   impl->added.add(parse_added_tokens(root, where), *impl->model, impl->normalizer.get());
   return impl;
@@ -120,7 +122,8 @@ Tokenizer Tokenizer::from_file(const std::filesystem::path& tokenizer_json) {
   if (!in) throw IoError(fmt::format("cannot open {}: {}", tokenizer_json.string(), errno_message(errno)));
   std::ostringstream text;
   text << in.rdbuf();
-  if (in.bad()) throw IoError(fmt::format("cannot read {}: {}", tokenizer_json.string(), errno_message(errno)));
+  if (in.bad())
+    throw IoError(fmt::format("cannot read {}: {}", tokenizer_json.string(), errno_message(errno)));
   return from_json(text.str(), tokenizer_json.string());
 }
 
@@ -183,8 +186,8 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
     const std::string* token = m.added.decode_form(id);
     if (token == nullptr) token = m.model->id_to_token(id);
     if (token == nullptr) {
-      throw InvalidArgumentError(fmt::format("decode: token id {} is not in the vocabulary of {} (vocab_size {})",
-                                             id, m.origin, vocab_size()));
+      throw InvalidArgumentError(fmt::format(
+          "decode: token id {} is not in the vocabulary of {} (vocab_size {})", id, m.origin, vocab_size()));
     }
     if (skip_special_tokens && m.added.is_special_content(*token)) continue;
     tokens.push_back(*token);

@@ -29,18 +29,24 @@ constexpr double kU32 = 0x1p-24;  // unit roundoff of f32: half the gap between 
 // Unit roundoff (round to nearest) of the dtype an op writes.
 double unit_roundoff(DType t) {
   switch (t) {
-    case DType::F16: return 0x1p-11;
-    case DType::BF16: return 0x1p-8;
-    default: return kU32;
+    case DType::F16:
+      return 0x1p-11;
+    case DType::BF16:
+      return 0x1p-8;
+    default:
+      return kU32;
   }
 }
 
 // Below the normal range rounding is absolute: at most half the smallest subnormal.
 double underflow_slack(DType t) {
   switch (t) {
-    case DType::F16: return 0x1p-25;
-    case DType::BF16: return 0x1p-134;
-    default: return 0x1p-150;
+    case DType::F16:
+      return 0x1p-25;
+    case DType::BF16:
+      return 0x1p-134;
+    default:
+      return 0x1p-150;
   }
 }
 
@@ -122,8 +128,8 @@ class GuardedOutput {
     for (size_t i = 0; i < host.nbytes(); ++i) {
       const bool in_view = i >= kGuard && i < kGuard + bytes_;
       if (!in_view && b[i] != expected(i))
-        return ::testing::AssertionFailure() << "out-of-bounds write: guard byte " << i << " (view is [" << kGuard
-                                             << ", " << kGuard + bytes_ << ")) changed";
+        return ::testing::AssertionFailure() << "out-of-bounds write: guard byte " << i << " (view is ["
+                                             << kGuard << ", " << kGuard + bytes_ << ")) changed";
     }
     out.resize(static_cast<size_t>(view_.numel()));
     convert_to_f32(out.data(), b + kGuard, view_.dtype(), out.size());
@@ -144,8 +150,8 @@ class GuardedOutput {
 
 // Every gpu[i] finite and |gpu[i] - ref[i]| <= tol[i]. Reports the first few failures; `worst`
 // gets max |err| / tol, a measure of how much of the derived bound the GPU actually uses.
-::testing::AssertionResult all_close(const std::vector<float>& got, const float* ref, const std::vector<double>& tol,
-                                     size_t cols, double& worst) {
+::testing::AssertionResult all_close(const std::vector<float>& got, const float* ref,
+                                     const std::vector<double>& tol, size_t cols, double& worst) {
   int bad = 0;
   std::ostringstream msg;
   for (size_t i = 0; i < got.size(); ++i) {
@@ -154,13 +160,14 @@ class GuardedOutput {
     if (finite && tol[i] > 0) worst = std::max(worst, err / tol[i]);
     if (!finite || err > tol[i]) {
       if (bad < 5)
-        msg << "\n  [" << i / cols << ", " << i % cols << "] gpu " << got[i] << " cpu " << ref[i] << " |err| " << err
-            << " tol " << tol[i];
+        msg << "\n  [" << i / cols << ", " << i % cols << "] gpu " << got[i] << " cpu " << ref[i] << " |err| "
+            << err << " tol " << tol[i];
       ++bad;
     }
   }
   if (bad == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << bad << " of " << got.size() << " elements out of tolerance" << msg.str();
+  return ::testing::AssertionFailure()
+         << bad << " of " << got.size() << " elements out of tolerance" << msg.str();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -201,8 +208,9 @@ TEST_P(LinearConformance, MatchesCpuReference) {
     for (int64_t K : Ks)
       for (int64_t N : Ns) {
         SCOPED_TRACE("M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" + std::to_string(N));
-        std::mt19937 rng(static_cast<uint32_t>(M * 1000003 + K * 1009 + N) ^ (static_cast<uint32_t>(c.in) << 20) ^
-                         (static_cast<uint32_t>(c.out) << 24) ^ (c.bias ? 1u << 28 : 0u));
+        std::mt19937 rng(static_cast<uint32_t>(M * 1000003 + K * 1009 + N) ^
+                         (static_cast<uint32_t>(c.in) << 20) ^ (static_cast<uint32_t>(c.out) << 24) ^
+                         (c.bias ? 1u << 28 : 0u));
         const HostInput x = random_input({M, K}, c.in, -1.f, 1.f, rng);
         const HostInput w = random_input({N, K}, c.in, -1.f, 1.f, rng);
         const HostInput b = random_input({N}, c.in, -1.f, 1.f, rng);
@@ -222,22 +230,22 @@ TEST_P(LinearConformance, MatchesCpuReference) {
         const double u_out = unit_roundoff(c.out);
         std::vector<double> tol(got.size());
         for (size_t i = 0; i < tol.size(); ++i)
-          tol[i] = u_out * std::fabs(ref.data<float>()[i]) + 4.0 * static_cast<double>(K + 1) * kU32 * mag.data<float>()[i] +
-                   underflow_slack(c.out);
+          tol[i] = u_out * std::fabs(ref.data<float>()[i]) +
+                   4.0 * static_cast<double>(K + 1) * kU32 * mag.data<float>()[i] + underflow_slack(c.out);
         EXPECT_TRUE(all_close(got, ref.data<float>(), tol, static_cast<size_t>(N), worst));
         ++cases;
       }
-  std::cout << "[ linear " << linear_name({c, 0}) << " ] " << cases << " shapes, max |err|/tol " << worst << "\n";
+  std::cout << "[ linear " << linear_name({c, 0}) << " ] " << cases << " shapes, max |err|/tol " << worst
+            << "\n";
 }
 
-INSTANTIATE_TEST_SUITE_P(Cuda, LinearConformance,
-                         ::testing::Values(LinearCase{DType::F16, DType::F16, false}, LinearCase{DType::F16, DType::F16, true},
-                                           LinearCase{DType::F16, DType::F32, false}, LinearCase{DType::F16, DType::F32, true},
-                                           LinearCase{DType::BF16, DType::BF16, false},
-                                           LinearCase{DType::BF16, DType::BF16, true},
-                                           LinearCase{DType::BF16, DType::F32, false},
-                                           LinearCase{DType::BF16, DType::F32, true}),
-                         linear_name);
+INSTANTIATE_TEST_SUITE_P(
+    Cuda, LinearConformance,
+    ::testing::Values(LinearCase{DType::F16, DType::F16, false}, LinearCase{DType::F16, DType::F16, true},
+                      LinearCase{DType::F16, DType::F32, false}, LinearCase{DType::F16, DType::F32, true},
+                      LinearCase{DType::BF16, DType::BF16, false}, LinearCase{DType::BF16, DType::BF16, true},
+                      LinearCase{DType::BF16, DType::F32, false}, LinearCase{DType::BF16, DType::F32, true}),
+    linear_name);
 
 // ---------------------------------------------------------------------------------------------
 // rms_norm: out (M, C) = x / sqrt(mean(x^2) + eps) * w (C)
@@ -293,14 +301,15 @@ TEST_P(RmsNormConformance, MatchesCpuReference) {
       EXPECT_TRUE(all_close(got, ref.data<float>(), tol, static_cast<size_t>(C), worst));
       ++cases;
     }
-  std::cout << "[ rms_norm " << rms_name({c, 0}) << " ] " << cases << " shapes, max |err|/tol " << worst << "\n";
+  std::cout << "[ rms_norm " << rms_name({c, 0}) << " ] " << cases << " shapes, max |err|/tol " << worst
+            << "\n";
 }
 
 std::vector<RmsCase> rms_cases() {
   // Activations in and out in one dtype (the model's), widening to F32 and narrowing from F32,
   // each against every weight dtype a checkpoint may hold.
-  const DType io[][2] = {{DType::F32, DType::F32},  {DType::F16, DType::F16}, {DType::BF16, DType::BF16},
-                         {DType::F16, DType::F32},  {DType::BF16, DType::F32}, {DType::F32, DType::F16},
+  const DType io[][2] = {{DType::F32, DType::F32}, {DType::F16, DType::F16},  {DType::BF16, DType::BF16},
+                         {DType::F16, DType::F32}, {DType::BF16, DType::F32}, {DType::F32, DType::F16},
                          {DType::F32, DType::BF16}};
   std::vector<RmsCase> cases;
   for (const auto& p : io)
@@ -341,7 +350,8 @@ TEST_F(CudaTest, AllocIsZeroedAndCopiesRoundTrip) {
   Tensor h = Tensor::empty({7, 13}, DType::F16);
   std::memset(h.raw(), 0x5a, h.nbytes());
   gpu().copy(h, d);  // D2H
-  EXPECT_TRUE(std::all_of(h.data<uint8_t>(), h.data<uint8_t>() + h.nbytes(), [](uint8_t v) { return v == 0; }));
+  EXPECT_TRUE(
+      std::all_of(h.data<uint8_t>(), h.data<uint8_t>() + h.nbytes(), [](uint8_t v) { return v == 0; }));
 
   std::mt19937 rng(11);
   const HostInput src = random_input({7, 13}, DType::F16, -3.f, 3.f, rng);
@@ -362,7 +372,8 @@ TEST_F(CudaTest, UnimplementedOpsThrowNamingTheOp) {
   const AttentionSeq seq{0, 2, 2, a, a};
   const AttentionParams params{1, 1, 8, 1.f, nullptr};
   const char* suffix = " is not implemented on the CUDA backend yet";
-  EXPECT_THROW_WITH(gpu().layer_norm(a, b, c, c, 1e-5f), UnsupportedError, std::string("layer_norm") + suffix);
+  EXPECT_THROW_WITH(gpu().layer_norm(a, b, c, c, 1e-5f), UnsupportedError,
+                    std::string("layer_norm") + suffix);
   EXPECT_THROW_WITH(gpu().embedding(a, b, ids), UnsupportedError, std::string("embedding") + suffix);
   EXPECT_THROW_WITH(gpu().add_(a, b), UnsupportedError, std::string("add_") + suffix);
   EXPECT_THROW_WITH(gpu().activation_(a, Act::Gelu), UnsupportedError, std::string("activation_") + suffix);
