@@ -2,6 +2,7 @@
 // Any error ends with one line on stderr and a non-zero exit: 2 for usage, 1 for everything else.
 #include <cstdio>
 #include <exception>
+#include <string>
 #include <vector>
 
 #include "launch/commands.h"
@@ -21,6 +22,18 @@ int main(int argc, char** argv) {
   const std::vector<tiergen::cli::Command> commands = {
       tiergen::cli::add_generate(app), tiergen::cli::add_tokenize(app), tiergen::cli::add_detokenize(app),
       tiergen::cli::add_info(app), tiergen::cli::add_bench(app)};
+  if (argc > 1 && argv[1][0] != '-') {  // CLI11 would only say "a subcommand is required"
+    bool known = false;
+    std::string names;
+    for (const auto& c : commands) {
+      known |= c.sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + c.sub->get_name();
+    }
+    if (!known) {
+      std::fprintf(stderr, "tiergen: error: unknown command '%s' (commands: %s)\n", argv[1], names.c_str());
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -3,6 +3,10 @@
 #include <memory>
 #include <string>
 
+#ifdef __F16C__
+#include <immintrin.h>
+#endif
+
 #include "kernels/cpu/ops.h"
 #include "runtime/core/error.h"
 
@@ -43,8 +47,13 @@ void to_f32(float* dst, const void* src, DType t, size_t n) {
     }
     case DType::F16: {
       const uint16_t* s = static_cast<const uint16_t*>(src);
+      size_t i = 0;
+#ifdef __F16C__
+      for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
+#endif
       const float* table = f16_table().data();
-      for (size_t i = 0; i < n; ++i) dst[i] = table[s[i]];
+      for (; i < n; ++i) dst[i] = table[s[i]];
       return;
     }
     default:

@@ -1,7 +1,9 @@
 #include "runtime/tokenizer/regex.h"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
 #include <fmt/format.h>
+
+// PCRE2's 8-bit API: patterns and subjects are UTF-8.
+#define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
 #include "runtime/core/error.h"
@@ -33,6 +35,7 @@ struct MatchScratch {
   pcre2_jit_stack* jit_stack = pcre2_jit_stack_create(32 * 1024, kJitStackMax, nullptr);
 
   MatchScratch() {
+    if (context == nullptr) return;  // scratch() reports it
     pcre2_set_match_limit(context, kMatchLimit);
     if (jit_stack != nullptr) pcre2_jit_stack_assign(context, nullptr, jit_stack);
   }
@@ -200,8 +203,9 @@ void Regex::find_all(std::string_view text, std::vector<std::pair<size_t, size_t
 Regex pattern_from_json(const nlohmann::json& j, const Where& where) {
   require_object(j, where);
   const std::string what = fmt::format("{}: {}", where.origin(), where.path());
-  if (const json* s = find_field(j, "String"))
+  if (const json* s = find_field(j, "String")) {
     return Regex(Regex::escape(require_string(*s, where["String"])), what);
+  }
   if (const json* r = find_field(j, "Regex")) {
     return Regex(Regex::from_oniguruma(require_string(*r, where["Regex"]), what), what);
   }

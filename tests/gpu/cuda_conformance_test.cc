@@ -192,51 +192,59 @@ class LinearConformance : public CudaTest, public ::testing::WithParamInterface<
 //    round-to-nearest adds (the CPU) and by at most (K+1)·2u·S if the tensor cores truncate their
 //    adds (the GPU): 3(K+1)·u·S together, which 4(K+1)·u·S bounds with the second-order terms
 //    while (K+1)·u < 1/4.
-//  - The GPU then rounds once to out's dtype: u_out·|ref| (plus u_out times the error above,
-//    inside the same margin), or half a subnormal in f16's gradual underflow.
+//  - The GPU then rounds once to out's dtype (kernels/cuda/linear.cu adds the bias to the f32
+//    accumulator before that rounding): u_out·|ref| (plus u_out times the error above, inside the
+//    same margin), or half a subnormal in f16's gradual underflow.
 // So |gpu - cpu| <= u_out·|ref| + 4(K+1)·u·S + underflow_slack(out).
-// The bias is stored in the input dtype, as checkpoints store it, so writing it into out before
-// the GEMM (kernels/cuda/linear.cu) is exact for out = in or F32.
+void check_linear(const LinearCase& c, int64_t M, int64_t K, int64_t N, double& worst) {
+  SCOPED_TRACE("M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" + std::to_string(N));
+  std::mt19937 rng(static_cast<uint32_t>(M * 1000003 + K * 1009 + N) ^ (static_cast<uint32_t>(c.in) << 20) ^
+                   (static_cast<uint32_t>(c.out) << 24) ^ (c.bias ? 1u << 28 : 0u));
+  const HostInput x = random_input({M, K}, c.in, -1.f, 1.f, rng);
+  const HostInput w = random_input({N, K}, c.in, -1.f, 1.f, rng);
+  const HostInput b = random_input({N}, c.in, -1.f, 1.f, rng);
+
+  Tensor ref = Tensor::empty({M, N}, DType::F32);
+  Tensor mag = Tensor::empty({M, N}, DType::F32);  // S for every output element
+  const Tensor b_abs = abs_of(b.native);
+  cpu().linear(ref, x.f32, w.native, c.bias ? &b.native : nullptr);
+  cpu().linear(mag, abs_of(x.f32), abs_of(w.native), c.bias ? &b_abs : nullptr);
+
+  const Tensor xd = upload(x.native), wd = upload(w.native), bd = upload(b.native);
+  GuardedOutput out({M, N}, c.out);
+  gpu().linear(out.view(), xd, wd, c.bias ? &bd : nullptr);
+  std::vector<float> got;
+  ASSERT_TRUE(out.read(got));
+
+  const double u_out = unit_roundoff(c.out);
+  std::vector<double> tol(got.size());
+  for (size_t i = 0; i < tol.size(); ++i)
+    tol[i] = u_out * std::fabs(ref.data<float>()[i]) +
+             4.0 * static_cast<double>(K + 1) * kU32 * mag.data<float>()[i] + underflow_slack(c.out);
+  EXPECT_TRUE(all_close(got, ref.data<float>(), tol, static_cast<size_t>(N), worst));
+}
+
 TEST_P(LinearConformance, MatchesCpuReference) {
   const LinearCase c = GetParam();
-  const int64_t Ms[] = {1, 3, 17, 64, 129};
-  const int64_t Ks[] = {1, 7, 64, 4099};
-  const int64_t Ns[] = {1, 5, 64, 1000};
   double worst = 0;
   int cases = 0;
-  for (int64_t M : Ms)
-    for (int64_t K : Ks)
-      for (int64_t N : Ns) {
-        SCOPED_TRACE("M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" + std::to_string(N));
-        std::mt19937 rng(static_cast<uint32_t>(M * 1000003 + K * 1009 + N) ^
-                         (static_cast<uint32_t>(c.in) << 20) ^ (static_cast<uint32_t>(c.out) << 24) ^
-                         (c.bias ? 1u << 28 : 0u));
-        const HostInput x = random_input({M, K}, c.in, -1.f, 1.f, rng);
-        const HostInput w = random_input({N, K}, c.in, -1.f, 1.f, rng);
-        const HostInput b = random_input({N}, c.in, -1.f, 1.f, rng);
-
-        Tensor ref = Tensor::empty({M, N}, DType::F32);
-        Tensor mag = Tensor::empty({M, N}, DType::F32);  // S for every output element
-        const Tensor b_abs = abs_of(b.native);
-        cpu().linear(ref, x.f32, w.native, c.bias ? &b.native : nullptr);
-        cpu().linear(mag, abs_of(x.f32), abs_of(w.native), c.bias ? &b_abs : nullptr);
-
-        const Tensor xd = upload(x.native), wd = upload(w.native), bd = upload(b.native);
-        GuardedOutput out({M, N}, c.out);
-        gpu().linear(out.view(), xd, wd, c.bias ? &bd : nullptr);
-        std::vector<float> got;
-        ASSERT_TRUE(out.read(got));
-
-        const double u_out = unit_roundoff(c.out);
-        std::vector<double> tol(got.size());
-        for (size_t i = 0; i < tol.size(); ++i)
-          tol[i] = u_out * std::fabs(ref.data<float>()[i]) +
-                   4.0 * static_cast<double>(K + 1) * kU32 * mag.data<float>()[i] + underflow_slack(c.out);
-        EXPECT_TRUE(all_close(got, ref.data<float>(), tol, static_cast<size_t>(N), worst));
+  for (int64_t M : {1, 3, 17, 64, 129})
+    for (int64_t K : {1, 7, 64, 300, 4099})
+      for (int64_t N : {1, 5, 64, 1000}) {
+        check_linear(c, M, K, N, worst);
         ++cases;
       }
   std::cout << "[ linear " << linear_name({c, 0}) << " ] " << cases << " shapes, max |err|/tol " << worst
             << "\n";
+}
+
+// A bias with a 16-bit out goes through an f32 scratch in row chunks of 32 MiB: 2100 x 4096 f32
+// rows need two chunks.
+TEST_F(CudaTest, LinearBiasOverSeveralScratchChunks) {
+  double worst = 0;
+  check_linear({DType::BF16, DType::BF16, true}, 2100, 64, 4096, worst);
+  check_linear({DType::F16, DType::F16, true}, 2100, 64, 4096, worst);
+  std::cout << "[ linear chunked bias ] max |err|/tol " << worst << "\n";
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -1,0 +1,126 @@
+// The `tiergen` executable end to end: outputs a tool can parse, and bad input ending in one clear
+// error line with a non-zero exit (never a crash or a stack dump).
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <sstream>
+#include <nlohmann/json.hpp>
+
+#include "tests/testutil/testutil.h"
+
+namespace tiergen {
+namespace {
+
+struct CliRun {
+  int status = -1;
+  std::string out, err;
+};
+
+// Runs tiergen with `args` (shell words, already quoted), stdin from `input`.
+CliRun tiergen(const std::string& args, const std::string& input = "") {
+  testing::TempDir tmp;
+  testing::write_file(tmp / "in", input);
+  const std::string cmd = std::string(TIERGEN_BINARY) + " " + args + " <" + (tmp / "in").string() + " >" +
+                          (tmp / "out").string() + " 2>" + (tmp / "err").string();
+  CliRun r;
+  const int raw = std::system(cmd.c_str());
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
+  r.out = testing::read_file(tmp / "out");
+  r.err = testing::read_file(tmp / "err");
+  return r;
+}
+
+std::string model() { return (testing::source_dir() / "models" / "fortune-tiny").string(); }
+
+// Exactly one line on stderr, starting "tiergen: error:" and containing `what`.
+void expect_one_error_line(const CliRun& r, int status, const std::string& what) {
+  EXPECT_EQ(r.status, status) << r.err;
+  ASSERT_FALSE(r.err.empty());
+  EXPECT_EQ(r.err.rfind("tiergen: error: ", 0), 0u) << r.err;
+  EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << "more than one line: " << r.err;
+  EXPECT_NE(r.err.find(what), std::string::npos) << r.err;
+}
+
+TEST(Cli, GenerateJsonHasIdsAndText) {
+  const CliRun r = tiergen("generate --model " + model() + " --json --greedy -n 5 'Hello' 'A fool'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::string line;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j.at("index").get<int>(), n);
+    EXPECT_EQ(j.at("input_ids").at(0).get<int>(), 0);  // the post-processor's <|begin_of_text|>
+    EXPECT_EQ(j.at("output_ids").size(), 5u);
+    EXPECT_TRUE(j.at("text").is_string());
+    EXPECT_EQ(j.at("finish_reason"), "length");
+    ++n;
+  }
+  EXPECT_EQ(n, 2);
+}
+
+TEST(Cli, InputIdsStdinAndPromptFileAgree) {
+  const CliRun ids = tiergen("generate --model " + model() + " --json --greedy -n 6 --input-ids 0,41,471,80");
+  const CliRun text = tiergen("generate --model " + model() + " --json --greedy -n 6 Hello");
+  const CliRun in = tiergen("generate --model " + model() + " --json --greedy -n 6", "Hello\n");
+  testing::TempDir tmp;
+  testing::write_file(tmp / "p.txt", "Hello\n");
+  const CliRun file = tiergen("generate --model " + model() + " --json --greedy -n 6 --prompt-file " + (tmp / "p.txt").string());
+  for (const CliRun* r : {&ids, &text, &in, &file}) ASSERT_EQ(r->status, 0) << r->err;
+  const auto out_ids = nlohmann::json::parse(ids.out).at("output_ids");
+  EXPECT_EQ(nlohmann::json::parse(text.out).at("input_ids"), nlohmann::json::parse(ids.out).at("input_ids"));
+  EXPECT_EQ(nlohmann::json::parse(text.out).at("output_ids"), out_ids);
+  EXPECT_EQ(nlohmann::json::parse(in.out).at("output_ids"), out_ids);
+  EXPECT_EQ(nlohmann::json::parse(file.out).at("output_ids"), out_ids);
+}
+
+TEST(Cli, TokenizeAndDetokenizeRoundTrip) {
+  const CliRun t = tiergen("tokenize --model " + model() + " 'Hello world'");
+  ASSERT_EQ(t.status, 0) << t.err;
+  const auto ids = nlohmann::json::parse(t.out);
+  ASSERT_FALSE(ids.empty());
+  std::string list;
+  for (const auto& id : ids) list += (list.empty() ? "" : ",") + std::to_string(id.get<int>());
+  const CliRun d = tiergen("detokenize --model " + model() + " " + list);
+  ASSERT_EQ(d.status, 0) << d.err;
+  EXPECT_EQ(d.out, "Hello world\n");
+}
+
+TEST(Cli, InfoDescribesTheModel) {
+  const CliRun r = tiergen("info --json --model " + model());
+  ASSERT_EQ(r.status, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j.at("family"), "llama");
+  EXPECT_EQ(j.at("layers"), 6);
+  EXPECT_EQ(j.at("parameters"), 5475584);
+}
+
+TEST(Cli, BadUsageIsOneLineExit2) {
+  expect_one_error_line(tiergen("generate --bogus"), 2, "--bogus");
+  expect_one_error_line(tiergen("frobnicate"), 2, "frobnicate");
+  expect_one_error_line(tiergen("generate --model " + model() + " --top-p 2 --sample x"), 2, "top-p");
+  expect_one_error_line(tiergen("generate --model " + model() + " --max-new-tokens -3 x"), 2, "max-new-tokens");
+  expect_one_error_line(tiergen("generate --model " + model() + " --input-ids 1,x,3"), 2, "'x' is not a token id");
+  expect_one_error_line(tiergen("generate --model " + model() + " --input-ids 99999"), 2, "outside the model's vocabulary");
+  expect_one_error_line(tiergen("generate --model " + model() + " --greedy --sample x"), 2, "excludes");
+  expect_one_error_line(tiergen("generate x"), 2, "--model DIR or --dummy PRESET");
+  expect_one_error_line(tiergen("info --dummy gpt-9"), 2, "gpt-9");
+  expect_one_error_line(tiergen("generate --model " + model() + ""), 2, "no prompts");
+}
+
+TEST(Cli, BadModelsAreOneLineExit1) {
+  expect_one_error_line(tiergen("generate --model /nonexistent/model x"), 1, "/nonexistent/model");
+  testing::TempDir dir;
+  testing::write_file(dir / "config.json", "{\"model_type\": \"llama\"");
+  expect_one_error_line(tiergen("info --model " + dir.path().string()), 1, "config.json");
+  testing::write_file(dir / "config.json", testing::read_file(std::filesystem::path(model()) / "config.json"));
+  expect_one_error_line(tiergen("info --model " + dir.path().string()), 1, "model.safetensors");
+  testing::write_file(dir / "model.safetensors", "garbage");
+  expect_one_error_line(tiergen("info --model " + dir.path().string()), 1, "model.safetensors");
+  expect_one_error_line(tiergen("tokenize --model " + dir.path().string() + " hi"), 1, "tokenizer.json");
+  expect_one_error_line(tiergen("generate --model " + model() + " --prompt-file /nonexistent/prompts.txt"), 1,
+                        "/nonexistent/prompts.txt");
+}
+
+}  // namespace
+}  // namespace tiergen
