@@ -12,12 +12,17 @@
 #                              lacks (everything but glibc and the CUDA toolkit/driver libraries, so
 #                              OpenBLAS, gfortran, quadmath, gomp, libstdc++ ...) into
 #                              .devlibs/libs.tar.xz (OpenBLAS alone is 36 MB raw, 4 MB compressed).
+#                              It also packs the `tiergen` CLI and the CPU micro-benchmarks, for
+#                              `bench`.
 #   scripts/gpu-test.sh run    THERE (repo root). Unpacks .devlibs, sets LD_LIBRARY_PATH, prints
 #                              `nvidia-smi -L`, runs every build-gpu/*_test directly (the build's
 #                              CMake paths point at this machine's checkout, so nothing may depend on
 #                              them) and then `ctest -R _test` over build-gpu/. Logs go to $OUT when
 #                              it is set. Exit status: non-zero when any test failed.
 #
+#   scripts/gpu-test.sh bench  THERE, after run: CPU throughput of a Llama-2-7b-shaped dummy model
+#                              (`tiergen bench --device cpu`, batch 1 and 16, prompt 512, gen 32)
+#                              and the kernel micro-benchmarks; logs to $OUT when set.
 # On the lent machine, through the device tool:
 #   run(command="bash scripts/gpu-test.sh run", carry=["build-gpu", ".devlibs"], timeout_s=300)
 # build-gpu/, build-gpu-tree/ (/build*/) and .devlibs/ are ignored by .gitignore.
@@ -41,8 +46,8 @@ pack() {
   ((${#tests[@]})) || { echo "no tests/gpu/*_test.cc to build" >&2; exit 1; }
 
   cmake -S "$ROOT" -B "$TREE" -G Ninja -DCMAKE_BUILD_TYPE=Release -DTIERGEN_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES=90 -DTIERGEN_BENCH=OFF >/dev/null
-  ninja -C "$TREE" "${tests[@]}"
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DTIERGEN_BENCH=ON >/dev/null
+  ninja -C "$TREE" "${tests[@]}" tiergen tiergen_microbench
 
   rm -rf "$BIN" "$LIBS"
   mkdir -p "$BIN" "$LIBS/stage"
@@ -54,20 +59,23 @@ pack() {
       echo "add_test($t \"\${CMAKE_CURRENT_LIST_DIR}/$t\" --gtest_color=no)"
     done
   } >"$BIN/CTestTestfile.cmake"
+  mkdir -p "$BIN/tools"
+  cp "$TREE/bin/tiergen" "$TREE/tests/tiergen_microbench" "$BIN/tools/"
+  strip "$BIN/tools/"*
 
   # Libraries to leave out: glibc's (the GPU machine's is newer, and must match its loader) and
   # the CUDA toolkit and driver libraries (they are there, and must match its driver).
   local skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|libresolv\.so|libcuda|libcudart|libcublas|libnvidia|libnvrtc|libnccl)'
   local name path
-  for t in "${tests[@]}"; do
-    if ldd "$BIN/$t" | grep -q 'not found'; then
-      ldd "$BIN/$t" | grep 'not found' >&2
+  for exe in "${tests[@]/#/$BIN/}" "$BIN"/tools/*; do
+    if ldd "$exe" | grep -q 'not found'; then
+      ldd "$exe" | grep 'not found' >&2
       exit 1
     fi
     while read -r name _ path _; do
       [[ "$path" == /* && ! "$name" =~ $skip ]] || continue
       cp -L "$path" "$LIBS/stage/$name"
-    done < <(ldd "$BIN/$t")
+    done < <(ldd "$exe")
   done
   tar -C "$LIBS/stage" -cJf "$LIBS/libs.tar.xz" .
   echo "packed libraries:"
@@ -82,9 +90,8 @@ pack() {
     "together $(((carry_bytes + tree_bytes) / 1048576)) of 64 MiB"
 }
 
-run() {
+unpack_libs() {
   [[ -d "$BIN" && -f "$LIBS/libs.tar.xz" ]] || { echo "run 'scripts/gpu-test.sh pack' here first" >&2; exit 1; }
-  local out="${OUT:-}"
   local unpacked="$LIBS/lib"
   mkdir -p "$unpacked"
   if command -v xz >/dev/null; then
@@ -93,6 +100,20 @@ run() {
     python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$LIBS/libs.tar.xz" "$unpacked"
   fi
   export LD_LIBRARY_PATH="$unpacked:/usr/local/cuda/lib64:/usr/local/cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+}
+
+bench() {
+  unpack_libs
+  local out="${OUT:-}"
+  echo "== host $(hostname): $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+  "$BIN/tools/tiergen_microbench" --benchmark_min_time=0.2 2>&1 | tee ${out:+"$out/microbench.txt"}
+  "$BIN/tools/tiergen" bench --device cpu --dummy llama-2-7b --batch-size 1,16 --prompt-len 512 --gen-len 32 --json \
+    2>&1 | tee ${out:+"$out/bench-llama-2-7b-cpu.txt"}
+}
+
+run() {
+  unpack_libs
+  local out="${OUT:-}"
 
   echo "== host $(hostname)"
   nvidia-smi -L | tee ${out:+"$out/nvidia-smi.txt"}
@@ -129,8 +150,9 @@ run() {
 case "${1:-}" in
   pack) pack ;;
   run) run ;;
+  bench) bench ;;
   *)
-    echo "usage: $0 pack|run   (see the comment at the top)" >&2
+    echo "usage: $0 pack|run|bench   (see the comment at the top)" >&2
     exit 2
     ;;
 esac

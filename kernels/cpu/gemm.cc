@@ -9,6 +9,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "kernels/cpu/ops.h"
@@ -18,7 +19,10 @@ namespace tiergen::kernels::cpu {
 namespace {
 
 constexpr int64_t kDirectMaxRows = 32;        // up to this many rows of x: the row-block kernel
-constexpr int64_t kPanelFloats = 1 << 20;     // ~4 MB of converted weights per sgemm panel
+// Converted weights per sgemm call: 128 MB holds a whole 7B-class projection, so prefill makes one
+// large sgemm per layer (small panels left OpenBLAS at a fifth of its speed) and the conversion,
+// O(N*K) against the GEMM's O(M*N*K), disappears behind it.
+constexpr int64_t kPanelFloats = int64_t{32} << 20;
 
 void add_bias(Tensor& out, const Tensor& bias) {
   const int64_t M = out.dim(0), N = out.dim(1);
@@ -66,15 +70,22 @@ void linear_direct(float* out, const float* x, const void* w, DType wt, int64_t 
 
 void linear_panels(float* out, const float* x, const void* w, DType wt, int64_t M, int64_t N, int64_t K) {
   const int64_t rows = std::clamp<int64_t>(kPanelFloats / std::max<int64_t>(K, 1), 16, N);
-  std::vector<float> panel(static_cast<size_t>(rows * K));
+  // Reused across calls and never zero-filled: every element is written before sgemm reads it.
+  thread_local std::unique_ptr<float[]> workspace;
+  thread_local size_t workspace_size = 0;
+  if (workspace_size < static_cast<size_t>(rows * K)) {
+    workspace_size = static_cast<size_t>(rows * K);
+    workspace.reset(new float[workspace_size]);
+  }
+  float* panel = workspace.get();
   const size_t row_bytes = static_cast<size_t>(K) * dtype_size(wt);
   for (int64_t n0 = 0; n0 < N; n0 += rows) {
     const int64_t nb = std::min(rows, N - n0);
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < nb; ++r)
-      to_f32(panel.data() + r * K, static_cast<const char*>(w) + (n0 + r) * row_bytes, wt, static_cast<size_t>(K));
+      to_f32(panel + r * K, static_cast<const char*>(w) + (n0 + r) * row_bytes, wt, static_cast<size_t>(K));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(nb),
-                static_cast<int>(K), 1.0f, x, static_cast<int>(K), panel.data(), static_cast<int>(K), 0.0f,
+                static_cast<int>(K), 1.0f, x, static_cast<int>(K), panel, static_cast<int>(K), 0.0f,
                 out + n0, static_cast<int>(N));
   }
 }

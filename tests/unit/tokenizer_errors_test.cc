@@ -214,7 +214,7 @@ TEST(TokenizerErrorsTest, TemplateProcessing) {
 
 TEST(TokenizerErrorsTest, DeepNestingIsRejected) {
   json inner = {{"type", "ByteLevel"}};
-  for (int i = 0; i < 200; ++i) inner = {{"type", "Sequence"}, {"pretokenizers", {inner}}};
+  for (int i = 0; i < 200; ++i) inner = {{"type", "Sequence"}, {"pretokenizers", json::array({inner})}};
   json j = valid();
   j["pre_tokenizer"] = inner;
   expect_format_error(j, "nested too deeply");

@@ -315,7 +315,7 @@ TEST(AddedTokensTest, IdsFollowTokenizersNotTheFile) {
   // tokenizers gives an added token its model id when it has one, else the next id after the
   // model vocab; the "id" field is only checked.
   json j = bpe_tokenizer({{"a", 0}, {"b", 1}}, json::array());
-  j["added_tokens"] = {added_token(7, "<x>", true), added_token(1, "b", true)};
+  j["added_tokens"] = json::array({added_token(7, "<x>", true), added_token(1, "b", true)});
   const Tokenizer t = load(j);
   EXPECT_EQ(t.token_to_id("<x>"), 2);
   EXPECT_EQ(t.token_to_id("b"), 1);
@@ -327,31 +327,31 @@ TEST(AddedTokensTest, IdsFollowTokenizersNotTheFile) {
 TEST(AddedTokensTest, LstripRstripAndSingleWord) {
   json j = bpe_tokenizer({{"a", 0}, {" ", 1}, {"x", 2}}, json::array());
   json mask = added_token(3, "<m>", true);
-  j["added_tokens"] = {mask};
+  j["added_tokens"] = json::array({mask});
   EXPECT_EQ(load(j).encode("a <m> a"), (Ids{0, 1, 3, 1, 0}));
   mask["lstrip"] = true;
   mask["rstrip"] = true;
-  j["added_tokens"] = {mask};
+  j["added_tokens"] = json::array({mask});
   EXPECT_EQ(load(j).encode("a  <m>  a"), (Ids{0, 3, 0}));
 
   json word = added_token(3, "aa", false);
   word["single_word"] = true;
-  j["added_tokens"] = {word};
+  j["added_tokens"] = json::array({word});
   EXPECT_EQ(load(j).encode("aa xaa aa"), (Ids{3, 1, 2, 0, 0, 1, 3}));
 }
 
 TEST(AddedTokensTest, LongestMatchWins) {
   json j = bpe_tokenizer({{"a", 0}}, json::array());
-  j["added_tokens"] = {added_token(1, "<a>", true), added_token(2, "<a><a>", true)};
+  j["added_tokens"] = json::array({added_token(1, "<a>", true), added_token(2, "<a><a>", true)});
   EXPECT_EQ(load(j).encode("<a><a><a>a"), (Ids{2, 1, 0}));
 }
 
 TEST(AddedTokensTest, NormalizedTokensMatchNormalizedText) {
   json j = bpe_tokenizer({{"A", 0}, {"B", 1}, {"C", 2}}, json::array());
   j["normalizer"] = {{"type", "Replace"}, {"pattern", {{"String", "B"}}}, {"content", "A"}};
-  j["added_tokens"] = {added_token(3, "AC", false, /*normalized=*/true)};
+  j["added_tokens"] = json::array({added_token(3, "AC", false, /*normalized=*/true)});
   EXPECT_EQ(load(j).encode("BCB"), (Ids{3, 0}));  // "BCB" -> "ACA": the token matches after normalizing
-  j["added_tokens"] = {added_token(3, "AC", false, /*normalized=*/false)};
+  j["added_tokens"] = json::array({added_token(3, "AC", false, /*normalized=*/false)});
   EXPECT_EQ(load(j).encode("BCB"), (Ids{0, 2, 0}));  // raw-text token: "BC" is not "AC"
 }
 
@@ -417,7 +417,7 @@ TEST(PreTokenizerTest, OnigurumaNestedClassAsInBloom) {
 TEST(PreTokenizerTest, MetaspaceAndDecoder) {
   json j = bpe_tokenizer({{"\u2581", 0}, {"h", 1}, {"i", 2}, {"\u2581h", 3}, {"\u2581hi", 4}},
                          {"\u2581 h", "\u2581h i"});
-  j["added_tokens"] = {added_token(5, "<s>", true)};
+  j["added_tokens"] = json::array({added_token(5, "<s>", true)});
   j["pre_tokenizer"] = {
       {"type", "Metaspace"}, {"replacement", "\u2581"}, {"prepend_scheme", "always"}, {"split", true}};
   j["decoder"] = {
