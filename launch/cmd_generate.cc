@@ -30,27 +30,6 @@ struct GenerateArgs {
   int threads = 0;
 };
 
-std::vector<int32_t> parse_ids(const std::string& text) {
-  std::vector<int32_t> ids;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    while (used < item.size() && std::isspace(static_cast<unsigned char>(item[used]))) ++used;
-    if (item.empty() || used != item.size() || v < 0 || v > INT32_MAX)
-      throw InvalidArgumentError("--input-ids '" + text + "': '" + item + "' is not a token id (a non-negative integer)");
-    ids.push_back(static_cast<int32_t>(v));
-  }
-  if (ids.empty()) throw InvalidArgumentError("--input-ids '" + text + "' holds no token ids");
-  return ids;
-}
-
 std::vector<std::string> read_lines(std::istream& in) {
   std::vector<std::string> lines;
   std::string line;
@@ -78,7 +57,10 @@ int run_generate(GenerateArgs& a) {
     }
   }
   std::vector<std::vector<int32_t>> id_prompts;
-  for (const auto& s : a.input_ids) id_prompts.push_back(parse_ids(s));
+  for (const auto& s : a.input_ids) {
+    id_prompts.push_back(parse_token_ids(s));
+    if (id_prompts.back().empty()) throw InvalidArgumentError("--input-ids '" + s + "' holds no token ids");
+  }
   if (texts.empty() && id_prompts.empty()) {
     if (isatty(STDIN_FILENO))
       throw InvalidArgumentError("no prompts: give them as arguments, with --prompt-file, --input-ids, or on stdin");

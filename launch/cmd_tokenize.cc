@@ -69,24 +69,7 @@ Command add_detokenize(CLI::App& app) {
   cmd->add_flag("--skip-special-tokens", a->skip_special, "Leave special tokens out of the text");
   return {cmd, [a] {
             const Tokenizer tok = a->tok.load();
-            std::string text = read_stdin_or(a->ids, "token ids");
-            for (char& c : text)
-              if (c == '[' || c == ']' || c == ',' || c == '\n' || c == '\r' || c == '\t') c = ' ';
-            std::vector<int32_t> ids;
-            std::istringstream in(text);
-            std::string word;
-            while (in >> word) {
-              size_t used = 0;
-              long long v = -1;
-              try {
-                v = std::stoll(word, &used);
-              } catch (const std::exception&) {
-                used = 0;
-              }
-              if (used != word.size() || v < 0 || v > INT32_MAX)
-                throw InvalidArgumentError("'" + word + "' is not a token id (a non-negative integer)");
-              ids.push_back(static_cast<int32_t>(v));
-            }
+            const std::vector<int32_t> ids = parse_token_ids(read_stdin_or(a->ids, "token ids"));
             std::cout << tok.decode(ids, a->skip_special) << "\n";
             return 0;
           }};

@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -36,6 +37,10 @@ struct ModelSource {
   // The folder's tokenizer.json, or null for dummy models / folders without one.
   std::unique_ptr<Tokenizer> tokenizer() const;
 };
+
+// Token ids written as "2,40313,318", "[2, 40313, 318]" or "2 40313 318". A word that is not a
+// non-negative 32-bit integer is an InvalidArgumentError naming it.
+std::vector<int32_t> parse_token_ids(const std::string& text);
 
 // --threads N: OpenMP threads for the CPU backend (0: all cores).
 void add_threads_flag(CLI::App& cmd, int& threads);

@@ -1,5 +1,9 @@
 #include <omp.h>
 
+#include <cctype>
+#include <climits>
+#include <sstream>
+
 #include "launch/commands.h"
 #include "runtime/core/error.h"
 #include "runtime/model/spec.h"
@@ -35,6 +39,28 @@ std::unique_ptr<Tokenizer> ModelSource::tokenizer() const {
   const std::filesystem::path p = std::filesystem::path(dir) / "tokenizer.json";
   if (!std::filesystem::exists(p)) return nullptr;
   return std::make_unique<Tokenizer>(Tokenizer::from_file(p));
+}
+
+std::vector<int32_t> parse_token_ids(const std::string& text) {
+  std::string spaced = text;
+  for (char& c : spaced)
+    if (c == '[' || c == ']' || c == ',' || std::isspace(static_cast<unsigned char>(c))) c = ' ';
+  std::vector<int32_t> ids;
+  std::istringstream in(spaced);
+  std::string word;
+  while (in >> word) {
+    size_t used = 0;
+    long long v = -1;
+    try {
+      v = std::stoll(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != word.size() || v < 0 || v > INT32_MAX)
+      throw InvalidArgumentError("'" + word + "' is not a token id (a non-negative integer)");
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  return ids;
 }
 
 void add_threads_flag(CLI::App& cmd, int& threads) {

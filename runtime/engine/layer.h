@@ -86,6 +86,8 @@ struct Norm {
   Tensor w, b;
   void load(WeightSource& src, const std::string& prefix, const ModelSpec& spec, int64_t dim);
   void apply(kernels::Backend& be, Tensor& out, const Tensor& x, const ModelSpec& spec) const;
+  // The normalised copy of x (M, C), in a new activation tensor.
+  Tensor operator()(kernels::Backend& be, const Tensor& x, const ModelSpec& spec) const;
   size_t bytes() const { return (w.defined() ? w.nbytes() : 0) + (b.defined() ? b.nbytes() : 0); }
 };
 

@@ -61,11 +61,7 @@ class AttentionLayer final : public Layer {
     const int64_t T = ctx.num_tokens(), C = spec_.hidden_size, D = spec_.head_dim;
     const int64_t q_out = spec_.num_heads * D, kv_out = spec_.num_kv_heads * D;
     Tensor& h = ctx.hidden;  // (T, C)
-    Tensor x = h;
-    if (spec_.pre_norm) {
-      x = be.alloc({T, C}, DType::F32);
-      norm_.apply(be, x, h, spec_);
-    }
+    const Tensor x = spec_.pre_norm ? norm_(be, h, spec_) : h;
     Tensor q = be.alloc({T, q_out}, DType::F32);   // (T, Hq*D)
     Tensor k = be.alloc({T, kv_out}, DType::F32);  // (T, Hkv*D)
     Tensor v = be.alloc({T, kv_out}, DType::F32);
@@ -101,11 +97,7 @@ class AttentionLayer final : public Layer {
     Tensor o = be.alloc({T, C}, DType::F32);
     o_.apply(be, o, attn);
     be.add_(h, o);
-    if (!spec_.pre_norm) {
-      Tensor n = be.alloc({T, C}, DType::F32);
-      norm_.apply(be, n, h, spec_);
-      h = n;
-    }
+    if (!spec_.pre_norm) h = norm_(be, h, spec_);
   }
 
  private:

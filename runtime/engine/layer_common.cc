@@ -29,6 +29,12 @@ void Norm::apply(kernels::Backend& be, Tensor& out, const Tensor& x, const Model
     be.layer_norm(out, x, w, b, static_cast<float>(spec.norm_eps));
 }
 
+Tensor Norm::operator()(kernels::Backend& be, const Tensor& x, const ModelSpec& spec) const {
+  Tensor out = be.alloc(x.shape(), DType::F32);
+  apply(be, out, x, spec);
+  return out;
+}
+
 void Linear::load(WeightSource& src, const std::string& prefix, int64_t out, int64_t in, bool bias) {
   w = src.get(prefix + ".weight", {out, in});
   if (bias) b = src.get(prefix + ".bias", {out});

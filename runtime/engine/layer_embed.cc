@@ -48,11 +48,7 @@ class EmbedLayer final : public Layer {
       be.embedding(pe, pos_, idx);
       be.add_(h, pe);
     }
-    if (norm_.w.defined()) {
-      Tensor tmp = be.alloc({T, spec_.hidden_size}, DType::F32);
-      norm_.apply(be, tmp, h, spec_);
-      h = tmp;
-    }
+    if (norm_.w.defined()) h = norm_(be, h, spec_);
     if (ctx.observer) ctx.observer(0, h);
   }
 

@@ -27,13 +27,9 @@ class HeadLayer final : public Layer {
 
   void forward(ForwardContext& ctx, LayerKvCache*) override {
     kernels::Backend& be = *ctx.backend;
-    const int64_t T = ctx.num_tokens(), C = spec_.hidden_size, E = spec_.word_embed_proj_dim;
+    const int64_t T = ctx.num_tokens(), E = spec_.word_embed_proj_dim;
     Tensor h = ctx.hidden;  // (T, C)
-    if (norm_.w.defined()) {
-      Tensor n = be.alloc({T, C}, DType::F32);
-      norm_.apply(be, n, h, spec_);
-      h = n;
-    }
+    if (norm_.w.defined()) h = norm_(be, h, spec_);
     if (project_out_.w.defined()) {
       Tensor p = be.alloc({T, E}, DType::F32);
       project_out_.apply(be, p, h);

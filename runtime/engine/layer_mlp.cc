@@ -36,11 +36,7 @@ class MlpLayer final : public Layer {
     kernels::Backend& be = *ctx.backend;
     const int64_t T = ctx.num_tokens(), C = spec_.hidden_size, F = spec_.intermediate_size;
     Tensor& h = ctx.hidden;  // (T, C)
-    Tensor x = h;
-    if (spec_.pre_norm) {
-      x = be.alloc({T, C}, DType::F32);
-      norm_.apply(be, x, h, spec_);
-    }
+    const Tensor x = spec_.pre_norm ? norm_(be, h, spec_) : h;
     Tensor a = be.alloc({T, F}, DType::F32);  // (T, F)
     fc1_.apply(be, a, x);
     if (spec_.gated_mlp) {
@@ -55,11 +51,7 @@ class MlpLayer final : public Layer {
     Tensor y = be.alloc({T, C}, DType::F32);
     fc2_.apply(be, y, a);
     be.add_(h, y);
-    if (!spec_.pre_norm) {
-      Tensor n = be.alloc({T, C}, DType::F32);
-      norm_.apply(be, n, h, spec_);
-      h = n;
-    }
+    if (!spec_.pre_norm) h = norm_(be, h, spec_);
     if (ctx.observer) ctx.observer(index_ + 1, h);
   }
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "runtime/core/error.h"
+#include "runtime/core/utf8.h"
 #include "runtime/model/safetensors.h"
 
 namespace tiergen {
@@ -29,42 +30,6 @@ constexpr size_t kLengthPrefixBytes = 8;
 
 [[noreturn]] void fail(const std::string& origin, const std::string& problem) {
   throw FormatError(origin + ": " + problem);
-}
-
-// Returns the offset of the first byte that is not part of a well-formed UTF-8 sequence (no
-// overlongs, no surrogates, nothing above U+10FFFF), or npos. The JSON parser would reject these
-// too, but with a message about tokens rather than encoding.
-size_t find_invalid_utf8(std::string_view s) {
-  auto byte = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
-  size_t i = 0;
-  while (i < s.size()) {
-    unsigned char c = byte(i);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xbf;  // allowed range of the second byte
-    if (c >= 0xc2 && c <= 0xdf) {
-      len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      len = 3;
-      if (c == 0xe0) lo = 0xa0;  // overlong
-      if (c == 0xed) hi = 0x9f;  // UTF-16 surrogates
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      len = 4;
-      if (c == 0xf0) lo = 0x90;  // overlong
-      if (c == 0xf4) hi = 0x8f;  // above U+10FFFF
-    } else {
-      return i;
-    }
-    if (s.size() - i < len) return i;
-    if (byte(i + 1) < lo || byte(i + 1) > hi) return i;
-    for (size_t k = 2; k < len; ++k)
-      if ((byte(i + k) & 0xc0) != 0x80) return i;
-    i += len;
-  }
-  return std::string_view::npos;
 }
 
 // First pass over the header: a SAX handler that builds nothing and rejects what the DOM parser

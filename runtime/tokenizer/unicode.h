@@ -6,26 +6,16 @@
 #include <string>
 #include <string_view>
 
+#include "runtime/core/utf8.h"
+
 namespace tiergen::tok {
 
-// Length of the code point whose lead byte is `lead`; 1 for bytes that cannot lead one, so a caller
-// walking text that is already known to be valid can use it to step.
-inline size_t utf8_len(unsigned char lead) {
-  if (lead < 0x80) return 1;
-  if ((lead & 0xE0) == 0xC0) return 2;
-  if ((lead & 0xF0) == 0xE0) return 3;
-  if ((lead & 0xF8) == 0xF0) return 4;
-  return 1;
-}
-
-// Decodes the code point at `s[i]` of valid UTF-8 and advances `i` past it.
-char32_t next_code_point(std::string_view s, size_t& i);
-void append_utf8(std::string& out, char32_t cp);
-
-// Byte offset of the first ill-formed sequence, or std::string_view::npos when `s` is valid.
-size_t find_invalid_utf8(std::string_view s);
-// Rust's String::from_utf8_lossy: each maximal ill-formed subpart becomes one U+FFFD.
-std::string utf8_lossy(std::string_view bytes);
+// The UTF-8 primitives live in runtime/core/utf8.h; the tokenizer uses them under its own namespace.
+using tiergen::append_utf8;
+using tiergen::find_invalid_utf8;
+using tiergen::next_code_point;
+using tiergen::utf8_len;
+using tiergen::utf8_lossy;
 
 // Unicode White_Space, which is what Rust's char::is_whitespace and regex `\s` test.
 bool is_whitespace(char32_t cp);
