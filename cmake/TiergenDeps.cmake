@@ -5,6 +5,8 @@ find_package(CLI11 REQUIRED)
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+# ICU (libicu-dev) for the tokenizer's Unicode normalizers (NFC/NFKC/..., Lowercase, StripAccents).
+find_package(ICU REQUIRED COMPONENTS uc)
 # OpenBLAS built with OpenMP (Debian's libopenblas-openmp-dev): our kernels are OpenMP too, and one
 # thread pool for both avoids the oversubscription of OpenMP threads spinning beside BLAS pthreads.
 set(_blas_arch_dir /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp)

@@ -6,7 +6,7 @@
 set -euo pipefail
 
 PKGS=(cmake ninja-build g++ pkg-config
-      nlohmann-json3-dev libfmt-dev libcli11-dev libopenblas-openmp-dev libpcre2-dev
+      nlohmann-json3-dev libfmt-dev libcli11-dev libopenblas-openmp-dev libpcre2-dev libicu-dev
       libgtest-dev libgmock-dev libbenchmark-dev)
 
 missing=()

@@ -2,12 +2,15 @@
 
 #include <fmt/format.h>
 
+#include <optional>
+#include <string_view>
 #include <vector>
 
 #include "runtime/tokenizer/byte_level.h"
 #include "runtime/tokenizer/json_util.h"
 #include "runtime/tokenizer/regex.h"
 #include "runtime/tokenizer/unicode.h"
+#include "runtime/tokenizer/unicode_normalize.h"
 
 namespace tiergen::tok {
 namespace {
@@ -39,8 +42,7 @@ class PrependNormalizer final : public Normalizer {
 
 class ReplaceNormalizer final : public Normalizer {
  public:
-  ReplaceNormalizer(Regex pattern, std::string content)
-      : pattern_(std::move(pattern)), content_(std::move(content)) {}
+  ReplaceNormalizer(Regex pattern, std::string content) : pattern_(std::move(pattern)), content_(std::move(content)) {}
   void normalize(std::string& text) const override {
     if (text.empty()) return;  // tokenizers reports no match at all in an empty string
     std::vector<std::pair<size_t, size_t>> matches;
@@ -101,6 +103,34 @@ class ByteLevelNormalizer final : public Normalizer {
   }
 };
 
+// NFC, NFD, NFKC, NFKD. Qwen2's tokenizer.json has {"type": "NFC"}.
+class NormalFormNormalizer final : public Normalizer {
+ public:
+  explicit NormalFormNormalizer(NormalForm form) : form_(form) {}
+  void normalize(std::string& text) const override { normalize_unicode(text, form_); }
+
+ private:
+  NormalForm form_;
+};
+
+class LowercaseNormalizer final : public Normalizer {
+ public:
+  void normalize(std::string& text) const override { lowercase_code_points(text); }
+};
+
+class StripAccentsNormalizer final : public Normalizer {
+ public:
+  void normalize(std::string& text) const override { remove_marks(text); }
+};
+
+std::optional<NormalForm> normal_form_of(std::string_view type) {
+  if (type == "NFC") return NormalForm::kNFC;
+  if (type == "NFD") return NormalForm::kNFD;
+  if (type == "NFKC") return NormalForm::kNFKC;
+  if (type == "NFKD") return NormalForm::kNFKD;
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::unique_ptr<Normalizer> make_normalizer(const json& j, const Where& where) {
@@ -118,22 +148,29 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j, const Where& where) {
     return std::make_unique<SequenceNormalizer>(std::move(steps));
   }
   if (type == "Prepend") {
-    return std::make_unique<PrependNormalizer>(
-        require_string(require_field(j, "prepend", where), where["prepend"]));
+    return std::make_unique<PrependNormalizer>(require_string(require_field(j, "prepend", where), where["prepend"]));
   }
   if (type == "Replace") {
     Regex pattern = pattern_from_json(require_field(j, "pattern", where), where["pattern"]);
-    return std::make_unique<ReplaceNormalizer>(
-        std::move(pattern), require_string(require_field(j, "content", where), where["content"]));
+    return std::make_unique<ReplaceNormalizer>(std::move(pattern),
+                                               require_string(require_field(j, "content", where), where["content"]));
   }
   if (type == "Strip") {
     return std::make_unique<StripNormalizer>(optional_bool(j, "strip_left", true, where),
                                              optional_bool(j, "strip_right", true, where));
   }
   if (type == "ByteLevel") return std::make_unique<ByteLevelNormalizer>();
+  if (const std::optional<NormalForm> form = normal_form_of(type)) {
+    if (const char* error = normal_form_load_error(*form)) {
+      where.unsupported(fmt::format("normalizer type '{}': ICU cannot load its normalization data ({})", type, error));
+    }
+    return std::make_unique<NormalFormNormalizer>(*form);
+  }
+  if (type == "Lowercase") return std::make_unique<LowercaseNormalizer>();
+  if (type == "StripAccents") return std::make_unique<StripAccentsNormalizer>();
   where.unsupported(
       fmt::format("normalizer type '{}' is not supported (supported: Sequence, Prepend, "
-                  "Replace, Strip, ByteLevel)",
+                  "Replace, Strip, ByteLevel, NFC, NFD, NFKC, NFKD, Lowercase, StripAccents)",
                   type));
 }
 

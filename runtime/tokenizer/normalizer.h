@@ -16,7 +16,8 @@ class Normalizer {
   virtual void normalize(std::string& text) const = 0;  // `text` is valid UTF-8 and stays so
 };
 
-// nullptr for a null normalizer. Supported: Sequence, Prepend, Replace, Strip, ByteLevel.
+// nullptr for a null normalizer. Supported: Sequence, Prepend, Replace, Strip, ByteLevel, NFC, NFD,
+// NFKC, NFKD, Lowercase, StripAccents (the Unicode ones through ICU, see unicode_normalize.h).
 std::unique_ptr<Normalizer> make_normalizer(const nlohmann::json& j, const Where& where);
 
 }  // namespace tiergen::tok

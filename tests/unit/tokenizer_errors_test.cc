@@ -162,8 +162,8 @@ TEST(TokenizerErrorsTest, UnsupportedComponents) {
   j["pre_tokenizer"] = {{"type", "BertPreTokenizer"}};
   expect_unsupported(j, "pre-tokenizer type 'BertPreTokenizer'");
   j = valid();
-  j["normalizer"] = {{"type", "NFKC"}};
-  expect_unsupported(j, "normalizer type 'NFKC'");
+  j["normalizer"] = {{"type", "Precompiled"}};
+  expect_unsupported(j, "normalizer type 'Precompiled'");
   j = valid();
   j["decoder"] = {{"type", "WordPiece"}, {"prefix", "##"}, {"cleanup", true}};
   expect_unsupported(j, "decoder type 'WordPiece'");

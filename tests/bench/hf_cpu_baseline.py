@@ -1,0 +1,47 @@
+# What a user would run instead of `tiergen bench --device cpu`: Hugging Face transformers on the
+# CPU, same workload (Llama-2-7b shape, random weights, random prompts, greedy, no EOS stop), printed
+# in the same FlexGen-style lines so the two logs compare line by line.
+# usage: python3 tests/bench/hf_cpu_baseline.py --batch 1 --prompt-len 512 --gen-len 32 --dtype float32
+import argparse
+import time
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+p = argparse.ArgumentParser()
+p.add_argument("--batch", type=int, default=1)
+p.add_argument("--prompt-len", type=int, default=512)
+p.add_argument("--gen-len", type=int, default=32)
+p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+a = p.parse_args()
+dtype = getattr(torch, a.dtype)
+torch.manual_seed(0)
+
+cfg = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                  num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096)
+with torch.device("meta"):
+    model = LlamaForCausalLM(cfg)
+model = model.to_empty(device="cpu").to(dtype).eval()
+with torch.no_grad():  # random weights in place; norms at 1 as in tiergen's dummy weights
+    for name, prm in model.named_parameters():
+        prm.fill_(1.0) if "norm" in name else prm.uniform_(-0.0346, 0.0346)
+    for buf_name, buf in model.named_buffers():  # rotary inv_freq lives on meta otherwise
+        if "inv_freq" in buf_name:
+            d = cfg.hidden_size // cfg.num_attention_heads
+            buf.copy_(1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32) / d)))
+
+ids = torch.randint(0, cfg.vocab_size, (a.batch, a.prompt_len))
+with torch.no_grad():
+    model.generate(ids[:, :8], max_new_tokens=2, do_sample=False)  # warm-up
+    t = time.time()
+    model.generate(ids, max_new_tokens=1, min_new_tokens=1, do_sample=False)
+    t_pre = time.time() - t
+    t = time.time()
+    model.generate(ids, max_new_tokens=a.gen_len, min_new_tokens=a.gen_len, do_sample=False)
+    t_all = time.time() - t
+t_dec = max(t_all - t_pre, 1e-9)
+print(f"model: llama-2-7b (hf transformers {a.dtype})\tdevice: cpu ({torch.get_num_threads()} threads)\t"
+      f"batch: {a.batch}\tprompt_len: {a.prompt_len}\tgen_len: {a.gen_len}")
+print(f"prefill latency: {t_pre:.3f} s\tprefill throughput: {a.batch * a.prompt_len / t_pre:.3f} token/s")
+print(f"decode latency: {t_dec:.3f} s\tdecode throughput: {a.batch * (a.gen_len - 1) / t_dec:.3f} token/s")
+print(f"total latency: {t_all:.3f} s\ttotal throughput: {a.batch * a.gen_len / t_all:.3f} token/s", flush=True)
