@@ -5,10 +5,12 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/blas_setup.h"
 #include "launch/commands.h"
 #include "runtime/core/error.h"
 
 int main(int argc, char** argv) {
+  tiergen::kernels::cpu::reexec_with_blas_coretype(argv);
   CLI::App app{
       "tiergen: high-throughput batch generation with large language models.\n"
       "Examples:\n"
