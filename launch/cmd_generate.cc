@@ -155,7 +155,10 @@ Command add_generate(CLI::App& app) {
   a->source.add_flags(*cmd);
   cmd->add_option("prompts", a->prompts, "Prompts (text). Without any, prompts are read from stdin, one per line");
   cmd->add_option("-f,--prompt-file", a->prompt_file, "Read prompts from a file, one per line ('-': stdin)");
-  cmd->add_option("--input-ids", a->input_ids, "A prompt as comma-separated token ids, e.g. 2,40313,318 (repeatable)");
+  cmd->add_option("--input-ids", a->input_ids, "A prompt as comma-separated token ids, e.g. 2,40313,318 (repeatable)")
+      ->expected(1)  // one prompt per flag, so positional prompts after it stay prompts
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->allow_extra_args(false);
   cmd->add_option("-n,--max-new-tokens", a->max_new_tokens, "Tokens to generate per prompt (default: generation_config.json, else 32)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--greedy", a->greedy, "Greedy decoding (argmax), overriding generation_config.json");
@@ -165,7 +168,10 @@ Command add_generate(CLI::App& app) {
   cmd->add_option("--top-p", a->top_p, "Nucleus sampling: keep the most likely tokens up to this mass (0, 1]");
   cmd->add_option("--repetition-penalty", a->repetition_penalty, "Penalise tokens already in the context (1: off)");
   cmd->add_option("--seed", a->seed, "Random seed; prompt i samples with seed + i (default 0)");
-  cmd->add_option("--stop", a->stops, "Stop a sequence when its output contains this string (repeatable)");
+  cmd->add_option("--stop", a->stops, "Stop a sequence when its output contains this string (repeatable)")
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->allow_extra_args(false);
   cmd->add_flag("--ignore-eos", a->ignore_eos, "Do not stop at the model's end-of-sequence tokens");
   cmd->add_flag("--no-special-tokens", a->no_special, "Do not add the tokenizer's special tokens (e.g. BOS) to prompts");
   cmd->add_option("-b,--batch-size", a->batch_size, "Sequences run together in one batch (default 64)")

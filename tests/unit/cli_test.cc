@@ -74,6 +74,21 @@ TEST(Cli, InputIdsStdinAndPromptFileAgree) {
   EXPECT_EQ(nlohmann::json::parse(file.out).at("output_ids"), out_ids);
 }
 
+TEST(Cli, RepeatedFlagsTakeOneValueEach) {
+  // --input-ids and --stop take one value per occurrence: a prompt after them stays a prompt.
+  const CliRun r = tiergen("generate --model " + model() + " --json --greedy -n 2 --input-ids 0,41 --stop zz --stop yy "
+                           "--input-ids 0,42 Hello");
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::string line;
+  std::vector<nlohmann::json> rows;
+  while (std::getline(lines, line)) rows.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].at("prompt"), "Hello");  // text prompts first, then token-id prompts
+  EXPECT_EQ(rows[1].at("input_ids"), nlohmann::json::parse("[0, 41]"));
+  EXPECT_EQ(rows[2].at("input_ids"), nlohmann::json::parse("[0, 42]"));
+}
+
 TEST(Cli, TokenizeAndDetokenizeRoundTrip) {
   const CliRun t = tiergen("tokenize --model " + model() + " 'Hello world'");
   ASSERT_EQ(t.status, 0) << t.err;
