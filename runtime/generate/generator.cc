@@ -27,6 +27,17 @@ std::vector<Result> Generator::generate(const std::vector<Request>& requests, Ge
     if (r.input_ids.empty()) throw InvalidArgumentError("prompt " + std::to_string(i) + " has no tokens");
     if (r.max_new_tokens < 0)
       throw InvalidArgumentError("max new tokens must be >= 0, got " + std::to_string(r.max_new_tokens));
+    const ModelSpec& spec = stage_.model().spec();
+    const int64_t total = static_cast<int64_t>(r.input_ids.size()) + r.max_new_tokens;
+    // Learned position tables end: refuse up front rather than fail halfway through a batch.
+    if (spec.position == PositionKind::Learned && total > spec.max_position_embeddings)
+      throw InvalidArgumentError("prompt " + std::to_string(i) + ": " + std::to_string(r.input_ids.size()) +
+                                 " prompt tokens + " + std::to_string(r.max_new_tokens) + " new tokens exceed the model's " +
+                                 std::to_string(spec.max_position_embeddings) + " positions");
+    for (int32_t id : r.input_ids)
+      if (id < 0 || id >= spec.vocab_size)
+        throw InvalidArgumentError("prompt " + std::to_string(i) + ": token id " + std::to_string(id) +
+                                   " is outside the model's vocabulary [0, " + std::to_string(spec.vocab_size) + ")");
     if (!r.stop_strings.empty() && !tokenizer_)
       throw InvalidArgumentError("stop strings need a tokenizer to decode the output");
     validate(r.sampling);

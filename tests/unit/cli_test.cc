@@ -110,6 +110,25 @@ TEST(Cli, InfoDescribesTheModel) {
   EXPECT_EQ(j.at("parameters"), 5475584);
 }
 
+TEST(Cli, BenchPrintsFlexGenLinesAndJson) {
+  const CliRun r = tiergen("bench --device cpu --dummy opt-125m --batch-size 1,2 --prompt-len 8 --gen-len 3 --json");
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (const char* line : {"model size:", "prefill latency:", "decode throughput:", "total throughput:"})
+    EXPECT_NE(r.out.find(line), std::string::npos) << line;
+  std::istringstream lines(r.out);
+  std::string line;
+  std::vector<int> batches;
+  while (std::getline(lines, line))
+    if (!line.empty() && line[0] == '{') {
+      const auto j = nlohmann::json::parse(line);
+      batches.push_back(j.at("batch_size").get<int>());
+      EXPECT_GT(j.at("total_tokens_per_s").get<double>(), 0.0);
+    }
+  EXPECT_EQ(batches, (std::vector<int>{1, 2}));
+  expect_one_error_line(tiergen("bench --dummy opt-125m --prompt-len 2047 --gen-len 4"), 2, "2048 positions");
+  expect_one_error_line(tiergen("bench --device cuda --dummy opt-125m"), 1, "only the CPU engine");
+}
+
 TEST(Cli, BadUsageIsOneLineExit2) {
   expect_one_error_line(tiergen("generate --bogus"), 2, "--bogus");
   expect_one_error_line(tiergen("frobnicate"), 2, "frobnicate");

@@ -94,7 +94,16 @@ TEST_F(GeneratorTest, RejectsBadRequests) {
   EXPECT_THROW_WITH(run({empty}), InvalidArgumentError, "prompt 0 has no tokens");
   Request bad = req("x", 3);
   bad.input_ids.push_back(1 << 20);
-  EXPECT_THROW_WITH(run({bad}), InvalidArgumentError, "outside the vocabulary");
+  EXPECT_THROW_WITH(run({bad}), InvalidArgumentError, "outside the model's vocabulary");
+  // Learned positions (OPT) end at max_position_embeddings: refused before any work is done.
+  auto opt = Model::load(testing::hf_model_dir("opt-tiny"));
+  auto be = kernels::make_cpu_backend();
+  Stage stage(*opt, *be);
+  Generator gen(stage, nullptr);
+  Request longer;
+  longer.input_ids = std::vector<int32_t>(250, 5);
+  longer.max_new_tokens = 10;  // 260 > 256 positions
+  EXPECT_THROW_WITH(gen.generate({longer}), InvalidArgumentError, "exceed the model's 256 positions");
   Request neg = req("x", -1);
   EXPECT_THROW_WITH(run({neg}), InvalidArgumentError, "max new tokens");
 }
