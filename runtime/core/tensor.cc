@@ -19,11 +19,11 @@ const char* tier_name(Tier t) {
   return "?";
 }
 
-std::shared_ptr<Storage> Storage::allocate_cpu(size_t nbytes) {
+std::shared_ptr<Storage> Storage::allocate_cpu(size_t nbytes, bool zero) {
   size_t padded = (nbytes + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, padded == 0 ? 64 : padded);
   if (!p) throw OutOfMemoryError("host allocation of " + std::to_string(nbytes) + " bytes failed");
-  std::memset(p, 0, padded == 0 ? 64 : padded);
+  if (zero) std::memset(p, 0, padded == 0 ? 64 : padded);
   return std::shared_ptr<Storage>(new Storage(p, nbytes, Tier::Cpu, [p] { std::free(p); }));
 }
 

@@ -29,8 +29,9 @@ inline bool host_addressable(Tier t) { return t == Tier::Cpu || t == Tier::Pinne
 // Owns (or keeps alive) a block of bytes in one tier.
 class Storage {
  public:
-  // Allocates `nbytes` of 64-byte aligned pageable host memory, zero-filled.
-  static std::shared_ptr<Storage> allocate_cpu(size_t nbytes);
+  // Allocates `nbytes` of 64-byte aligned pageable host memory, zero-filled unless `zero` is false
+  // (the CPU backend zero-fills large buffers itself, in parallel).
+  static std::shared_ptr<Storage> allocate_cpu(size_t nbytes, bool zero = true);
   // Wraps memory owned elsewhere; `release` runs when the last view goes away.
   static std::shared_ptr<Storage> wrap(void* data, size_t nbytes, Tier tier, std::function<void()> release);
 
