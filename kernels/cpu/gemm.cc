@@ -118,15 +118,8 @@ void linear(Tensor& out, const Tensor& x, const Tensor& w, const Tensor* bias) {
   check_host(op, w);
   if (x.dtype() != DType::F32 || out.dtype() != DType::F32)
     throw InternalError("linear: CPU x and out must be F32, got " + x.describe() + " and " + out.describe());
-  check_2d(op, "w", w, -1, -1);
-  const int64_t N = w.dim(0), K = w.dim(1);
-  check_2d(op, "x", x, -1, K);
-  const int64_t M = x.dim(0);
-  check_2d(op, "out", out, M, N);
-  if (bias) {
-    check_host(op, *bias);
-    if (bias->numel() != N) throw InternalError("linear: bias " + bias->describe() + " for N=" + std::to_string(N));
-  }
+  const auto [M, N, K] = check_linear_shapes(op, out, x, w, bias);
+  if (bias) check_host(op, *bias);
   if (M == 0 || N == 0) return;
   if (K == 0) {
     std::fill(out.data<float>(), out.data<float>() + M * N, 0.f);

@@ -6,6 +6,7 @@
 #include <span>
 
 #include "kernels/backend.h"
+#include "kernels/shape_check.h"
 
 namespace tiergen::kernels::cpu {
 
@@ -25,6 +26,5 @@ void to_f32(float* dst, const void* src, DType t, size_t n);
 
 // Shape checks shared by the backends: throw InternalError naming `op` when violated.
 void check_host(const char* op, const Tensor& t);
-void check_2d(const char* op, const char* what, const Tensor& t, int64_t rows, int64_t cols);
 
 }  // namespace tiergen::kernels::cpu

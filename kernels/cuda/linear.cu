@@ -94,14 +94,9 @@ void linear(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& o
   check_device(op, "out", out);
   check_device(op, "x", x);
   check_device(op, "w", w);
-  check_2d(op, "w", w, -1, -1);
-  const int64_t N = w.dim(0), K = w.dim(1);
-  check_2d(op, "x", x, -1, K);
-  const int64_t M = x.dim(0);
-  check_2d(op, "out", out, M, N);
+  const auto [M, N, K] = check_linear_shapes(op, out, x, w, bias);
   if (bias) {
     check_device(op, "bias", *bias);
-    check_numel(op, "bias", *bias, N);
     if (!is_gpu_float(bias->dtype()))
       throw UnsupportedError(std::string("linear: bias dtype ") + dtype_name(bias->dtype()) +
                              " is not supported on the CUDA backend");

@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include "kernels/backend.h"
+#include "kernels/shape_check.h"
 #include "kernels/cuda/cuda_handles.h"
 
 namespace tiergen::kernels::cuda {
@@ -21,9 +22,7 @@ void rms_norm(cudaStream_t stream, Tensor& out, const Tensor& x, const Tensor& w
 
 // Shape and tier checks shared by the launchers; they throw InternalError naming `op`.
 void check_device(const char* op, const char* what, const Tensor& t);
-void check_2d(const char* op, const char* what, const Tensor& t, int64_t rows, int64_t cols);  // -1: any
 // The 1-D parameter vector `t` (any shape) holds exactly `n` elements.
-void check_numel(const char* op, const char* what, const Tensor& t, int64_t n);
 bool is_gpu_float(DType t);  // F32, F16 or BF16: the element types the CUDA kernels read and write
 
 }  // namespace tiergen::kernels::cuda
