@@ -21,8 +21,9 @@ std::unique_ptr<Backend> make_cuda_backend(int device) {
   return cuda::make_backend(device);
 #else
   (void)device;
-  throw UnsupportedError("this tiergen was built without CUDA (no nvcc was found at build time); "
-                         "rebuild with nvcc on PATH or use --device cpu");
+  throw UnsupportedError(
+      "this tiergen was built without CUDA (no nvcc was found at build time); "
+      "rebuild with nvcc on PATH or use --device cpu");
 #endif
 }
 

@@ -35,8 +35,8 @@ struct AttentionParams {
   int n_heads = 0;
   int n_kv_heads = 0;  // n_heads % n_kv_heads == 0 (GQA / MQA when smaller)
   int head_dim = 0;
-  float scale = 1.0f;                  // applied to q·k
-  const float* alibi_slopes = nullptr; // (n_heads) or null: adds slope_h * key_position to scores
+  float scale = 1.0f;                   // applied to q·k
+  const float* alibi_slopes = nullptr;  // (n_heads) or null: adds slope_h * key_position to scores
 };
 
 class Backend {

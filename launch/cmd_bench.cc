@@ -52,14 +52,16 @@ int run_bench(BenchArgs& a) {
     std::ostringstream log;
     log.setf(std::ios::fixed);
     log.precision(3);
-    log << "model: " << (a.source.dummy.empty() ? a.source.dir : a.source.dummy) << "\tdevice: cpu (" << omp_get_max_threads()
-        << " threads)\tbatch: " << bs << "\tprompt_len: " << a.prompt_len << "\tgen_len: " << a.gen_len << "\n"
+    log << "model: " << (a.source.dummy.empty() ? a.source.dir : a.source.dummy) << "\tdevice: cpu ("
+        << omp_get_max_threads() << " threads)\tbatch: " << bs << "\tprompt_len: " << a.prompt_len
+        << "\tgen_len: " << a.gen_len << "\n"
         << "model size: " << static_cast<double>(model->weight_bytes()) / gb << " GB\tcache size: " << cache_gb
         << " GB\thidden size (p): " << static_cast<double>(bs * a.prompt_len * s.hidden_size * 4) / gb << " GB\n"
-        << "prefill latency: " << st.prefill_seconds << " s\tprefill throughput: "
-        << static_cast<double>(st.prompt_tokens) / st.prefill_seconds << " token/s\n"
-        << "decode latency: " << st.decode_seconds << " s\tdecode throughput: "
-        << (st.decode_seconds > 0 ? decode_tokens / st.decode_seconds : 0.0) << " token/s\n"
+        << "prefill latency: " << st.prefill_seconds
+        << " s\tprefill throughput: " << static_cast<double>(st.prompt_tokens) / st.prefill_seconds << " token/s\n"
+        << "decode latency: " << st.decode_seconds
+        << " s\tdecode throughput: " << (st.decode_seconds > 0 ? decode_tokens / st.decode_seconds : 0.0)
+        << " token/s\n"
         << "total latency: " << total << " s\ttotal throughput: " << static_cast<double>(st.generated_tokens) / total
         << " token/s\n";
     std::cout << log.str();
@@ -86,11 +88,15 @@ int run_bench(BenchArgs& a) {
 
 Command add_bench(CLI::App& app) {
   auto a = std::make_shared<BenchArgs>();
-  CLI::App* cmd = app.add_subcommand("bench", "Measure prefill and decode throughput (FlexGen's metric and log format)");
+  CLI::App* cmd =
+      app.add_subcommand("bench", "Measure prefill and decode throughput (FlexGen's metric and log format)");
   a->source.add_flags(*cmd);
   cmd->add_option("--device", a->device, "Where to run: cpu")->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd->add_option("-b,--batch-size", a->batch_sizes, "Batch sizes to run, e.g. 1,16")->delimiter(',')->check(CLI::PositiveNumber);
-  cmd->add_option("--prompt-len", a->prompt_len, "Prompt tokens per sequence (default 512)")->check(CLI::PositiveNumber);
+  cmd->add_option("-b,--batch-size", a->batch_sizes, "Batch sizes to run, e.g. 1,16")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--prompt-len", a->prompt_len, "Prompt tokens per sequence (default 512)")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--gen-len", a->gen_len, "Generated tokens per sequence (default 32)")->check(CLI::PositiveNumber);
   cmd->add_option("--seed", a->seed, "Seed of the random prompts");
   cmd->add_flag("--json", a->json, "Also print one JSON line per run");

@@ -74,7 +74,8 @@ int run_generate(GenerateArgs& a) {
                                std::string(a.source.dummy.empty() ? "this model" : "--dummy"));
   auto model = a.source.load();
   GenerationConfig gc;
-  if (!a.source.dir.empty()) gc = load_generation_config(std::filesystem::path(a.source.dir) / "generation_config.json");
+  if (!a.source.dir.empty())
+    gc = load_generation_config(std::filesystem::path(a.source.dir) / "generation_config.json");
 
   SamplingParams sp;
   sp.do_sample = gc.do_sample.value_or(false);
@@ -153,11 +154,13 @@ Command add_generate(CLI::App& app) {
       ->expected(1)  // one prompt per flag, so positional prompts after it stay prompts
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->allow_extra_args(false);
-  cmd->add_option("-n,--max-new-tokens", a->max_new_tokens, "Tokens to generate per prompt (default: generation_config.json, else 32)")
+  cmd->add_option("-n,--max-new-tokens", a->max_new_tokens,
+                  "Tokens to generate per prompt (default: generation_config.json, else 32)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--greedy", a->greedy, "Greedy decoding (argmax), overriding generation_config.json");
   cmd->add_flag("--sample", a->sample, "Sample from the distribution, overriding generation_config.json");
-  cmd->add_option("--temperature", a->temperature, "Sampling temperature (> 0; 0 means greedy)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--temperature", a->temperature, "Sampling temperature (> 0; 0 means greedy)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-k", a->top_k, "Keep the k most likely tokens (0: off)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-p", a->top_p, "Nucleus sampling: keep the most likely tokens up to this mass (0, 1]");
   cmd->add_option("--repetition-penalty", a->repetition_penalty, "Penalise tokens already in the context (1: off)");
@@ -167,7 +170,8 @@ Command add_generate(CLI::App& app) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->allow_extra_args(false);
   cmd->add_flag("--ignore-eos", a->ignore_eos, "Do not stop at the model's end-of-sequence tokens");
-  cmd->add_flag("--no-special-tokens", a->no_special, "Do not add the tokenizer's special tokens (e.g. BOS) to prompts");
+  cmd->add_flag("--no-special-tokens", a->no_special,
+                "Do not add the tokenizer's special tokens (e.g. BOS) to prompts");
   cmd->add_option("-b,--batch-size", a->batch_size, "Sequences run together in one batch (default 64)")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--json", a->json, "Print one JSON object per prompt: input_ids, output_ids, text, finish_reason");

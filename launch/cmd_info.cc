@@ -60,8 +60,8 @@ Command add_info(CLI::App& app) {
                       << "\n"
                       << "vocabulary:   " << s.vocab_size << "  max positions " << s.max_position_embeddings << "\n"
                       << "parameters:   " << s.num_params() << " (" << s.num_params() / 1e6 << " M)\n"
-                      << "weights:      " << weight_bytes / gb << " GB as stored (" << dtype_name(a->source.dummy.empty() ? s.dtype : DType::F16)
-                      << ")\n"
+                      << "weights:      " << weight_bytes / gb << " GB as stored ("
+                      << dtype_name(a->source.dummy.empty() ? s.dtype : DType::F16) << ")\n"
                       << "KV cache:     " << kv_per_token << " bytes per token (f32, CPU backend)\n"
                       << "placement:    all on cpu (tiered placement comes with the policy)\n";
             return 0;

@@ -32,7 +32,8 @@ std::string read_stdin_or(const std::vector<std::string>& args, const char* what
     for (size_t i = 0; i < args.size(); ++i) s += (i ? " " : "") + args[i];
     return s;
   }
-  if (isatty(STDIN_FILENO)) throw InvalidArgumentError(std::string("no ") + what + ": give it as an argument or on stdin");
+  if (isatty(STDIN_FILENO))
+    throw InvalidArgumentError(std::string("no ") + what + ": give it as an argument or on stdin");
   return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
 }
 
@@ -63,7 +64,8 @@ Command add_detokenize(CLI::App& app) {
     bool skip_special = false;
   };
   auto a = std::make_shared<Args>();
-  CLI::App* cmd = app.add_subcommand("detokenize", "Print the text of token ids (a JSON array or comma/space separated)");
+  CLI::App* cmd =
+      app.add_subcommand("detokenize", "Print the text of token ids (a JSON array or comma/space separated)");
   a->tok.add_flags(*cmd);
   cmd->add_option("ids", a->ids, "Token ids; stdin when absent");
   cmd->add_flag("--skip-special-tokens", a->skip_special, "Leave special tokens out of the text");

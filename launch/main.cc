@@ -21,9 +21,9 @@ int main(int argc, char** argv) {
       "tiergen"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "tiergen 0.1.0");
-  const std::vector<tiergen::cli::Command> commands = {
-      tiergen::cli::add_generate(app), tiergen::cli::add_tokenize(app), tiergen::cli::add_detokenize(app),
-      tiergen::cli::add_info(app), tiergen::cli::add_bench(app)};
+  const std::vector<tiergen::cli::Command> commands = {tiergen::cli::add_generate(app), tiergen::cli::add_tokenize(app),
+                                                       tiergen::cli::add_detokenize(app), tiergen::cli::add_info(app),
+                                                       tiergen::cli::add_bench(app)};
   if (argc > 1 && argv[1][0] != '-') {  // CLI11 would only say "a subcommand is required"
     bool known = false;
     std::string names;

@@ -64,7 +64,8 @@ std::vector<int32_t> parse_token_ids(const std::string& text) {
 }
 
 void add_threads_flag(CLI::App& cmd, int& threads) {
-  cmd.add_option("--threads", threads, "CPU threads for the CPU backend (default: all cores)")->check(CLI::NonNegativeNumber);
+  cmd.add_option("--threads", threads, "CPU threads for the CPU backend (default: all cores)")
+      ->check(CLI::NonNegativeNumber);
 }
 
 void apply_threads(int threads) {

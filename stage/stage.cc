@@ -23,8 +23,8 @@ size_t Stage::cache_bytes(int64_t slots, int64_t capacity) const {
 
 void Stage::allocate_cache(int64_t slots, int64_t capacity) {
   if (slots <= 0 || capacity <= 0)
-    throw InvalidArgumentError("KV cache needs at least one slot and one token, got " + std::to_string(slots) +
-                               " x " + std::to_string(capacity));
+    throw InvalidArgumentError("KV cache needs at least one slot and one token, got " + std::to_string(slots) + " x " +
+                               std::to_string(capacity));
   if (slots == slots_ && capacity == capacity_) return;
   for (size_t i = begin_; i < end_; ++i) {
     const int64_t per_token = model_.layers()[i]->kv_elems_per_token();

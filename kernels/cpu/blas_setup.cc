@@ -29,8 +29,8 @@ void reexec_with_blas_coretype(char** argv) {
   const std::string want = blas_core_for_cpu_features();
   const std::string have = blas_core_name();
   // Only the generic pre-AVX families are replaced: a specific choice (Zen, Cooperlake, ...) stands.
-  static constexpr const char* generic[] = {"Prescott", "Core2", "Penryn", "Dunnington", "Nehalem", "Sandybridge",
-                                            "Atom", "Katmai", "Coppermine", "Northwood", "Banias"};
+  static constexpr const char* generic[] = {"Prescott", "Core2",  "Penryn",     "Dunnington", "Nehalem", "Sandybridge",
+                                            "Atom",     "Katmai", "Coppermine", "Northwood",  "Banias"};
   bool is_generic = false;
   for (const char* g : generic) is_generic |= have == g;
   if (want.empty() || !is_generic) return;

@@ -78,7 +78,8 @@ void embedding(Tensor& out, const Tensor& table, std::span<const int32_t> ids) {
   float* o = out.data<float>();
 #pragma omp parallel for schedule(static)
   for (size_t t = 0; t < ids.size(); ++t)
-    to_f32(o + t * C, static_cast<const char*>(table.raw()) + ids[t] * row_bytes, table.dtype(), static_cast<size_t>(C));
+    to_f32(o + t * C, static_cast<const char*>(table.raw()) + ids[t] * row_bytes, table.dtype(),
+           static_cast<size_t>(C));
 }
 
 void write_rows(Tensor& cache, int64_t row0, const Tensor& src) {
@@ -86,7 +87,8 @@ void write_rows(Tensor& cache, int64_t row0, const Tensor& src) {
   check_host("write_rows", src);
   check_2d("write_rows", "src", src, -1, cache.dim(1));
   if (cache.dtype() != src.dtype() || row0 < 0 || row0 + src.dim(0) > cache.dim(0))
-    throw InternalError("write_rows: " + src.describe() + " at row " + std::to_string(row0) + " into " + cache.describe());
+    throw InternalError("write_rows: " + src.describe() + " at row " + std::to_string(row0) + " into " +
+                        cache.describe());
   std::memcpy(cache.slice_rows(row0, row0 + src.dim(0)).raw(), src.raw(), src.nbytes());
 }
 

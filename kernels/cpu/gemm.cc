@@ -18,7 +18,7 @@
 namespace tiergen::kernels::cpu {
 namespace {
 
-constexpr int64_t kDirectMaxRows = 32;        // up to this many rows of x: the row-block kernel
+constexpr int64_t kDirectMaxRows = 32;  // up to this many rows of x: the row-block kernel
 // Converted weights per sgemm call: 128 MB holds a whole 7B-class projection, so prefill makes one
 // large sgemm per layer (small panels left OpenBLAS at a fifth of its speed) and the conversion,
 // O(N*K) against the GEMM's O(M*N*K), disappears behind it.
@@ -66,7 +66,8 @@ void linear_direct(float* out, const float* x, const void* w, DType wt, int64_t 
           a20 += x2[k] * v0, a21 += x2[k] * v1, a22 += x2[k] * v2, a23 += x2[k] * v3;
           a30 += x3[k] * v0, a31 += x3[k] * v1, a32 += x3[k] * v2, a33 += x3[k] * v3;
         }
-        const float acc[R][R] = {{a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}, {a30, a31, a32, a33}};
+        const float acc[R][R] = {
+            {a00, a01, a02, a03}, {a10, a11, a12, a13}, {a20, a21, a22, a23}, {a30, a31, a32, a33}};
         for (int64_t i = 0; i < R; ++i)
           for (int64_t r = 0; r < nr; ++r) out[(m0 + i) * N + n0 + r] = acc[i][r];
       }
@@ -103,9 +104,8 @@ void linear_panels(float* out, const float* x, const void* w, DType wt, int64_t 
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < nb; ++r)
       to_f32(panel + r * K, static_cast<const char*>(w) + (n0 + r) * row_bytes, wt, static_cast<size_t>(K));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(nb),
-                static_cast<int>(K), 1.0f, x, static_cast<int>(K), panel, static_cast<int>(K), 0.0f,
-                out + n0, static_cast<int>(N));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(nb), static_cast<int>(K),
+                1.0f, x, static_cast<int>(K), panel, static_cast<int>(K), 0.0f, out + n0, static_cast<int>(N));
   }
 }
 
@@ -124,9 +124,9 @@ void linear(Tensor& out, const Tensor& x, const Tensor& w, const Tensor* bias) {
   if (K == 0) {
     std::fill(out.data<float>(), out.data<float>() + M * N, 0.f);
   } else if (w.dtype() == DType::F32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(N),
-                static_cast<int>(K), 1.0f, x.data<float>(), static_cast<int>(K), w.data<float>(),
-                static_cast<int>(K), 0.0f, out.data<float>(), static_cast<int>(N));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(N), static_cast<int>(K),
+                1.0f, x.data<float>(), static_cast<int>(K), w.data<float>(), static_cast<int>(K), 0.0f,
+                out.data<float>(), static_cast<int>(N));
   } else if (w.dtype() == DType::F16 || w.dtype() == DType::BF16) {
     if (M <= kDirectMaxRows)
       linear_direct(out.data<float>(), x.data<float>(), w.raw(), w.dtype(), M, N, K);

@@ -14,8 +14,8 @@ void rope_(Tensor& x, int head_dim, std::span<const int64_t> positions, std::spa
   check_host("rope_", x);
   const int64_t T = static_cast<int64_t>(positions.size());
   const int half = head_dim / 2;
-  if (x.dtype() != DType::F32 || x.rank() != 2 || x.dim(0) != T || head_dim % 2 != 0 ||
-      x.dim(1) % head_dim != 0 || static_cast<int>(inv_freq.size()) != half)
+  if (x.dtype() != DType::F32 || x.rank() != 2 || x.dim(0) != T || head_dim % 2 != 0 || x.dim(1) % head_dim != 0 ||
+      static_cast<int>(inv_freq.size()) != half)
     throw InternalError("rope_: x " + x.describe() + ", head_dim " + std::to_string(head_dim) + ", " +
                         std::to_string(T) + " positions, " + std::to_string(inv_freq.size()) + " frequencies");
   const int64_t H = x.dim(1) / head_dim;

@@ -6,14 +6,22 @@ namespace tiergen {
 
 const char* error_kind_name(ErrorKind kind) {
   switch (kind) {
-    case ErrorKind::InvalidArgument: return "invalid argument";
-    case ErrorKind::Format: return "malformed input";
-    case ErrorKind::Io: return "I/O error";
-    case ErrorKind::NotFound: return "not found";
-    case ErrorKind::Unsupported: return "unsupported";
-    case ErrorKind::OutOfMemory: return "out of memory";
-    case ErrorKind::Device: return "device error";
-    case ErrorKind::Internal: return "internal error";
+    case ErrorKind::InvalidArgument:
+      return "invalid argument";
+    case ErrorKind::Format:
+      return "malformed input";
+    case ErrorKind::Io:
+      return "I/O error";
+    case ErrorKind::NotFound:
+      return "not found";
+    case ErrorKind::Unsupported:
+      return "unsupported";
+    case ErrorKind::OutOfMemory:
+      return "out of memory";
+    case ErrorKind::Device:
+      return "device error";
+    case ErrorKind::Internal:
+      return "internal error";
   }
   return "error";
 }

@@ -30,9 +30,9 @@ class Error : public std::runtime_error {
 };
 
 // One small subclass per kind so callers can catch what they can handle.
-#define TIERGEN_DEFINE_ERROR(Name, Kind)                                     \
-  class Name : public Error {                                                \
-   public:                                                                   \
+#define TIERGEN_DEFINE_ERROR(Name, Kind)                                           \
+  class Name : public Error {                                                      \
+   public:                                                                         \
     explicit Name(const std::string& message) : Error(ErrorKind::Kind, message) {} \
   };
 TIERGEN_DEFINE_ERROR(InvalidArgumentError, InvalidArgument)
@@ -51,9 +51,9 @@ std::string errno_message(int err);
 }  // namespace tiergen
 
 // Internal invariants: a failure is a tiergen bug, reported with file:line.
-#define TIERGEN_CHECK(cond, msg)                                                          \
-  do {                                                                                    \
-    if (!(cond))                                                                          \
+#define TIERGEN_CHECK(cond, msg)                                                              \
+  do {                                                                                        \
+    if (!(cond))                                                                              \
       throw ::tiergen::InternalError(std::string(__FILE__) + ":" + std::to_string(__LINE__) + \
-                                     ": check failed: " #cond ": " + (msg));              \
+                                     ": check failed: " #cond ": " + (msg));                  \
   } while (0)

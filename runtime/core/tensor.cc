@@ -10,11 +10,16 @@ namespace tiergen {
 
 const char* tier_name(Tier t) {
   switch (t) {
-    case Tier::Cpu: return "cpu";
-    case Tier::PinnedCpu: return "pinned-cpu";
-    case Tier::Gpu: return "gpu";
-    case Tier::Mmap: return "mmap";
-    case Tier::Disk: return "disk";
+    case Tier::Cpu:
+      return "cpu";
+    case Tier::PinnedCpu:
+      return "pinned-cpu";
+    case Tier::Gpu:
+      return "gpu";
+    case Tier::Mmap:
+      return "mmap";
+    case Tier::Disk:
+      return "disk";
   }
   return "?";
 }

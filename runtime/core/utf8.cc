@@ -104,5 +104,4 @@ std::string utf8_lossy(std::string_view bytes) {
   return out;
 }
 
-
 }  // namespace tiergen

@@ -18,19 +18,19 @@ struct LayerNames {
   std::string qkv;        // ... or one fused projection
   std::string o;
   std::string mlp_norm;
-  std::string fc1;   // non-gated: up projection;  gated: gate_proj
-  std::string up;    // gated only
-  std::string fc2;   // down projection
+  std::string fc1;  // non-gated: up projection;  gated: gate_proj
+  std::string up;   // gated only
+  std::string fc2;  // down projection
 };
 
 struct ArchitectureNames {
-  std::string embed;        // token embedding table (V, word_embed_proj_dim)
-  std::string pos_embed;    // learned positions (max_pos + offset, C)
-  std::string embed_norm;   // BLOOM word_embeddings_layernorm
-  std::string project_in;   // OPT when word_embed_proj_dim != hidden
+  std::string embed;       // token embedding table (V, word_embed_proj_dim)
+  std::string pos_embed;   // learned positions (max_pos + offset, C)
+  std::string embed_norm;  // BLOOM word_embeddings_layernorm
+  std::string project_in;  // OPT when word_embed_proj_dim != hidden
   std::string project_out;
   std::string final_norm;
-  std::string lm_head;      // empty or absent in the checkpoint with tied embeddings: use `embed`
+  std::string lm_head;  // empty or absent in the checkpoint with tied embeddings: use `embed`
   // BLOOM fuses q, k, v into (n_heads, 3, head_dim) interleaved rows.
   bool qkv_interleaved_per_head = false;
   std::function<LayerNames(int64_t layer)> layer;

@@ -80,8 +80,8 @@ class AttentionLayer final : public Layer {
       Tensor& kc = kv->k.at(static_cast<size_t>(s.slot));
       Tensor& vc = kv->v.at(static_cast<size_t>(s.slot));
       if (s.past_len + s.n_new > kc.dim(0))
-        throw InternalError(name() + ": KV cache slot " + std::to_string(s.slot) + " holds " + std::to_string(kc.dim(0)) +
-                            " tokens, step needs " + std::to_string(s.past_len + s.n_new));
+        throw InternalError(name() + ": KV cache slot " + std::to_string(s.slot) + " holds " +
+                            std::to_string(kc.dim(0)) + " tokens, step needs " + std::to_string(s.past_len + s.n_new));
       be.write_rows(kc, s.past_len, k.slice_rows(s.row_begin, s.row_begin + s.n_new));
       be.write_rows(vc, s.past_len, v.slice_rows(s.row_begin, s.row_begin + s.n_new));
       seqs.push_back({s.row_begin, s.n_new, s.past_len + s.n_new, kc, vc});

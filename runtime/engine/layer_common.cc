@@ -46,8 +46,8 @@ std::vector<float> rope_inv_freq(const ModelSpec& spec, int64_t seq_len) {
   const RopeScaling& rs = spec.rope_scaling;
   double base = spec.rope_theta;
   if (rs.type == RopeScaling::Type::Dynamic) {
-    const int64_t orig = rs.original_max_position_embeddings > 0 ? rs.original_max_position_embeddings
-                                                                  : spec.max_position_embeddings;
+    const int64_t orig =
+        rs.original_max_position_embeddings > 0 ? rs.original_max_position_embeddings : spec.max_position_embeddings;
     if (seq_len > orig)
       base *= std::pow(rs.factor * static_cast<double>(seq_len) / static_cast<double>(orig) - (rs.factor - 1.0),
                        static_cast<double>(dim) / static_cast<double>(dim - 2));
@@ -87,7 +87,8 @@ std::vector<float> alibi_slopes(int64_t n_heads) {
   if (p != n_heads) {
     const double extra = std::pow(2.0, -std::pow(2.0, -(std::log2(static_cast<double>(2 * p)) - 3.0)));
     const int64_t remaining = std::min(p, n_heads - p);
-    for (int64_t i = 0; i < remaining; ++i) s.push_back(static_cast<float>(std::pow(extra, static_cast<double>(1 + 2 * i))));
+    for (int64_t i = 0; i < remaining; ++i)
+      s.push_back(static_cast<float>(std::pow(extra, static_cast<double>(1 + 2 * i))));
   }
   return s;
 }

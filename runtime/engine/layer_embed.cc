@@ -14,7 +14,8 @@ class EmbedLayer final : public Layer {
   void load(WeightSource& src) override {
     table_ = src.get(names_.embed + ".weight", {spec_.vocab_size, spec_.word_embed_proj_dim});
     if (!names_.pos_embed.empty())
-      pos_ = src.get(names_.pos_embed + ".weight", {spec_.max_position_embeddings + spec_.position_offset, spec_.hidden_size});
+      pos_ = src.get(names_.pos_embed + ".weight",
+                     {spec_.max_position_embeddings + spec_.position_offset, spec_.hidden_size});
     if (!names_.project_in.empty())
       project_in_.load(src, names_.project_in, spec_.hidden_size, spec_.word_embed_proj_dim, false);
     if (!names_.embed_norm.empty()) norm_.load(src, names_.embed_norm, spec_, spec_.hidden_size);
@@ -40,7 +41,8 @@ class EmbedLayer final : public Layer {
       for (int64_t t = 0; t < T; ++t) {
         const int64_t p = ctx.positions[t];
         if (p >= spec_.max_position_embeddings)
-          throw InvalidArgumentError("position " + std::to_string(p) + " is past the model's max_position_embeddings (" +
+          throw InvalidArgumentError("position " + std::to_string(p) +
+                                     " is past the model's max_position_embeddings (" +
                                      std::to_string(spec_.max_position_embeddings) + ")");
         idx[t] = static_cast<int32_t>(p + spec_.position_offset);
       }

@@ -8,10 +8,14 @@ namespace {
 
 kernels::Act to_act(Activation a) {
   switch (a) {
-    case Activation::Relu: return kernels::Act::Relu;
-    case Activation::Gelu: return kernels::Act::Gelu;
-    case Activation::GeluTanh: return kernels::Act::GeluTanh;
-    case Activation::Silu: return kernels::Act::Silu;
+    case Activation::Relu:
+      return kernels::Act::Relu;
+    case Activation::Gelu:
+      return kernels::Act::Gelu;
+    case Activation::GeluTanh:
+      return kernels::Act::GeluTanh;
+    case Activation::Silu:
+      return kernels::Act::Silu;
   }
   throw InternalError("unknown activation");
 }
@@ -42,8 +46,7 @@ class MlpLayer final : public Layer {
     if (spec_.gated_mlp) {
       Tensor u = be.alloc({T, F}, DType::F32);
       up_.apply(be, u, x);
-      if (spec_.activation != Activation::Silu)
-        throw UnsupportedError(name() + ": gated MLP supports SiLU only");
+      if (spec_.activation != Activation::Silu) throw UnsupportedError(name() + ": gated MLP supports SiLU only");
       be.silu_mul_(a, u);
     } else {
       be.activation_(a, to_act(spec_.activation));

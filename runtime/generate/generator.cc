@@ -9,9 +9,12 @@ namespace tiergen {
 
 const char* finish_reason_name(FinishReason r) {
   switch (r) {
-    case FinishReason::Length: return "length";
-    case FinishReason::Eos: return "eos";
-    case FinishReason::Stop: return "stop";
+    case FinishReason::Length:
+      return "length";
+    case FinishReason::Eos:
+      return "eos";
+    case FinishReason::Stop:
+      return "stop";
   }
   return "?";
 }
@@ -32,8 +35,9 @@ std::vector<Result> Generator::generate(const std::vector<Request>& requests, Ge
     // Learned position tables end: refuse up front rather than fail halfway through a batch.
     if (spec.position == PositionKind::Learned && total > spec.max_position_embeddings)
       throw InvalidArgumentError("prompt " + std::to_string(i) + ": " + std::to_string(r.input_ids.size()) +
-                                 " prompt tokens + " + std::to_string(r.max_new_tokens) + " new tokens exceed the model's " +
-                                 std::to_string(spec.max_position_embeddings) + " positions");
+                                 " prompt tokens + " + std::to_string(r.max_new_tokens) +
+                                 " new tokens exceed the model's " + std::to_string(spec.max_position_embeddings) +
+                                 " positions");
     for (int32_t id : r.input_ids)
       if (id < 0 || id >= spec.vocab_size)
         throw InvalidArgumentError("prompt " + std::to_string(i) + ": token id " + std::to_string(id) +
@@ -62,7 +66,8 @@ void Generator::run_block(const std::vector<Request>& requests, size_t begin, si
   const int64_t n = static_cast<int64_t>(end - begin);
   int64_t capacity = 1;
   for (size_t i = begin; i < end; ++i)
-    capacity = std::max<int64_t>(capacity, static_cast<int64_t>(requests[i].input_ids.size()) + requests[i].max_new_tokens);
+    capacity =
+        std::max<int64_t>(capacity, static_cast<int64_t>(requests[i].input_ids.size()) + requests[i].max_new_tokens);
   stage_.allocate_cache(std::max(stage_.cache_slots(), n), std::max(stage_.cache_capacity(), capacity));
   kernels::Backend& be = stage_.backend();
   const ModelSpec& spec = stage_.model().spec();

@@ -20,8 +20,8 @@ struct Request {
   std::vector<int32_t> input_ids;
   SamplingParams sampling;
   int64_t max_new_tokens = 32;
-  std::vector<int32_t> eos_ids;          // stop after emitting any of these (kept in output_ids)
-  std::vector<std::string> stop_strings; // stop once the decoded output contains one (text is cut before it)
+  std::vector<int32_t> eos_ids;           // stop after emitting any of these (kept in output_ids)
+  std::vector<std::string> stop_strings;  // stop once the decoded output contains one (text is cut before it)
 };
 
 enum class FinishReason { Length, Eos, Stop };

@@ -14,7 +14,8 @@ void validate(const SamplingParams& p) {
     throw InvalidArgumentError("temperature must be > 0, got " + std::to_string(p.temperature) +
                                " (use greedy decoding for temperature 0)");
   if (p.top_k < 0) throw InvalidArgumentError("top-k must be >= 0, got " + std::to_string(p.top_k));
-  if (!(p.top_p > 0.0 && p.top_p <= 1.0)) throw InvalidArgumentError("top-p must be in (0, 1], got " + std::to_string(p.top_p));
+  if (!(p.top_p > 0.0 && p.top_p <= 1.0))
+    throw InvalidArgumentError("top-p must be in (0, 1], got " + std::to_string(p.top_p));
   if (!(p.repetition_penalty > 0.0) || !std::isfinite(p.repetition_penalty))
     throw InvalidArgumentError("repetition penalty must be > 0, got " + std::to_string(p.repetition_penalty));
 }

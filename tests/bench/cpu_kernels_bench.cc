@@ -10,7 +10,8 @@ namespace {
 
 Tensor filled(Shape shape, DType dtype, float v) {
   Tensor t = Tensor::empty(std::move(shape), dtype);
-  for (int64_t i = 0; i < t.numel(); ++i) convert_from_f32(static_cast<char*>(t.raw()) + i * dtype_size(dtype), dtype, &v, 1);
+  for (int64_t i = 0; i < t.numel(); ++i)
+    convert_from_f32(static_cast<char*>(t.raw()) + i * dtype_size(dtype), dtype, &v, 1);
   return t;
 }
 
@@ -24,10 +25,10 @@ void BM_Linear(benchmark::State& state) {
     be->linear(out, x, w, nullptr);
     benchmark::DoNotOptimize(out.raw());
   }
-  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * M * N * K, benchmark::Counter::kIsIterationInvariantRate,
-                                                 benchmark::Counter::kIs1000);
-  state.counters["weight GB/s"] = benchmark::Counter(static_cast<double>(w.nbytes()),
-                                                     benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * M * N * K, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  state.counters["weight GB/s"] = benchmark::Counter(
+      static_cast<double>(w.nbytes()), benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
 BENCHMARK(BM_Linear)
     ->ArgsProduct({{1, 4, 8, 9, 16, 64, 512}, {4096}, {4096}, {1, 2}})
@@ -41,14 +42,16 @@ void BM_DecodeAttention(benchmark::State& state) {
   auto be = kernels::make_cpu_backend();
   Tensor q = filled({B, H * D}, DType::F32, 0.01f), out = Tensor::empty({B, H * D});
   std::vector<kernels::AttentionSeq> seqs;
-  for (int64_t b = 0; b < B; ++b) seqs.push_back({b, 1, L, filled({L, H * D}, DType::F32, 0.01f), filled({L, H * D}, DType::F32, 0.01f)});
+  for (int64_t b = 0; b < B; ++b)
+    seqs.push_back({b, 1, L, filled({L, H * D}, DType::F32, 0.01f), filled({L, H * D}, DType::F32, 0.01f)});
   kernels::AttentionParams p{static_cast<int>(H), static_cast<int>(H), static_cast<int>(D), 0.088f, nullptr};
   for (auto _ : state) {
     be->attention(out, q, seqs, p);
     benchmark::DoNotOptimize(out.raw());
   }
-  state.counters["KV GB/s"] = benchmark::Counter(static_cast<double>(2 * B * L * H * D * 4),
-                                                 benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  state.counters["KV GB/s"] =
+      benchmark::Counter(static_cast<double>(2 * B * L * H * D * 4), benchmark::Counter::kIsIterationInvariantRate,
+                         benchmark::Counter::kIs1000);
 }
 BENCHMARK(BM_DecodeAttention)->ArgsProduct({{1, 16}, {512}})->Unit(benchmark::kMillisecond)->UseRealTime();
 

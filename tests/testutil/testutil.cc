@@ -1,9 +1,9 @@
 #include "tests/testutil/testutil.h"
 
+#include <unistd.h>
 #include <atomic>
 #include <fstream>
 #include <sstream>
-#include <unistd.h>
 
 namespace tiergen::testing {
 

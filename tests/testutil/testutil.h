@@ -33,13 +33,13 @@ std::string read_file(const std::filesystem::path& p);
 }  // namespace tiergen::testing
 
 // Expects `stmt` to throw ErrorType whose what() contains `substring`.
-#define EXPECT_THROW_WITH(stmt, ErrorType, substring)                                   \
-  do {                                                                                  \
-    try {                                                                               \
-      stmt;                                                                             \
+#define EXPECT_THROW_WITH(stmt, ErrorType, substring)                                  \
+  do {                                                                                 \
+    try {                                                                              \
+      stmt;                                                                            \
       ADD_FAILURE() << "expected " #ErrorType " containing \"" << (substring) << "\""; \
-    } catch (const ErrorType& e) {                                                      \
+    } catch (const ErrorType& e) {                                                     \
       EXPECT_NE(std::string(e.what()).find(substring), std::string::npos)              \
-          << "message: " << e.what() << "\nexpected to contain: " << (substring);     \
-    }                                                                                   \
+          << "message: " << e.what() << "\nexpected to contain: " << (substring);      \
+    }                                                                                  \
   } while (0)

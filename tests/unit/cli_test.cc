@@ -3,8 +3,8 @@
 #include <sys/wait.h>
 
 #include <cstdio>
-#include <sstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "tests/testutil/testutil.h"
 
@@ -65,7 +65,8 @@ TEST(Cli, InputIdsStdinAndPromptFileAgree) {
   const CliRun in = tiergen("generate --model " + model() + " --json --greedy -n 6", "Hello\n");
   testing::TempDir tmp;
   testing::write_file(tmp / "p.txt", "Hello\n");
-  const CliRun file = tiergen("generate --model " + model() + " --json --greedy -n 6 --prompt-file " + (tmp / "p.txt").string());
+  const CliRun file =
+      tiergen("generate --model " + model() + " --json --greedy -n 6 --prompt-file " + (tmp / "p.txt").string());
   for (const CliRun* r : {&ids, &text, &in, &file}) ASSERT_EQ(r->status, 0) << r->err;
   const auto out_ids = nlohmann::json::parse(ids.out).at("output_ids");
   EXPECT_EQ(nlohmann::json::parse(text.out).at("input_ids"), nlohmann::json::parse(ids.out).at("input_ids"));
@@ -76,7 +77,8 @@ TEST(Cli, InputIdsStdinAndPromptFileAgree) {
 
 TEST(Cli, RepeatedFlagsTakeOneValueEach) {
   // --input-ids and --stop take one value per occurrence: a prompt after them stays a prompt.
-  const CliRun r = tiergen("generate --model " + model() + " --json --greedy -n 2 --input-ids 0,41 --stop zz --stop yy "
+  const CliRun r = tiergen("generate --model " + model() +
+                           " --json --greedy -n 2 --input-ids 0,41 --stop zz --stop yy "
                            "--input-ids 0,42 Hello");
   ASSERT_EQ(r.status, 0) << r.err;
   std::istringstream lines(r.out);
@@ -135,7 +137,8 @@ TEST(Cli, BadUsageIsOneLineExit2) {
   expect_one_error_line(tiergen("generate --model " + model() + " --top-p 2 --sample x"), 2, "top-p");
   expect_one_error_line(tiergen("generate --model " + model() + " --max-new-tokens -3 x"), 2, "max-new-tokens");
   expect_one_error_line(tiergen("generate --model " + model() + " --input-ids 1,x,3"), 2, "'x' is not a token id");
-  expect_one_error_line(tiergen("generate --model " + model() + " --input-ids 99999"), 2, "outside the model's vocabulary");
+  expect_one_error_line(tiergen("generate --model " + model() + " --input-ids 99999"), 2,
+                        "outside the model's vocabulary");
   expect_one_error_line(tiergen("generate --model " + model() + " --greedy --sample x"), 2, "excludes");
   expect_one_error_line(tiergen("generate x"), 2, "--model DIR or --dummy PRESET");
   expect_one_error_line(tiergen("info --dummy gpt-9"), 2, "gpt-9");

@@ -62,9 +62,9 @@ TEST_P(LinearTest, MatchesNaive) {
 
 INSTANTIATE_TEST_SUITE_P(Grid, LinearTest,
                          ::testing::Combine(::testing::Values(DType::F32, DType::F16, DType::BF16),
-                                            ::testing::Values(1, 3, 8, 9, 67),      // M: both paths
-                                            ::testing::Values(1, 5, 130),           // N
-                                            ::testing::Values(1, 7, 64, 301),       // K
+                                            ::testing::Values(1, 3, 8, 9, 67),  // M: both paths
+                                            ::testing::Values(1, 5, 130),       // N
+                                            ::testing::Values(1, 7, 64, 301),   // K
                                             ::testing::Bool()));
 
 TEST(CpuKernels, LinearRejectsShapeMismatch) {
@@ -107,11 +107,13 @@ TEST(CpuKernels, ActivationsAndSiluMul) {
     Tensor y = Tensor::empty({3, 33});
     std::copy(orig.begin(), orig.end(), y.data<float>());
     be->activation_(y, act);
-    for (size_t i = 0; i < orig.size(); ++i) EXPECT_NEAR(y.data<float>()[i], fn(double(orig[i])), 1e-6 * (1 + std::fabs(fn(double(orig[i])))));
+    for (size_t i = 0; i < orig.size(); ++i)
+      EXPECT_NEAR(y.data<float>()[i], fn(double(orig[i])), 1e-6 * (1 + std::fabs(fn(double(orig[i])))));
   };
   run(kernels::Act::Relu, [](double v) { return v > 0 ? v : 0.0; });
   run(kernels::Act::Gelu, [](double v) { return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))); });
-  run(kernels::Act::GeluTanh, [](double v) { return 0.5 * v * (1 + std::tanh(0.79788456 * v * (1 + 0.044715 * v * v))); });
+  run(kernels::Act::GeluTanh,
+      [](double v) { return 0.5 * v * (1 + std::tanh(0.79788456 * v * (1 + 0.044715 * v * v))); });
   run(kernels::Act::Silu, [](double v) { return v / (1 + std::exp(-v)); });
   Tensor g = Tensor::empty({3, 33}), u = random_tensor({3, 33}, DType::F32, 8);
   std::copy(orig.begin(), orig.end(), g.data<float>());
@@ -196,8 +198,8 @@ TEST(CpuKernels, AttentionRaggedGqaAlibi) {
     be->attention(out, q, seqs, p);
     for (const auto& s : seqs) {
       std::vector<double> ref;
-      naive_attention(ref, q.data<float>() + s.q_begin * Hq * D, s.k.data<float>(), s.v.data<float>(), s.q_len, s.kv_len,
-                      Hq, Hkv, D, 0.4f, slopes);
+      naive_attention(ref, q.data<float>() + s.q_begin * Hq * D, s.k.data<float>(), s.v.data<float>(), s.q_len,
+                      s.kv_len, Hq, Hkv, D, 0.4f, slopes);
       for (size_t i = 0; i < ref.size(); ++i) EXPECT_NEAR(out.data<float>()[s.q_begin * Hq * D + i], ref[i], 1e-5);
     }
   }
@@ -220,7 +222,7 @@ TEST(Dtype, F16RoundTripsEveryValue) {
     if (std::isnan(f)) continue;
     ASSERT_EQ(f32_to_f16(f), h) << std::hex << h;
   }
-  EXPECT_EQ(f32_to_f16(1e6f), 0x7c00);              // overflow -> inf
+  EXPECT_EQ(f32_to_f16(1e6f), 0x7c00);                // overflow -> inf
   EXPECT_EQ(f32_to_f16(1.0f + 1.0f / 4096), 0x3c00);  // ties to even
   EXPECT_EQ(f32_to_bf16(1.0f + 1.0f / 256), 0x3f80);  // ties to even
   EXPECT_EQ(bf16_to_f32(f32_to_bf16(3.140625f)), 3.140625f);

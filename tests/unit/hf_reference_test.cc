@@ -162,13 +162,12 @@ std::vector<std::string> reference_models() {
   return names;
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, HfReference, ::testing::ValuesIn(reference_models()),
-                         [](const auto& info) {
-                           std::string n = info.param;
-                           for (char& c : n)
-                             if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
-                           return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(Models, HfReference, ::testing::ValuesIn(reference_models()), [](const auto& info) {
+  std::string n = info.param;
+  for (char& c : n)
+    if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+  return n;
+});
 
 TEST(HfReferenceData, AllFiveFamiliesPresent) {
   const auto names = reference_models();
