@@ -1,7 +1,7 @@
 // linear: out (M, N) = x (M, K) · w (N, K)^T + bias, f32 accumulation.
 // f32 weights go straight to OpenBLAS sgemm. f16/bf16 weights (every real checkpoint) are widened
 // on the fly so the model stays in its stored dtype in memory (a 7B model is 13.5 GB, not 27):
-//  - small M (decode): each weight row is converted once into a per-thread buffer and dotted with
+//  - small M (decode): weight rows are converted once into a per-thread buffer and multiplied with
 //    all M inputs; this reads the weights exactly once, the bound for a memory-bound GEMV;
 //  - large M (prefill): panels of rows are converted to f32 and handed to sgemm, so the
 //    conversion cost is amortised over M.
@@ -20,8 +20,8 @@ namespace {
 
 constexpr int64_t kDirectMaxRows = 32;  // up to this many rows of x: the row-block kernel
 // Converted weights per sgemm call: 128 MB holds a whole 7B-class projection, so prefill makes one
-// large sgemm per layer (small panels left OpenBLAS at a fifth of its speed) and the conversion,
-// O(N*K) against the GEMM's O(M*N*K), disappears behind it.
+// large sgemm per projection (4 MB panels made a 7B prefill 1.4x slower: 46 s against 32 s) and the
+// conversion, O(N*K) against the GEMM's O(M*N*K), disappears behind it.
 constexpr int64_t kPanelFloats = int64_t{32} << 20;
 
 void add_bias(Tensor& out, const Tensor& bias) {
