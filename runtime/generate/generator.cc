@@ -123,11 +123,15 @@ void Generator::run_block(const std::vector<Request>& requests, size_t begin, si
       l.context.push_back(next);
       res.output_ids.push_back(next);
       ++stats.generated_tokens;
-      if (tokenizer_) res.text = tokenizer_->decode(res.output_ids, /*skip_special_tokens=*/true);
       if (std::find(req.eos_ids.begin(), req.eos_ids.end(), next) != req.eos_ids.end()) {
         res.finish = FinishReason::Eos;
         l.done = true;
       }
+      // Decoding the whole output costs O(length): do it every step only where something reads the
+      // text every step (stop strings, streaming), else once, when the sequence ends.
+      const bool last = l.done || static_cast<int64_t>(res.output_ids.size()) >= req.max_new_tokens;
+      if (tokenizer_ && (last || !req.stop_strings.empty() || on_token))
+        res.text = tokenizer_->decode(res.output_ids, /*skip_special_tokens=*/true);
       for (const std::string& stop : req.stop_strings) {
         const size_t at = res.text.find(stop);
         if (!stop.empty() && at != std::string::npos) {
