@@ -3,11 +3,13 @@
 // greedy and ignores EOS, so every run generates exactly batch x gen-len tokens.
 #include <omp.h>
 
+#include <climits>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "launch/commands.h"
+#include "launch/flag_checks.h"
 #include "runtime/core/error.h"
 #include "runtime/generate/generator.h"
 #include "stage/stage.h"
@@ -23,6 +25,7 @@ struct BenchArgs {
   uint64_t seed = 0;
   bool json = false;
   int threads = 0;
+  std::optional<std::string> cpu_mem;
 };
 
 int run_bench(BenchArgs& a) {
@@ -30,9 +33,14 @@ int run_bench(BenchArgs& a) {
   if (a.device != "cpu")
     throw UnsupportedError("bench --device " + a.device +
                            ": only the CPU engine exists in this build; the GPU engine comes with the CUDA backend");
-  a.source.validate();
+  const ModelSpec s = a.source.spec();
+  const std::optional<uint64_t> budget = parse_budget(a.cpu_mem, "--cpu-mem");
+  // Every run is checked (context, memory) before the weights are generated or loaded, and before
+  // its prompts are made: their size is known from the flags alone.
+  check_context(s, a.prompt_len, a.gen_len, "--prompt-len + --gen-len");
+  for (int64_t bs : a.batch_sizes)
+    a.source.check_memory(s, RunShape{bs, a.prompt_len + a.gen_len, bs * a.prompt_len, bs}, budget);
   auto model = a.source.load();
-  const ModelSpec& s = model->spec();
   auto backend = kernels::make_cpu_backend();
   Stage stage(*model, *backend);
   Rng rng(a.seed);
@@ -52,7 +60,7 @@ int run_bench(BenchArgs& a) {
     std::ostringstream log;
     log.setf(std::ios::fixed);
     log.precision(3);
-    log << "model: " << (a.source.dummy.empty() ? a.source.dir : a.source.dummy) << "\tdevice: cpu ("
+    log << "model: " << a.source.name() << "\tdevice: cpu ("
         << omp_get_max_threads() << " threads)\tbatch: " << bs << "\tprompt_len: " << a.prompt_len
         << "\tgen_len: " << a.gen_len << "\n"
         << "model size: " << static_cast<double>(model->weight_bytes()) / gb << " GB\tcache size: " << cache_gb
@@ -66,7 +74,7 @@ int run_bench(BenchArgs& a) {
         << " token/s\n";
     std::cout << log.str();
     if (a.json) {
-      nlohmann::json j = {{"model", a.source.dummy.empty() ? a.source.dir : a.source.dummy},
+      nlohmann::json j = {{"model", a.source.name()},
                           {"device", "cpu"},
                           {"threads", omp_get_max_threads()},
                           {"batch_size", bs},
@@ -94,13 +102,15 @@ Command add_bench(CLI::App& app) {
   cmd->add_option("--device", a->device, "Where to run: cpu")->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("-b,--batch-size", a->batch_sizes, "Batch sizes to run, e.g. 1,16")
       ->delimiter(',')
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 1 << 20));
   cmd->add_option("--prompt-len", a->prompt_len, "Prompt tokens per sequence (default 512)")
-      ->check(CLI::PositiveNumber);
-  cmd->add_option("--gen-len", a->gen_len, "Generated tokens per sequence (default 32)")->check(CLI::PositiveNumber);
-  cmd->add_option("--seed", a->seed, "Seed of the random prompts");
+      ->check(integer_in(1, INT32_MAX));
+  cmd->add_option("--gen-len", a->gen_len, "Generated tokens per sequence (default 32)")
+      ->check(integer_in(1, INT32_MAX));
+  cmd->add_option("--seed", a->seed, "Seed of the random prompts")->check(seed_value());
   cmd->add_flag("--json", a->json, "Also print one JSON line per run");
   add_threads_flag(*cmd, a->threads);
+  add_memory_flags(*cmd, a->cpu_mem);
   return {cmd, [a] { return run_bench(*a); }};
 }
 

@@ -1,13 +1,16 @@
 // tiergen generate: prompts (arguments, --prompt-file, stdin, or --input-ids) -> continuations.
 #include <unistd.h>
 
+#include <climits>
 #include <cstdio>
+#include <limits>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "launch/commands.h"
+#include "launch/flag_checks.h"
 #include "runtime/core/error.h"
 #include "runtime/generate/generator.h"
 #include "stage/stage.h"
@@ -15,19 +18,22 @@
 namespace tiergen::cli {
 namespace {
 
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
 struct GenerateArgs {
   ModelSource source;
   std::vector<std::string> prompts;
   std::string prompt_file;
   std::vector<std::string> input_ids;
-  int64_t max_new_tokens = -1;
-  double temperature = -1, top_p = -1, repetition_penalty = -1;
-  int64_t top_k = -1;
+  // Unset: the model's generation_config.json, else the runtime default.
+  std::optional<int64_t> max_new_tokens, top_k;
+  std::optional<double> temperature, top_p, repetition_penalty;
   uint64_t seed = 0;
   bool greedy = false, sample = false, ignore_eos = false, json = false, no_special = false;
   std::vector<std::string> stops;
   int64_t batch_size = 64;
   int threads = 0;
+  std::optional<std::string> cpu_mem;
 };
 
 std::vector<std::string> read_lines(std::istream& in) {
@@ -40,21 +46,33 @@ std::vector<std::string> read_lines(std::istream& in) {
   return lines;
 }
 
+// --prompt-file: one prompt per non-empty line; '-' is stdin. A file that is missing, a directory,
+// or holds no prompt is an error naming it: never a silent fall-back to reading stdin.
+std::vector<std::string> read_prompt_file(const std::string& path) {
+  if (path == "-") {
+    auto lines = read_lines(std::cin);
+    if (lines.empty()) throw FormatError("--prompt-file -: no prompts on stdin");
+    return lines;
+  }
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw IoError("prompt file '" + path + "' is a directory");
+  std::ifstream f(path);
+  if (!f) throw NotFoundError("cannot open prompt file '" + path + "': " + errno_message(errno));
+  auto lines = read_lines(f);
+  if (f.bad()) throw IoError("cannot read prompt file '" + path + "': " + errno_message(errno));
+  if (lines.empty()) throw FormatError("prompt file '" + path + "' holds no prompts (it is empty or blank)");
+  return lines;
+}
+
 int run_generate(GenerateArgs& a) {
   apply_threads(a.threads);
   a.source.validate();
-  // Prompts: arguments, then the file, then token-id prompts; stdin when none was given.
+  const std::optional<uint64_t> budget = parse_budget(a.cpu_mem, "--cpu-mem");
+  // Prompts: arguments, then the file, then token-id prompts; stdin only when none was given.
   std::vector<std::string> texts = a.prompts;
   if (!a.prompt_file.empty()) {
-    if (a.prompt_file == "-") {
-      auto lines = read_lines(std::cin);
-      texts.insert(texts.end(), lines.begin(), lines.end());
-    } else {
-      std::ifstream f(a.prompt_file);
-      if (!f) throw NotFoundError("cannot open prompt file '" + a.prompt_file + "'");
-      auto lines = read_lines(f);
-      texts.insert(texts.end(), lines.begin(), lines.end());
-    }
+    auto lines = read_prompt_file(a.prompt_file);
+    texts.insert(texts.end(), lines.begin(), lines.end());
   }
   std::vector<std::vector<int32_t>> id_prompts;
   for (const auto& s : a.input_ids) {
@@ -68,11 +86,11 @@ int run_generate(GenerateArgs& a) {
     if (texts.empty()) throw InvalidArgumentError("no prompts on stdin");
   }
 
-  auto tokenizer = a.source.tokenizer();
+  const ModelSpec spec = a.source.spec();
+  auto tokenizer = a.source.tokenizer(spec);
   if (!texts.empty() && !tokenizer)
     throw InvalidArgumentError("text prompts need a tokenizer.json in the model folder; use --input-ids with " +
                                std::string(a.source.dummy.empty() ? "this model" : "--dummy"));
-  auto model = a.source.load();
   GenerationConfig gc;
   if (!a.source.dir.empty())
     gc = load_generation_config(std::filesystem::path(a.source.dir) / "generation_config.json");
@@ -81,22 +99,22 @@ int run_generate(GenerateArgs& a) {
   sp.do_sample = gc.do_sample.value_or(false);
   if (a.sample) sp.do_sample = true;
   if (a.greedy) sp.do_sample = false;
-  sp.temperature = a.temperature >= 0 ? a.temperature : gc.temperature.value_or(1.0);
+  sp.temperature = a.temperature.value_or(gc.temperature.value_or(1.0));
   if (sp.temperature == 0.0) {  // temperature 0 means greedy, as most tools read it
     sp.do_sample = false;
     sp.temperature = 1.0;
   }
-  sp.top_k = a.top_k >= 0 ? a.top_k : gc.top_k.value_or(0);
-  sp.top_p = a.top_p >= 0 ? a.top_p : gc.top_p.value_or(1.0);
-  sp.repetition_penalty = a.repetition_penalty >= 0 ? a.repetition_penalty : gc.repetition_penalty.value_or(1.0);
+  sp.top_k = a.top_k.value_or(gc.top_k.value_or(0));
+  sp.top_p = a.top_p.value_or(gc.top_p.value_or(1.0));
+  sp.repetition_penalty = a.repetition_penalty.value_or(gc.repetition_penalty.value_or(1.0));
   validate(sp);
 
   std::vector<int32_t> eos;
   if (!a.ignore_eos) {
-    const auto& src = gc.eos_token_ids.empty() ? model->spec().eos_token_ids : gc.eos_token_ids;
+    const auto& src = gc.eos_token_ids.empty() ? spec.eos_token_ids : gc.eos_token_ids;
     for (int64_t id : src) eos.push_back(static_cast<int32_t>(id));
   }
-  const int64_t max_new = a.max_new_tokens >= 0 ? a.max_new_tokens : gc.max_new_tokens.value_or(32);
+  const int64_t max_new = a.max_new_tokens.value_or(gc.max_new_tokens.value_or(32));
 
   std::vector<Request> reqs;
   std::vector<std::string> shown;  // the prompt as printed
@@ -113,6 +131,10 @@ int run_generate(GenerateArgs& a) {
   };
   for (const auto& t : texts) add(tokenizer->encode(t, !a.no_special), t);
   for (auto& ids : id_prompts) add(ids, "");
+  // Everything about the run is checked before the weights are loaded or generated.
+  validate_requests(spec, reqs, tokenizer != nullptr);
+  a.source.check_memory(spec, run_shape(reqs, a.batch_size), budget);
+  auto model = a.source.load();
   auto backend = kernels::make_cpu_backend();
   Stage stage(*model, *backend);
   Generator gen(stage, tokenizer.get(), a.batch_size);
@@ -156,15 +178,17 @@ Command add_generate(CLI::App& app) {
       ->allow_extra_args(false);
   cmd->add_option("-n,--max-new-tokens", a->max_new_tokens,
                   "Tokens to generate per prompt (default: generation_config.json, else 32)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in(0, INT32_MAX));
   cmd->add_flag("--greedy", a->greedy, "Greedy decoding (argmax), overriding generation_config.json");
   cmd->add_flag("--sample", a->sample, "Sample from the distribution, overriding generation_config.json");
   cmd->add_option("--temperature", a->temperature, "Sampling temperature (> 0; 0 means greedy)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--top-k", a->top_k, "Keep the k most likely tokens (0: off)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--top-p", a->top_p, "Nucleus sampling: keep the most likely tokens up to this mass (0, 1]");
-  cmd->add_option("--repetition-penalty", a->repetition_penalty, "Penalise tokens already in the context (1: off)");
-  cmd->add_option("--seed", a->seed, "Random seed; prompt i samples with seed + i (default 0)");
+      ->check(number_in(0, false, kInf, false));
+  cmd->add_option("--top-k", a->top_k, "Keep the k most likely tokens (0: off)")->check(integer_in(0));
+  cmd->add_option("--top-p", a->top_p, "Nucleus sampling: keep the most likely tokens up to this mass (0, 1]")
+      ->check(number_in(0, true, 1, false));
+  cmd->add_option("--repetition-penalty", a->repetition_penalty, "Penalise tokens already in the context (1: off)")
+      ->check(number_in(0, true, kInf, false));
+  cmd->add_option("--seed", a->seed, "Random seed; prompt i samples with seed + i (default 0)")->check(seed_value());
   cmd->add_option("--stop", a->stops, "Stop a sequence when its output contains this string (repeatable)")
       ->expected(1)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
@@ -173,9 +197,10 @@ Command add_generate(CLI::App& app) {
   cmd->add_flag("--no-special-tokens", a->no_special,
                 "Do not add the tokenizer's special tokens (e.g. BOS) to prompts");
   cmd->add_option("-b,--batch-size", a->batch_size, "Sequences run together in one batch (default 64)")
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 1 << 20));
   cmd->add_flag("--json", a->json, "Print one JSON object per prompt: input_ids, output_ids, text, finish_reason");
   add_threads_flag(*cmd, a->threads);
+  add_memory_flags(*cmd, a->cpu_mem);
   cmd->get_option("--greedy")->excludes("--sample");
   return {cmd, [a] { return run_generate(*a); }};
 }

@@ -43,16 +43,17 @@ Command add_tokenize(CLI::App& app) {
   struct Args {
     TokenizerArgs tok;
     std::vector<std::string> text;
-    bool special = false;
+    bool no_special = false;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("tokenize", "Print the token ids of a text as a JSON array");
   a->tok.add_flags(*cmd);
   cmd->add_option("text", a->text, "Text to encode (joined by spaces); stdin when absent");
-  cmd->add_flag("--add-special-tokens", a->special, "Apply the post-processor (e.g. prepend BOS), as generate does");
+  cmd->add_flag("--no-special-tokens", a->no_special,
+                "Do not add the tokenizer's special tokens (e.g. BOS); by default they are added, as generate does");
   return {cmd, [a] {
             const Tokenizer tok = a->tok.load();
-            std::cout << nlohmann::json(tok.encode(read_stdin_or(a->text, "text"), a->special)).dump() << "\n";
+            std::cout << nlohmann::json(tok.encode(read_stdin_or(a->text, "text"), !a->no_special)).dump() << "\n";
             return 0;
           }};
 }

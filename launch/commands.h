@@ -4,12 +4,14 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 
 #include "runtime/engine/model.h"
+#include "runtime/generate/run_plan.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace tiergen::cli {
@@ -31,19 +33,32 @@ struct ModelSource {
   std::string dir;
   std::string dummy;
   void add_flags(CLI::App& cmd);
-  // Exactly one of the two must be given.
+  // Exactly one of the two; a folder must exist and hold config.json; a preset must be known.
   void validate() const;
+  std::string name() const;
+  // config.json or the preset's shape: cheap, allocates nothing large.
+  ModelSpec spec() const;
+  // The dtype the weights are held in: the checkpoint's, or F16 for dummy weights of an f32 preset.
+  DType weight_dtype(const ModelSpec& spec) const;
   std::unique_ptr<Model> load() const;
-  // The folder's tokenizer.json, or null for dummy models / folders without one.
-  std::unique_ptr<Tokenizer> tokenizer() const;
+  // The folder's tokenizer.json, checked against the model's vocabulary; null for dummy models and
+  // folders without one.
+  std::unique_ptr<Tokenizer> tokenizer(const ModelSpec& spec) const;
+  // OutOfMemoryError before anything large is allocated when the run's host memory (weights
+  // generated in place, KV cache, activations) exceeds what the machine has or `budget`.
+  void check_memory(const ModelSpec& spec, const RunShape& shape, std::optional<uint64_t> budget) const;
 };
 
 // Token ids written as "2,40313,318", "[2, 40313, 318]" or "2 40313 318". A word that is not a
 // non-negative 32-bit integer is an InvalidArgumentError naming it.
 std::vector<int32_t> parse_token_ids(const std::string& text);
 
-// --threads N: OpenMP threads for the CPU backend (0: all cores).
+// --threads N: OpenMP threads for the CPU backend (0: all cores), bounded (flag_checks.h).
 void add_threads_flag(CLI::App& cmd, int& threads);
 void apply_threads(int threads);
+
+// --cpu-mem SIZE: the host memory budget, and its value in bytes (none: what the machine has).
+void add_memory_flags(CLI::App& cmd, std::optional<std::string>& cpu_mem);
+std::optional<uint64_t> parse_budget(const std::optional<std::string>& text, const char* flag);
 
 }  // namespace tiergen::cli

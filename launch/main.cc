@@ -1,12 +1,14 @@
 // tiergen command line: parse, validate, call the library. Subcommands live in launch/cmd_*.cc.
-// Any error ends with one line on stderr and a non-zero exit: 2 for usage, 1 for everything else.
+// Any error ends with one line on stderr and the exit status of its kind (launch/exit_codes.h).
 #include <cstdio>
 #include <exception>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "kernels/cpu/blas_setup.h"
 #include "launch/commands.h"
+#include "launch/exit_codes.h"
 #include "runtime/core/error.h"
 
 int main(int argc, char** argv) {
@@ -33,7 +35,7 @@ int main(int argc, char** argv) {
     }
     if (!known) {
       std::fprintf(stderr, "tiergen: error: unknown command '%s' (commands: %s)\n", argv[1], names.c_str());
-      return 2;
+      return tiergen::cli::kExitUsage;
     }
   }
   try {
@@ -46,24 +48,24 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "tiergen: error: %s (see tiergen --help)\n", e.what());
-    return 2;
+    return tiergen::cli::kExitUsage;
   }
   try {
     for (const auto& c : commands)
       if (c.sub->parsed()) return c.run();
     std::fprintf(stderr, "tiergen: error: no subcommand given (see tiergen --help)\n");
-    return 2;
-  } catch (const tiergen::InvalidArgumentError& e) {
-    std::fprintf(stderr, "tiergen: error: %s\n", e.what());
-    return 2;
+    return tiergen::cli::kExitUsage;
   } catch (const tiergen::Error& e) {
     std::fprintf(stderr, "tiergen: error: %s\n", e.what());
-    return 1;
+    return tiergen::cli::exit_code(e.kind());
+  } catch (const std::filesystem::filesystem_error& e) {  // a path the OS refused (permissions, loops)
+    std::fprintf(stderr, "tiergen: error: %s\n", e.what());
+    return tiergen::cli::kExitInput;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "tiergen: error: out of host memory\n");
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tiergen: error: %s\n", e.what());
-    return 1;
+    return tiergen::cli::kExitMemory;
+  } catch (const std::exception& e) {  // a library error that escaped the typed ones: a bug
+    std::fprintf(stderr, "tiergen: error: internal: %s\n", e.what());
+    return tiergen::cli::kExitInternal;
   }
 }

@@ -5,7 +5,10 @@
 #include <sstream>
 
 #include "launch/commands.h"
+#include "launch/flag_checks.h"
 #include "runtime/core/error.h"
+#include "runtime/core/units.h"
+#include "runtime/generate/run_plan.h"
 #include "runtime/model/spec.h"
 
 namespace tiergen::cli {
@@ -21,24 +24,56 @@ void ModelSource::validate() const {
   if (dir.empty() == dummy.empty())
     throw InvalidArgumentError(dir.empty() ? "give a model: --model DIR or --dummy PRESET"
                                            : "give either --model or --dummy, not both");
-  if (!dir.empty() && !std::filesystem::is_directory(dir))
-    throw NotFoundError("model folder '" + dir + "' does not exist or is not a directory");
+  if (!dir.empty()) {
+    if (!std::filesystem::is_directory(dir))
+      throw NotFoundError("model folder '" + dir + "' does not exist or is not a directory");
+    // The config first: without it nothing else in the folder can be read, and a missing tokenizer
+    // would be the wrong thing to report.
+    const std::filesystem::path config = std::filesystem::path(dir) / "config.json";
+    if (!std::filesystem::is_regular_file(config))
+      throw NotFoundError("model folder '" + dir + "' has no config.json (is it a Hugging Face model folder?)");
+  } else {
+    preset_model_spec(dummy);  // an unknown preset is named before anything else runs
+  }
+}
+
+std::string ModelSource::name() const { return dummy.empty() ? dir : dummy; }
+
+ModelSpec ModelSource::spec() const {
+  validate();
+  if (!dummy.empty()) return preset_model_spec(dummy);
+  return load_model_config(std::filesystem::path(dir) / "config.json");
+}
+
+DType ModelSource::weight_dtype(const ModelSpec& spec) const {
+  // Dummy weights are generated in the benchmarks' 16-bit type; a checkpoint keeps its own.
+  if (!dummy.empty()) return spec.dtype == DType::F32 ? DType::F16 : spec.dtype;
+  return spec.dtype;
 }
 
 std::unique_ptr<Model> ModelSource::load() const {
   validate();
   if (!dummy.empty()) {
     const ModelSpec spec = preset_model_spec(dummy);
-    return Model::dummy(spec, spec.dtype == DType::F32 ? DType::F16 : spec.dtype);
+    return Model::dummy(spec, weight_dtype(spec));
   }
   return Model::load(dir);
 }
 
-std::unique_ptr<Tokenizer> ModelSource::tokenizer() const {
+std::unique_ptr<Tokenizer> ModelSource::tokenizer(const ModelSpec& spec) const {
   if (dir.empty()) return nullptr;
   const std::filesystem::path p = std::filesystem::path(dir) / "tokenizer.json";
   if (!std::filesystem::exists(p)) return nullptr;
-  return std::make_unique<Tokenizer>(Tokenizer::from_file(p));
+  auto tok = std::make_unique<Tokenizer>(Tokenizer::from_file(p));
+  check_tokenizer(*tok, spec);
+  return tok;
+}
+
+void ModelSource::check_memory(const ModelSpec& spec, const RunShape& shape, std::optional<uint64_t> budget) const {
+  const MemoryPlan plan = plan_cpu_generation(spec, dummy.empty() ? WeightHome::Mapped : WeightHome::Generated,
+                                              weight_dtype(spec), shape);
+  plan.check_host(host_memory_limit(budget),
+                  "Lower --max-new-tokens or --batch-size, use a smaller model, or free memory.");
 }
 
 std::vector<int32_t> parse_token_ids(const std::string& text) {
@@ -64,12 +99,26 @@ std::vector<int32_t> parse_token_ids(const std::string& text) {
 }
 
 void add_threads_flag(CLI::App& cmd, int& threads) {
-  cmd.add_option("--threads", threads, "CPU threads for the CPU backend (default: all cores)")
-      ->check(CLI::NonNegativeNumber);
+  cmd.add_option("--threads", threads,
+                 "CPU threads for the CPU backend (default 0: one per core; at most " + std::to_string(max_threads()) +
+                     ")")
+      ->check(integer_in(0, max_threads()));
 }
 
 void apply_threads(int threads) {
   if (threads > 0) omp_set_num_threads(threads);
+}
+
+void add_memory_flags(CLI::App& cmd, std::optional<std::string>& cpu_mem) {
+  cmd.add_option("--cpu-mem", cpu_mem,
+                 "Host memory the run may use, e.g. 16GB (default: what is available); a run that needs more is "
+                 "refused before it starts")
+      ->check(byte_size());
+}
+
+std::optional<uint64_t> parse_budget(const std::optional<std::string>& text, const char* flag) {
+  if (!text) return std::nullopt;
+  return parse_bytes(*text, flag);
 }
 
 }  // namespace tiergen::cli

@@ -1,30 +1,36 @@
 #!/usr/bin/env bash
-# Runs tiergen's GPU tests (tests/gpu/*_test.cc) on a GPU host from a build made on this machine.
+# Runs tiergen's GPU tests (tests/gpu/*_test.cc) on a GPU host that lacks the Debian packages
+# tiergen links, from a build made on another machine of the same architecture. Where the GPU host
+# has the packages, build and test there instead (docs/gpu.md):
+#   cmake --preset cuda && cmake --build --preset cuda && ctest --test-dir build-cuda -L gpu
 #
-# The lent GPU machine has the driver, nvcc, cmake, ninja and the CUDA libraries, but none of our
-# Debian library dependencies (OpenBLAS, PCRE2, fmt, gtest, ...), and its working tree travels
-# with a 64 MiB limit. So the work is split in two:
+# The GPU host needs the NVIDIA driver and the CUDA runtime and cuBLAS libraries (the CUDA toolkit),
+# a glibc at least as new as the build machine's, and optionally ctest; it needs none of the Debian
+# library dependencies (OpenBLAS, PCRE2, fmt, gtest, ...). The work is split between the two machines:
 #
-#   scripts/gpu-test.sh pack   HERE. Configures and builds the GPU test executables (Release,
-#                              TIERGEN_CUDA=ON, sm_90) in build-gpu-tree/ (stays here), copies them
-#                              stripped into build-gpu/ with a CTestTestfile.cmake that uses relative
-#                              paths, and packs the shared libraries they load that the GPU machine
-#                              lacks (everything but glibc and the CUDA toolkit/driver libraries, so
-#                              OpenBLAS, gfortran, quadmath, gomp, libstdc++ ...) into
-#                              .devlibs/libs.tar.xz (OpenBLAS alone is 36 MB raw, 4 MB compressed).
-#                              It also packs the `tiergen` CLI and the CPU micro-benchmarks, for
-#                              `bench`.
-#   scripts/gpu-test.sh run    THERE (repo root). Unpacks .devlibs, sets LD_LIBRARY_PATH, prints
-#                              `nvidia-smi -L`, runs every build-gpu/*_test directly (the build's
-#                              CMake paths point at this machine's checkout, so nothing may depend on
-#                              them) and then `ctest -R _test` over build-gpu/. Logs go to $OUT when
-#                              it is set. Exit status: non-zero when any test failed.
-#
-#   scripts/gpu-test.sh bench  THERE, after run: CPU throughput of a Llama-2-7b-shaped dummy model
+#   scripts/gpu-test.sh pack   BUILD MACHINE (the packages and nvcc installed). Configures and
+#                              builds the GPU test executables (Release, TIERGEN_CUDA=ON, sm_90) in
+#                              build-gpu-tree/ (stays there), copies them stripped into build-gpu/
+#                              with a CTestTestfile.cmake that uses relative paths, and packs the
+#                              shared libraries they load that the GPU host may lack (everything but
+#                              glibc and the CUDA toolkit/driver libraries, so OpenBLAS, gfortran,
+#                              quadmath, gomp, libstdc++ ...) into .devlibs/libs.tar.xz (OpenBLAS
+#                              alone is 36 MB raw, 4 MB compressed). It also packs the `tiergen` CLI
+#                              and the CPU micro-benchmarks, for `bench`, and prints the size of what
+#                              is to be copied.
+#   (copy)                     The repository's files with build-gpu/ and .devlibs/ to the GPU host,
+#                              e.g. as one archive, unpacked there:
+#                                { git ls-files -z -co --exclude-standard; printf 'build-gpu\0.devlibs\0'; } |
+#                                  tar --null -T - -czf tiergen-gpu.tgz
+#   scripts/gpu-test.sh run    GPU HOST (repository root). Unpacks .devlibs, sets LD_LIBRARY_PATH,
+#                              prints `nvidia-smi -L`, runs every build-gpu/*_test directly (the
+#                              build's CMake paths point at the build machine's checkout, so nothing
+#                              may depend on them) and then `ctest -R _test` over build-gpu/. Logs
+#                              go to the folder $OUT when it is set. Exit status: non-zero when any
+#                              test failed.
+#   scripts/gpu-test.sh bench  GPU HOST, after run: CPU throughput of a Llama-2-7b-shaped dummy model
 #                              (`tiergen bench --device cpu`, batch 1 and 16, prompt 512, gen 32)
 #                              and the kernel micro-benchmarks; logs to $OUT when set.
-# On the lent machine, through the device tool:
-#   run(command="bash scripts/gpu-test.sh run", carry=["build-gpu", ".devlibs"], timeout_s=300)
 # build-gpu/, build-gpu-tree/ (/build*/) and .devlibs/ are ignored by .gitignore.
 set -euo pipefail
 
@@ -63,8 +69,8 @@ pack() {
   cp "$TREE/bin/tiergen" "$TREE/tests/tiergen_microbench" "$BIN/tools/"
   strip "$BIN/tools/"*
 
-  # Libraries to leave out: glibc's (the GPU machine's is newer, and must match its loader) and
-  # the CUDA toolkit and driver libraries (they are there, and must match its driver).
+  # Libraries to leave out: glibc's (the GPU host's must be at least as new, and must match its
+  # loader) and the CUDA toolkit and driver libraries (they are there, and must match its driver).
   local skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|libresolv\.so|libcuda|libcudart|libcublas|libnvidia|libnvrtc|libnccl)'
   local name path
   for exe in "${tests[@]/#/$BIN/}" "$BIN"/tools/*; do
@@ -82,12 +88,12 @@ pack() {
   ls -l "$LIBS/stage" | tail -n +2
   rm -rf "$LIBS/stage"
 
-  # The device tool carries the working tree plus these folders, 64 MiB in all.
-  local tree_bytes carry_bytes
+  # What to copy to the GPU host: the working tree (without build folders) and these two folders.
+  local tree_bytes copy_bytes
   tree_bytes=$(cd "$ROOT" && git ls-files -co --exclude-standard -z | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
-  carry_bytes=$(du -cb "$BIN" "$LIBS" | tail -1 | cut -f1)
-  echo "build-gpu + .devlibs: $((carry_bytes / 1024)) KiB; working tree: $((tree_bytes / 1024)) KiB;" \
-    "together $(((carry_bytes + tree_bytes) / 1048576)) of 64 MiB"
+  copy_bytes=$(du -cb "$BIN" "$LIBS" | tail -1 | cut -f1)
+  echo "what to copy: build-gpu + .devlibs $((copy_bytes / 1024)) KiB, working tree $((tree_bytes / 1024)) KiB;" \
+    "$(((copy_bytes + tree_bytes + 1048575) / 1048576)) MiB in all"
 }
 
 unpack_libs() {

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian packages that building tiergen needs, when any is missing (apt-get update
-# first). Safe to run repeatedly: with everything present it does nothing.
+# Installs the Debian/Ubuntu packages that building tiergen needs, when any is missing: the
+# compiler and build tools (g++, CMake, Ninja, pkg-config), the libraries tiergen links
+# (nlohmann-json, fmt, CLI11, OpenBLAS, PCRE2, ICU) and the test libraries (GoogleTest, Google
+# Benchmark). Runs `apt-get update` and then `apt-get install`, as root or through sudo; without
+# either it prints the command to run as root and exits 1. Safe to run repeatedly: with everything
+# present it does nothing.
 # CUDA is not installed here: when nvcc is present (PATH or /usr/local/cuda) the CUDA backend is
 # built too, otherwise tiergen builds and runs on the CPU.
 set -euo pipefail
@@ -16,8 +20,29 @@ done
 if ((${#missing[@]} == 0)); then
   exit 0
 fi
-echo "setup: installing ${missing[*]}"
+
+INSTALL="apt-get install -y --no-install-recommends ${missing[*]}"
+echo "setup: building tiergen needs ${#missing[@]} Debian package(s) that are not installed:"
+echo "setup:   ${missing[*]}"
+echo "setup: (compiler and build tools, the libraries tiergen links, and GoogleTest/Google Benchmark for the tests)"
+if ! command -v apt-get >/dev/null; then
+  echo "setup: error: no apt-get here; install these packages (or your system's equivalents) and run again" >&2
+  exit 1
+fi
 SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null; then
+    SUDO="sudo"
+    echo "setup: installing them with sudo (it may ask for your password)"
+  else
+    echo "setup: error: installing packages needs root, and sudo is not available; as root, run" >&2
+    echo "  apt-get update && $INSTALL" >&2
+    echo "setup: then run this script again" >&2
+    exit 1
+  fi
+fi
+echo "setup: $SUDO${SUDO:+ }apt-get update"
+$SUDO apt-get update
+echo "setup: $SUDO${SUDO:+ }$INSTALL"
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+echo "setup: packages installed"

@@ -1,7 +1,8 @@
 // OpenBLAS kernel selection. Debian's OpenBLAS is built with DYNAMIC_ARCH: it picks its kernels
 // from the CPU model when the library loads. Virtual machines often mask the model ("Intel Xeon
 // Processor"), and OpenBLAS then falls back to its SSE3 (Prescott) kernels: about a fifth of the
-// speed of the AVX-512 ones on the GPU hosts (213 GFLOP/s for a 512x4096x4096 sgemm on 16 cores).
+// speed of the AVX-512 ones on a 16-core AVX-512 Xeon (213 instead of 1025 GFLOP/s for a
+// 512x4096x4096 sgemm; docs/benchmarks.md).
 // The choice can only be overridden with OPENBLAS_CORETYPE before the library loads, so
 // executables call reexec_with_blas_coretype() first thing in main().
 #pragma once

@@ -46,8 +46,8 @@ class CublasHandle {
 };
 
 // A grow-only device scratch buffer owned by one backend and used on its stream only. It grows to
-// the largest request seen and is then reused, so after the first steps of a run no op allocates
-// (DESIGN.md: nothing is cudaMalloc'ed inside the loop).
+// the largest request seen and is then reused, so after the first steps of a run no op allocates:
+// nothing is cudaMalloc'ed inside the generation loop (docs/architecture.md, "Backends").
 class Workspace {
  public:
   explicit Workspace(int device) : device_(device) {}

@@ -3,6 +3,22 @@
 #include "runtime/core/error.h"
 
 namespace tiergen {
+namespace {
+
+// config.json's layer count against the checkpoint, before any per-layer structure is built: a
+// config that claims more layers than the checkpoint holds is named here, not after allocating them.
+void check_layer_count(const ModelSpec& spec, const ArchitectureNames& names, const WeightSource& weights,
+                       const std::filesystem::path& config) {
+  auto has_layer = [&](int64_t i) { return weights.contains(names.layer(i).o + ".weight"); };
+  if (has_layer(spec.num_layers - 1)) return;
+  int64_t present = 0;  // num_layers is bounded by the config parser, so this loop is short
+  while (present < spec.num_layers && has_layer(present)) ++present;
+  throw FormatError(config.string() + ": the config says " + std::to_string(spec.num_layers) +
+                    " decoder layers, but the checkpoint in '" + weights.describe() + "' holds " + std::to_string(present) + " (no '" +
+                    names.layer(present).o + ".weight')");
+}
+
+}  // namespace
 
 Model::Model(const ModelSpec& spec, WeightSource& weights)
     : spec_(spec), names_(architecture_names(spec_)), source_(weights.describe()) {
@@ -15,6 +31,7 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir) {
     throw NotFoundError("model folder '" + dir.string() + "' does not exist or is not a directory");
   ModelSpec spec = load_model_config(dir / "config.json");
   auto weights = checkpoint_weights(Checkpoint::open(dir));
+  check_layer_count(spec, architecture_names(spec), *weights, dir / "config.json");
   return std::make_unique<Model>(spec, *weights);
 }
 

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "runtime/core/error.h"
+#include "runtime/generate/run_plan.h"
 
 namespace tiergen {
 
@@ -25,27 +26,11 @@ Generator::Generator(Stage& stage, const Tokenizer* tokenizer, int64_t max_batch
 }
 
 std::vector<Result> Generator::generate(const std::vector<Request>& requests, GenerateStats* stats) {
-  for (size_t i = 0; i < requests.size(); ++i) {
-    const Request& r = requests[i];
-    if (r.input_ids.empty()) throw InvalidArgumentError("prompt " + std::to_string(i) + " has no tokens");
-    if (r.max_new_tokens < 0)
-      throw InvalidArgumentError("max new tokens must be >= 0, got " + std::to_string(r.max_new_tokens));
-    const ModelSpec& spec = stage_.model().spec();
-    const int64_t total = static_cast<int64_t>(r.input_ids.size()) + r.max_new_tokens;
-    // Learned position tables end: refuse up front rather than fail halfway through a batch.
-    if (spec.position == PositionKind::Learned && total > spec.max_position_embeddings)
-      throw InvalidArgumentError("prompt " + std::to_string(i) + ": " + std::to_string(r.input_ids.size()) +
-                                 " prompt tokens + " + std::to_string(r.max_new_tokens) +
-                                 " new tokens exceed the model's " + std::to_string(spec.max_position_embeddings) +
-                                 " positions");
-    for (int32_t id : r.input_ids)
-      if (id < 0 || id >= spec.vocab_size)
-        throw InvalidArgumentError("prompt " + std::to_string(i) + ": token id " + std::to_string(id) +
-                                   " is outside the model's vocabulary [0, " + std::to_string(spec.vocab_size) + ")");
-    if (!r.stop_strings.empty() && !tokenizer_)
-      throw InvalidArgumentError("stop strings need a tokenizer to decode the output");
-    validate(r.sampling);
-  }
+  validate_requests(stage_.model().spec(), requests, tokenizer_ != nullptr);
+  if (requests.empty()) return {};
+  // One cache for the whole run, sized by what its requests can use (the plan the CLI checked).
+  const RunShape shape = run_shape(requests, max_batch_);
+  stage_.allocate_cache(shape.cache_slots, shape.cache_capacity);
   std::vector<Result> out(requests.size());
   GenerateStats local;
   for (size_t b = 0; b < requests.size(); b += static_cast<size_t>(max_batch_))
@@ -57,18 +42,22 @@ std::vector<Result> Generator::generate(const std::vector<Request>& requests, Ge
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// Output text, special tokens skipped. Ids the tokenizer lacks (a model's vocabulary is often padded
+// past the tokenizer's) decode to nothing, as in Hugging Face tokenizers, rather than ending the run.
+std::string decode_output(const Tokenizer& tok, const std::vector<int32_t>& ids) {
+  std::vector<int32_t> known;
+  known.reserve(ids.size());
+  for (int32_t id : ids)
+    if (tok.id_to_token(id)) known.push_back(id);
+  return tok.decode(known, /*skip_special_tokens=*/true);
+}
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 }  // namespace
 
 void Generator::run_block(const std::vector<Request>& requests, size_t begin, size_t end, std::vector<Result>& out,
                           GenerateStats& stats) {
-  const int64_t n = static_cast<int64_t>(end - begin);
-  int64_t capacity = 1;
-  for (size_t i = begin; i < end; ++i)
-    capacity =
-        std::max<int64_t>(capacity, static_cast<int64_t>(requests[i].input_ids.size()) + requests[i].max_new_tokens);
-  stage_.allocate_cache(std::max(stage_.cache_slots(), n), std::max(stage_.cache_capacity(), capacity));
   kernels::Backend& be = stage_.backend();
   const ModelSpec& spec = stage_.model().spec();
 
@@ -131,7 +120,7 @@ void Generator::run_block(const std::vector<Request>& requests, size_t begin, si
       // text every step (stop strings, streaming), else once, when the sequence ends.
       const bool last = l.done || static_cast<int64_t>(res.output_ids.size()) >= req.max_new_tokens;
       if (tokenizer_ && (last || !req.stop_strings.empty() || on_token))
-        res.text = tokenizer_->decode(res.output_ids, /*skip_special_tokens=*/true);
+        res.text = decode_output(*tokenizer_, res.output_ids);
       for (const std::string& stop : req.stop_strings) {
         const size_t at = res.text.find(stop);
         if (!stop.empty() && at != std::string::npos) {

@@ -14,6 +14,15 @@ namespace {
 
 using json_fields::Fields;
 
+// Bounds far past every published model (Llama-3.1-405B: 126 layers, hidden 16384, MLP 53248, 128k
+// vocabulary) that stop a corrupt config.json from sizing gigabytes of per-layer structures before
+// the checkpoint can contradict it.
+constexpr int64_t kMaxLayers = 1024;
+constexpr int64_t kMaxHeads = 4096;
+constexpr int64_t kMaxWidth = int64_t{1} << 20;
+constexpr int64_t kMaxVocab = int64_t{1} << 24;
+constexpr int64_t kMaxPositions = int64_t{1} << 24;
+
 constexpr const char* kSupportedModelTypes = "opt, llama, mistral, qwen2, bloom";
 
 // transformers' ACT2FN names, restricted to what the kernels implement. "gelu" is the exact (erf)
@@ -62,15 +71,15 @@ void set_heads(const Fields& f, ModelSpec& s, const char* heads_key, int64_t kv_
 
 void parse_opt(const Fields& f, ModelSpec& s) {
   s.family = Family::Opt;
-  s.vocab_size = f.positive_int("vocab_size");
-  s.hidden_size = f.positive_int("hidden_size");
-  s.num_layers = f.positive_int("num_hidden_layers");
-  s.num_heads = f.positive_int("num_attention_heads");
-  s.intermediate_size = f.positive_int("ffn_dim");
-  s.max_position_embeddings = f.positive_int("max_position_embeddings");
+  s.vocab_size = f.positive_int("vocab_size", kMaxVocab);
+  s.hidden_size = f.positive_int("hidden_size", kMaxWidth);
+  s.num_layers = f.positive_int("num_hidden_layers", kMaxLayers);
+  s.num_heads = f.positive_int("num_attention_heads", kMaxHeads);
+  s.intermediate_size = f.positive_int("ffn_dim", kMaxWidth);
+  s.max_position_embeddings = f.positive_int("max_position_embeddings", kMaxPositions);
   set_heads(f, s, "num_attention_heads", s.num_heads, std::nullopt);
   // opt-350m embeds at 512 and projects in/out of the 1024-wide decoder.
-  s.word_embed_proj_dim = f.positive_int_or("word_embed_proj_dim", s.hidden_size);
+  s.word_embed_proj_dim = f.positive_int_or("word_embed_proj_dim", s.hidden_size, kMaxWidth);
 
   s.norm = NormKind::LayerNorm;
   s.norm_eps = 1e-5;  // OPT uses nn.LayerNorm's default; the config has no epsilon
@@ -169,20 +178,20 @@ std::optional<int64_t> sliding_window(const Fields& f) {
 // Llama, Mistral and Qwen2 share one decoder: RMSNorm, RoPE, SwiGLU. They differ in biases and in
 // the transformers defaults for kv heads and sliding windows.
 void parse_rope_decoder(const Fields& f, ModelSpec& s) {
-  s.vocab_size = f.positive_int("vocab_size");
-  s.hidden_size = f.positive_int("hidden_size");
-  s.num_layers = f.positive_int("num_hidden_layers");
-  s.num_heads = f.positive_int("num_attention_heads");
-  s.intermediate_size = f.positive_int("intermediate_size");
-  s.max_position_embeddings = f.positive_int("max_position_embeddings");
+  s.vocab_size = f.positive_int("vocab_size", kMaxVocab);
+  s.hidden_size = f.positive_int("hidden_size", kMaxWidth);
+  s.num_layers = f.positive_int("num_hidden_layers", kMaxLayers);
+  s.num_heads = f.positive_int("num_attention_heads", kMaxHeads);
+  s.intermediate_size = f.positive_int("intermediate_size", kMaxWidth);
+  s.max_position_embeddings = f.positive_int("max_position_embeddings", kMaxPositions);
   s.word_embed_proj_dim = s.hidden_size;
 
   // Absent num_key_value_heads takes the class default (Mistral 8, Qwen2 32); null means "= heads".
   int64_t kv_default = s.family == Family::Mistral ? 8 : s.family == Family::Qwen2 ? 32 : s.num_heads;
   int64_t kv_heads =
-      f.written("num_key_value_heads") ? f.positive_int_or("num_key_value_heads", s.num_heads) : kv_default;
+      f.written("num_key_value_heads") ? f.positive_int_or("num_key_value_heads", s.num_heads, kMaxHeads) : kv_default;
   std::optional<int64_t> head_dim;
-  if (f.has("head_dim")) head_dim = f.positive_int("head_dim");
+  if (f.has("head_dim")) head_dim = f.positive_int("head_dim", kMaxWidth);
   set_heads(f, s, "num_attention_heads", kv_heads, head_dim);
 
   s.norm = NormKind::RmsNorm;
@@ -227,15 +236,15 @@ void parse_rope_decoder(const Fields& f, ModelSpec& s) {
 
 void parse_bloom(const Fields& f, ModelSpec& s) {
   s.family = Family::Bloom;
-  s.vocab_size = f.positive_int("vocab_size");
+  s.vocab_size = f.positive_int("vocab_size", kMaxVocab);
   // BloomConfig: a legacy `n_embed` overrides hidden_size; num_hidden_layers / num_attention_heads
   // are attribute_map aliases of n_layer / n_head, set after them, so they win when both appear.
   const char* hidden_key = f.written("n_embed") ? "n_embed" : "hidden_size";
   const char* layers_key = f.written("num_hidden_layers") ? "num_hidden_layers" : "n_layer";
   const char* heads_key = f.written("num_attention_heads") ? "num_attention_heads" : "n_head";
-  s.hidden_size = f.positive_int(hidden_key);
-  s.num_layers = f.positive_int(layers_key);
-  s.num_heads = f.positive_int(heads_key);
+  s.hidden_size = f.positive_int(hidden_key, kMaxWidth);
+  s.num_layers = f.positive_int(layers_key, kMaxLayers);
+  s.num_heads = f.positive_int(heads_key, kMaxHeads);
   s.intermediate_size = 4 * s.hidden_size;  // BloomMLP: dense_h_to_4h
   s.max_position_embeddings = 0;            // ALiBi: no position table, no trained limit in config
   s.word_embed_proj_dim = s.hidden_size;

@@ -80,15 +80,18 @@ const Json* Fields::require(std::string_view key, const char* expected) const {
   return &*it;
 }
 
-int64_t Fields::positive_int(std::string_view key) const {
+int64_t Fields::positive_int(std::string_view key, int64_t max) const {
   const Json* v = require(key, "a positive integer");
   auto n = as_int64(*v);
   if (!n || *n <= 0) wrong_type(key, "a positive integer", *v);
+  if (*n > max)
+    fail(key, "is " + std::to_string(*n) + ", beyond what any supported model has (at most " + std::to_string(max) +
+                  "): the file is corrupt or not this model's");
   return *n;
 }
 
-int64_t Fields::positive_int_or(std::string_view key, int64_t fallback) const {
-  return has(key) ? positive_int(key) : fallback;
+int64_t Fields::positive_int_or(std::string_view key, int64_t fallback, int64_t max) const {
+  return has(key) ? positive_int(key, max) : fallback;
 }
 
 std::optional<int64_t> Fields::optional_int(std::string_view key) const {

@@ -34,8 +34,9 @@ class Fields {
   bool written(std::string_view key) const { return obj_->contains(key); }
   bool empty() const { return obj_->empty(); }
 
-  int64_t positive_int(std::string_view key) const;  // required
-  int64_t positive_int_or(std::string_view key, int64_t fallback) const;
+  // Required; at most `max` (a bound that keeps a corrupt value from sizing huge structures).
+  int64_t positive_int(std::string_view key, int64_t max = INT64_MAX) const;
+  int64_t positive_int_or(std::string_view key, int64_t fallback, int64_t max = INT64_MAX) const;
   std::optional<int64_t> optional_int(std::string_view key) const;
   double number_or(std::string_view key, double fallback) const;
   double positive_number(std::string_view key) const;  // required

@@ -49,6 +49,8 @@ BpeModel::BpeModel(const json& j, const Where& where) : origin_(where.origin()) 
 
   const Where vw = where["vocab"];
   const json& vocab = require_object(require_field(j, "vocab", where), vw);
+  // An empty vocabulary would load, encode nothing, and fail only when the first output is decoded.
+  if (vocab.empty()) vw.fail("is empty: a tokenizer needs at least one token");
   vocab_.reserve(vocab.size());
   vocab_r_.reserve(vocab.size());
   for (const auto& [token, id_json] : vocab.items()) {

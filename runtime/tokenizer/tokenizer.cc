@@ -220,6 +220,8 @@ std::optional<std::string> Tokenizer::id_to_token(int32_t id) const {
   return std::nullopt;
 }
 
+const std::string& Tokenizer::origin() const { return impl_->origin; }
+
 bool Tokenizer::is_special(int32_t id) const {
   const tok::AddedToken* t = impl_->added.token(id);
   return t != nullptr && impl_->added.is_special_content(t->content);

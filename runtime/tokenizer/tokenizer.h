@@ -33,6 +33,8 @@ class Tokenizer {
   std::optional<int32_t> token_to_id(std::string_view token) const;
   std::optional<std::string> id_to_token(int32_t id) const;
   bool is_special(int32_t id) const;
+  // The file (or origin) it was loaded from, for error messages.
+  const std::string& origin() const;
 
   struct Impl;
 

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <ostream>
 #include <random>
 #include <sstream>
 #include <string>
@@ -179,6 +180,12 @@ struct LinearCase {
   bool bias;
 };
 
+// What gtest prints for GetParam(), e.g. {in=F16, out=F32, bias=true}.
+void PrintTo(const LinearCase& c, std::ostream* os) {
+  *os << "{in=" << dtype_name(c.in) << ", out=" << dtype_name(c.out) << ", bias=" << (c.bias ? "true" : "false")
+      << "}";
+}
+
 std::string linear_name(const ::testing::TestParamInfo<LinearCase>& info) {
   const LinearCase& c = info.param;
   return std::string(dtype_name(c.in)) + "_out" + dtype_name(c.out) + (c.bias ? "_bias" : "_nobias");
@@ -261,6 +268,11 @@ INSTANTIATE_TEST_SUITE_P(
 struct RmsCase {
   DType x, w, out;
 };
+
+// What gtest prints for GetParam(), e.g. {x=BF16, w=F32, out=BF16}.
+void PrintTo(const RmsCase& c, std::ostream* os) {
+  *os << "{x=" << dtype_name(c.x) << ", w=" << dtype_name(c.w) << ", out=" << dtype_name(c.out) << "}";
+}
 
 std::string rms_name(const ::testing::TestParamInfo<RmsCase>& info) {
   const RmsCase& c = info.param;

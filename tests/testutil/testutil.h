@@ -8,7 +8,7 @@
 
 namespace tiergen::testing {
 
-// tests/data in the source tree (a copy of ../shared/testdata).
+// tests/data in the source tree: reference outputs of Hugging Face transformers (tests/data/README.md).
 std::filesystem::path data_dir();
 std::filesystem::path hf_model_dir(const std::string& name);  // tests/data/hf-reference/models/NAME
 std::filesystem::path source_dir();

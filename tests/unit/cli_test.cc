@@ -1,36 +1,18 @@
 // The `tiergen` executable end to end: outputs a tool can parse, and bad input ending in one clear
 // error line with a non-zero exit (never a crash or a stack dump).
-#include <sys/wait.h>
-
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "tests/testutil/cli.h"
 #include "tests/testutil/testutil.h"
 
 namespace tiergen {
 namespace {
 
-struct CliRun {
-  int status = -1;
-  std::string out, err;
-};
-
-// Runs tiergen with `args` (shell words, already quoted), stdin from `input`.
-CliRun tiergen(const std::string& args, const std::string& input = "") {
-  testing::TempDir tmp;
-  testing::write_file(tmp / "in", input);
-  const std::string cmd = std::string(TIERGEN_BINARY) + " " + args + " <" + (tmp / "in").string() + " >" +
-                          (tmp / "out").string() + " 2>" + (tmp / "err").string();
-  CliRun r;
-  const int raw = std::system(cmd.c_str());
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
-  r.out = testing::read_file(tmp / "out");
-  r.err = testing::read_file(tmp / "err");
-  return r;
-}
-
-std::string model() { return (testing::source_dir() / "models" / "fortune-tiny").string(); }
+using testing::CliRun;
+CliRun tiergen(const std::string& args, const std::string& input = "") { return testing::run_tiergen(args, input); }
+std::string model() { return testing::demo_model(); }
 
 // Exactly one line on stderr, starting "tiergen: error:" and containing `what`.
 void expect_one_error_line(const CliRun& r, int status, const std::string& what) {
@@ -98,9 +80,13 @@ TEST(Cli, TokenizeAndDetokenizeRoundTrip) {
   ASSERT_FALSE(ids.empty());
   std::string list;
   for (const auto& id : ids) list += (list.empty() ? "" : ",") + std::to_string(id.get<int>());
+  // tokenize adds the BOS token (as generate does); detokenize shows it unless told to skip it.
   const CliRun d = tiergen("detokenize --model " + model() + " " + list);
   ASSERT_EQ(d.status, 0) << d.err;
-  EXPECT_EQ(d.out, "Hello world\n");
+  EXPECT_EQ(d.out, "<|begin_of_text|>Hello world\n");
+  const CliRun skip = tiergen("detokenize --skip-special-tokens --model " + model() + " " + list);
+  ASSERT_EQ(skip.status, 0) << skip.err;
+  EXPECT_EQ(skip.out, "Hello world\n");
 }
 
 TEST(Cli, InfoDescribesTheModel) {
@@ -127,8 +113,8 @@ TEST(Cli, BenchPrintsFlexGenLinesAndJson) {
       EXPECT_GT(j.at("total_tokens_per_s").get<double>(), 0.0);
     }
   EXPECT_EQ(batches, (std::vector<int>{1, 2}));
-  expect_one_error_line(tiergen("bench --dummy opt-125m --prompt-len 2047 --gen-len 4"), 2, "2048 positions");
-  expect_one_error_line(tiergen("bench --device cuda --dummy opt-125m"), 1, "only the CPU engine");
+  expect_one_error_line(tiergen("bench --dummy opt-125m --prompt-len 2047 --gen-len 4"), 2, "context of 2048 tokens");
+  expect_one_error_line(tiergen("bench --device cuda --dummy opt-125m"), 4, "only the CPU engine");
 }
 
 TEST(Cli, BadUsageIsOneLineExit2) {

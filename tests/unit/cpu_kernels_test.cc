@@ -1,8 +1,13 @@
 // Conformance of the CPU kernels (the reference backend) against naive double-precision loops,
 // over a grid of shapes with odd sizes, for every weight dtype and both GEMM paths (row-at-a-time
 // for small M, converted panels + sgemm for large M). NaN fails outright.
+#include <cctype>
 #include <cmath>
+#include <ostream>
 #include <random>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "kernels/backend.h"
 #include "runtime/core/error.h"
@@ -34,7 +39,41 @@ void expect_close(const Tensor& out, const std::vector<double>& ref, const std::
   }
 }
 
-class LinearTest : public ::testing::TestWithParam<std::tuple<DType, int64_t, int64_t, int64_t, bool>> {};
+// out (M, N) = x (M, K) · w (N, K)^T [+ b (N)], w and b in dtype `wt`.
+struct LinearParam {
+  DType wt;
+  int64_t M, N, K;
+  bool bias;
+};
+
+// What gtest prints for GetParam() (--gtest_list_tests, failure messages): one line.
+void PrintTo(const LinearParam& p, std::ostream* os) {
+  *os << "{wt=" << dtype_name(p.wt) << ", M=" << p.M << ", N=" << p.N << ", K=" << p.K
+      << ", bias=" << (p.bias ? "true" : "false") << "}";
+}
+
+// The test name suffix, e.g. m17_n130_k64_bf16_bias: [A-Za-z0-9_] only, as gtest requires.
+std::string linear_param_name(const ::testing::TestParamInfo<LinearParam>& info) {
+  const LinearParam& p = info.param;
+  std::string dt = dtype_name(p.wt);
+  for (char& c : dt) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::ostringstream name;
+  name << "m" << p.M << "_n" << p.N << "_k" << p.K << "_" << dt << (p.bias ? "_bias" : "_nobias");
+  return name.str();
+}
+
+// Every dtype x M (both GEMM paths) x N x K, with and without a bias.
+std::vector<LinearParam> linear_grid() {
+  std::vector<LinearParam> grid;
+  for (DType wt : {DType::F32, DType::F16, DType::BF16})
+    for (int64_t M : {1, 3, 8, 9, 67})
+      for (int64_t N : {1, 5, 130})
+        for (int64_t K : {1, 7, 64, 301})
+          for (bool bias : {false, true}) grid.push_back({wt, M, N, K, bias});
+  return grid;
+}
+
+class LinearTest : public ::testing::TestWithParam<LinearParam> {};
 
 TEST_P(LinearTest, MatchesNaive) {
   const auto [wt, M, N, K, bias] = GetParam();
@@ -60,12 +99,7 @@ TEST_P(LinearTest, MatchesNaive) {
   expect_close(out, ref, scale, static_cast<double>(K));
 }
 
-INSTANTIATE_TEST_SUITE_P(Grid, LinearTest,
-                         ::testing::Combine(::testing::Values(DType::F32, DType::F16, DType::BF16),
-                                            ::testing::Values(1, 3, 8, 9, 67),  // M: both paths
-                                            ::testing::Values(1, 5, 130),       // N
-                                            ::testing::Values(1, 7, 64, 301),   // K
-                                            ::testing::Bool()));
+INSTANTIATE_TEST_SUITE_P(Grid, LinearTest, ::testing::ValuesIn(linear_grid()), linear_param_name);
 
 TEST(CpuKernels, LinearRejectsShapeMismatch) {
   auto be = kernels::make_cpu_backend();

@@ -95,7 +95,8 @@ TEST_F(GeneratorTest, RejectsBadRequests) {
   Request bad = req("x", 3);
   bad.input_ids.push_back(1 << 20);
   EXPECT_THROW_WITH(run({bad}), InvalidArgumentError, "outside the model's vocabulary");
-  // Learned positions (OPT) end at max_position_embeddings: refused before any work is done.
+  // Every family's context ends at max_position_embeddings (OPT's learned table, Llama's RoPE):
+  // refused before any work is done.
   auto opt = Model::load(testing::hf_model_dir("opt-tiny"));
   auto be = kernels::make_cpu_backend();
   Stage stage(*opt, *be);
@@ -103,7 +104,10 @@ TEST_F(GeneratorTest, RejectsBadRequests) {
   Request longer;
   longer.input_ids = std::vector<int32_t>(250, 5);
   longer.max_new_tokens = 10;  // 260 > 256 positions
-  EXPECT_THROW_WITH(gen.generate({longer}), InvalidArgumentError, "exceed the model's 256 positions");
+  EXPECT_THROW_WITH(gen.generate({longer}), InvalidArgumentError,
+                    "prompt 0: 250 prompt tokens + 10 new tokens exceed the model's context of 256 tokens (at most 6");
+  Request rope = req("x", 600);  // fortune-tiny (RoPE) has 512 positions
+  EXPECT_THROW_WITH(run({rope}), InvalidArgumentError, "exceed the model's context of 512 tokens");
   Request neg = req("x", -1);
   EXPECT_THROW_WITH(run({neg}), InvalidArgumentError, "max new tokens");
 }

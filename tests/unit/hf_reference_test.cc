@@ -5,6 +5,7 @@
 #include <fstream>
 #include <map>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "kernels/backend.h"
@@ -96,7 +97,9 @@ class HfReference : public ::testing::TestWithParam<std::string> {
   }
 
   void check(const Out& out, size_t i) {
-    const std::string p = "p" + std::to_string(i) + ".";
+    // fmt rather than `"p" + std::to_string(i)`: GCC 12 reports a bogus -Wrestrict inside the
+    // inlined operator+(const char*, std::string&&) (GCC bugs 105329 / 105651).
+    const std::string p = fmt::format("p{}.", i);
     EXPECT_LT(rel_error(out.logits, expected(p + "logits")), kRelTol) << "prompt " << i << " logits";
     EXPECT_EQ(static_cast<int64_t>(out.hidden.size()), model_->spec().num_layers + 1);
     for (const auto& [index, h] : out.hidden)
@@ -126,7 +129,7 @@ class HfReference : public ::testing::TestWithParam<std::string> {
 
 TEST_P(HfReference, InputIdsMatchExpected) {
   for (size_t i = 0; i < cases_.size(); ++i) {
-    Tensor ids = expected_->tensor("p" + std::to_string(i) + ".input_ids");
+    Tensor ids = expected_->tensor(fmt::format("p{}.input_ids", i));  // see check(): GCC -Wrestrict
     ASSERT_EQ(ids.numel(), static_cast<int64_t>(cases_[i].ids.size()));
     for (int64_t t = 0; t < ids.numel(); ++t) EXPECT_EQ(ids.data<int64_t>()[t], cases_[i].ids[t]);
   }

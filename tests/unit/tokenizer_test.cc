@@ -9,6 +9,8 @@
 #include <chrono>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <ostream>
+#include <string_view>
 #include <thread>
 
 #include "runtime/core/error.h"
@@ -41,6 +43,31 @@ std::string case_name(std::string s) {
   return s;
 }
 
+// `s` as a one-line literal, cut to 40 bytes, for what gtest prints as GetParam(): its own
+// printer for std::string adds a second "As Text" line for UTF-8, which would split a
+// --gtest_list_tests line; bytes outside printable ASCII come out as \xNN.
+std::string one_line(std::string_view s) {
+  constexpr size_t kMax = 40;
+  std::string out(1, '"');
+  for (size_t i = 0; i < s.size() && i < kMax; ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      constexpr char kHex[] = "0123456789ABCDEF";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  out += '"';
+  if (s.size() > kMax) out += "...";
+  return out;
+}
+
 // ---- tests/data/hf-reference/tokenizers/expected.json ----
 
 struct ReferenceCase {
@@ -50,6 +77,10 @@ struct ReferenceCase {
   std::vector<int32_t> ids;
   std::string decoded;
 };
+
+void PrintTo(const ReferenceCase& c, std::ostream* os) {
+  *os << "{tokenizer=" << c.tokenizer << ", text=" << one_line(c.text) << ", " << c.ids.size() << " ids}";
+}
 
 std::vector<ReferenceCase> reference_cases() {
   const json doc = json::parse(tt::read_file(reference_tokenizers_dir() / "expected.json"));
@@ -90,6 +121,11 @@ struct ModelPromptCase {
   std::string prompt;
   std::vector<int32_t> input_ids;
 };
+
+void PrintTo(const ModelPromptCase& c, std::ostream* os) {
+  *os << "{model=" << c.dir.filename().string() << ", prompt=" << one_line(c.prompt) << ", "
+      << c.input_ids.size() << " ids}";
+}
 
 std::vector<ModelPromptCase> model_prompt_cases() {
   std::vector<ModelPromptCase> cases;

@@ -1,0 +1,112 @@
+#include "runtime/generate/run_plan.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "runtime/core/error.h"
+#include "runtime/core/units.h"
+
+namespace tiergen {
+
+void check_context(const ModelSpec& spec, int64_t prompt, int64_t max_new_tokens, const std::string& which) {
+  // Past the trained context a learned position table ends and RoPE extrapolates into garbage:
+  // refuse up front rather than fail (or degrade) halfway through a batch.
+  if (spec.max_position_embeddings <= 0 || max_new_tokens <= spec.max_position_embeddings - prompt) return;
+  const int64_t room = spec.max_position_embeddings - prompt;
+  throw InvalidArgumentError(which + ": " + std::to_string(prompt) + " prompt tokens + " +
+                             std::to_string(max_new_tokens) + " new tokens exceed the model's context of " +
+                             std::to_string(spec.max_position_embeddings) + " tokens" +
+                             (room > 0 ? " (at most " + std::to_string(room) + " new tokens fit: lower --max-new-tokens)"
+                                       : " (the prompt alone fills it: shorten the prompt)"));
+}
+
+void validate_requests(const ModelSpec& spec, std::span<const Request> requests, bool have_tokenizer) {
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const Request& r = requests[i];
+    const std::string which = "prompt " + std::to_string(i);
+    if (r.input_ids.empty()) throw InvalidArgumentError(which + " has no tokens");
+    if (r.max_new_tokens < 0)
+      throw InvalidArgumentError(which + ": max new tokens must be >= 0, got " + std::to_string(r.max_new_tokens));
+    check_context(spec, static_cast<int64_t>(r.input_ids.size()), r.max_new_tokens, which);
+    for (int32_t id : r.input_ids)
+      if (id < 0 || id >= spec.vocab_size)
+        throw InvalidArgumentError(which + ": token id " + std::to_string(id) +
+                                   " is outside the model's vocabulary [0, " + std::to_string(spec.vocab_size) + ")");
+    if (!r.stop_strings.empty() && !have_tokenizer)
+      throw InvalidArgumentError(which + ": stop strings need a tokenizer to decode the output");
+    validate(r.sampling);
+  }
+}
+
+void check_tokenizer(const Tokenizer& tokenizer, const ModelSpec& spec) {
+  if (tokenizer.vocab_size() > spec.vocab_size)
+    throw FormatError(tokenizer.origin() + ": token ids go up to " + std::to_string(tokenizer.vocab_size() - 1) +
+                      ", beyond the model's vocabulary of " + std::to_string(spec.vocab_size) +
+                      " (config.json vocab_size): this tokenizer is not the model's");
+}
+
+RunShape run_shape(std::span<const Request> requests, int64_t max_batch) {
+  if (max_batch <= 0) throw InvalidArgumentError("batch size must be positive, got " + std::to_string(max_batch));
+  RunShape s;
+  const size_t step = static_cast<size_t>(max_batch);
+  for (size_t b = 0; b < requests.size(); b += step) {
+    const size_t e = std::min(requests.size(), b + step);
+    int64_t prompt_tokens = 0;
+    for (size_t i = b; i < e; ++i) {
+      const int64_t prompt = static_cast<int64_t>(requests[i].input_ids.size());
+      prompt_tokens += prompt;
+      // Saturating: an absurd max_new_tokens must reach the memory check as "too much", not wrap.
+      const int64_t room = std::numeric_limits<int64_t>::max() - prompt;
+      s.cache_capacity = std::max(s.cache_capacity, prompt + std::min(requests[i].max_new_tokens, room));
+    }
+    s.cache_slots = std::max<int64_t>(s.cache_slots, static_cast<int64_t>(e - b));
+    s.max_step_tokens = std::max(s.max_step_tokens, prompt_tokens);
+    s.max_logit_rows = std::max<int64_t>(s.max_logit_rows, static_cast<int64_t>(e - b));
+  }
+  return s;
+}
+
+namespace {
+
+// a * b * c in 64 bits, saturating instead of wrapping.
+uint64_t mul_sat(uint64_t a, uint64_t b, uint64_t c = 1) {
+  uint64_t ab = 0, abc = 0;
+  if (__builtin_mul_overflow(a, b, &ab) || __builtin_mul_overflow(ab, c, &abc))
+    return std::numeric_limits<uint64_t>::max();
+  return abc;
+}
+
+std::string count(int64_t n, const char* noun) { return std::to_string(n) + " " + noun + (n == 1 ? "" : "s"); }
+
+uint64_t u(int64_t v) { return static_cast<uint64_t>(std::max<int64_t>(v, 0)); }
+
+}  // namespace
+
+uint64_t kv_cache_bytes(const ModelSpec& spec, int64_t slots, int64_t capacity) {
+  const uint64_t per_token = mul_sat(2 * u(spec.num_kv_heads) * u(spec.head_dim), u(spec.num_layers), 4);
+  return mul_sat(per_token, u(slots), u(capacity));
+}
+
+MemoryPlan plan_cpu_generation(const ModelSpec& spec, WeightHome weights, DType weight_dtype, const RunShape& shape) {
+  MemoryPlan plan;
+  const uint64_t weight_bytes = mul_sat(u(spec.num_params()), dtype_size(weight_dtype));
+  plan.add("weights", weights == WeightHome::Generated ? Tier::Cpu : Tier::Mmap, weight_bytes,
+           std::string(dtype_name(weight_dtype)) + ", " + std::to_string(spec.num_params()) + " parameters");
+  const uint64_t per_token = kv_cache_bytes(spec, 1, 1);
+  plan.add("KV cache", Tier::Cpu, kv_cache_bytes(spec, shape.cache_slots, shape.cache_capacity),
+           count(shape.cache_slots, "sequence") + " x " + count(shape.cache_capacity, "token") + " x " +
+               format_bytes(per_token));
+  // One decoder layer's activations in f32 at the largest step (earlier layers' are released):
+  // attention's normed input, q, k, v, its output and projection, the MLP's normed input, gate, up
+  // and output, and the hidden state itself.
+  const int64_t C = spec.hidden_size, q = spec.num_heads * spec.head_dim, kv = spec.num_kv_heads * spec.head_dim;
+  const uint64_t per_row = 4 * (5 * u(C) + 2 * u(q) + 2 * u(kv) + 2 * u(spec.intermediate_size));
+  plan.add("activations", Tier::Cpu, mul_sat(per_row, u(shape.max_step_tokens)),
+           count(shape.max_step_tokens, "token") + " in the largest step");
+  // Logits on the backend and their host copy.
+  plan.add("logits", Tier::Cpu, mul_sat(u(shape.max_logit_rows), u(spec.vocab_size), 8),
+           count(shape.max_logit_rows, "row") + " x " + std::to_string(spec.vocab_size));
+  return plan;
+}
+
+}  // namespace tiergen

@@ -1,0 +1,52 @@
+// Everything known about a generation run before it starts: whether its requests are valid for the
+// model, the KV cache and largest step it needs, and the memory that takes. The command line checks
+// these before loading weights; the Generator checks the requests again and sizes its cache from the
+// same RunShape, so the plan and the run cannot disagree.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "runtime/generate/request.h"
+#include "runtime/model/spec.h"
+#include "runtime/policy/memory_plan.h"
+#include "runtime/tokenizer/tokenizer.h"
+
+namespace tiergen {
+
+// InvalidArgumentError naming the request (by index) and the limit it breaks: no tokens, negative
+// max_new_tokens, a token id outside the vocabulary, prompt + new tokens beyond the model's context
+// (max_position_embeddings, for every family that has one), stop strings without a tokenizer, or
+// sampling parameters out of range.
+// InvalidArgumentError when `prompt` + `max_new_tokens` exceed the model's context; `which` names
+// the request in the message.
+void check_context(const ModelSpec& spec, int64_t prompt, int64_t max_new_tokens, const std::string& which);
+
+void validate_requests(const ModelSpec& spec, std::span<const Request> requests, bool have_tokenizer);
+
+// FormatError naming the tokenizer file when its ids reach past the model's vocabulary: prompts
+// would hold ids the embedding table lacks. (A model vocabulary larger than the tokenizer's is
+// common, padded to a multiple of 64; ids there decode to nothing, as in Hugging Face tokenizers.)
+void check_tokenizer(const Tokenizer& tokenizer, const ModelSpec& spec);
+
+struct RunShape {
+  int64_t cache_slots = 0;     // sequences held at once: the largest block
+  int64_t cache_capacity = 0;  // tokens per slot: the longest prompt + max_new_tokens of any request
+  int64_t max_step_tokens = 0; // rows of the largest step: a block's prefill, all its prompt tokens
+  int64_t max_logit_rows = 0;  // sequences in the largest block
+};
+
+// Requests run in blocks of `max_batch` in order (Generator::generate).
+RunShape run_shape(std::span<const Request> requests, int64_t max_batch);
+
+// Bytes of an f32 KV cache of `slots` x `capacity` tokens over all of the model's layers.
+uint64_t kv_cache_bytes(const ModelSpec& spec, int64_t slots, int64_t capacity);
+
+// Where the weights come from: generated in host memory (dummy weights) or mapped from a checkpoint.
+enum class WeightHome { Generated, Mapped };
+
+// The host memory of a CPU run: weights, KV cache, the largest step's activations and logits.
+MemoryPlan plan_cpu_generation(const ModelSpec& spec, WeightHome weights, DType weight_dtype, const RunShape& shape);
+
+}  // namespace tiergen
