@@ -7,8 +7,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "runtime/core/tensor.h"
 
@@ -19,7 +21,8 @@ enum class DeviceKind { Cpu, Cuda };
 // Pointwise activations. GeluTanh is the tanh approximation (BLOOM, gelu_new); Gelu the exact erf.
 enum class Act { Relu, Gelu, GeluTanh, Silu };
 
-// One sequence's slice of a ragged attention batch: its queries are rows
+// The CPU reference's view of one sequence in a ragged attention batch (kernels/cpu/attention.cc):
+// its queries are rows
 // [q_begin, q_begin + q_len) of q/out, its keys and values are the first kv_len rows of k and v
 // (the cache, already holding the new tokens). Query i sits at position kv_len - q_len + i and
 // attends causally to keys 0..that position.
@@ -31,12 +34,55 @@ struct AttentionSeq {
   Tensor v;  // (capacity, n_kv_heads * head_dim)
 };
 
+// The CPU reference's parameters (host slopes), as kernels/cpu/attention.cc reads them.
 struct AttentionParams {
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  float scale = 1.0f;
+  const float* alibi_slopes = nullptr;  // (n_heads) or null
+};
+
+// One forward step's batch layout, built once per step on the host (runtime/generate) and uploaded
+// once to the backend's tier (Backend::upload_step); every layer reads the uploaded copy, none
+// rebuilds it. Rows of the activations are the new tokens of all sequences, concatenated.
+struct StepPlan {
+  std::vector<int32_t> token_ids;   // (T)
+  std::vector<int32_t> positions;   // (T) position of each row in its sequence
+  std::vector<int32_t> row_slot;    // (T) KV cache slot of each row's sequence
+  std::vector<int32_t> q_begin;     // (S) first row of each sequence
+  std::vector<int32_t> q_len;       // (S) its new tokens
+  std::vector<int32_t> kv_len;      // (S) its cached tokens once this step's are written
+  std::vector<int32_t> slot;        // (S) its KV cache slot
+  std::vector<int32_t> logit_rows;  // (R) rows whose logits are wanted
+  int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
+  int64_t num_seqs() const { return static_cast<int64_t>(q_len.size()); }
+  // Appends a sequence whose new tokens follow `past_len` cached ones in KV slot `slot`; returns
+  // the row of its first new token.
+  int64_t add_sequence(std::span<const int32_t> tokens, int64_t past_len, int64_t slot);
+  int max_q_len() const;
+  int max_kv_len() const;
+};
+
+// A StepPlan in a backend's tier: I32 tensors of the shapes above (host views on the CPU).
+struct StepTensors {
+  const StepPlan* plan = nullptr;  // the host copy (sizes, maxima, CPU reads)
+  Tensor token_ids, positions, row_slot, q_begin, q_len, kv_len, slot, logit_rows;
+};
+
+// One layer's KV cache: K and V of (slots * capacity, n_kv_heads * head_dim) in the cache dtype;
+// slot s holds rows [s * capacity, (s + 1) * capacity).
+struct LayerKv {
+  Tensor k, v;
+  int64_t capacity = 0;
+};
+
+struct AttentionShape {
   int n_heads = 0;
   int n_kv_heads = 0;  // n_heads % n_kv_heads == 0 (GQA / MQA when smaller)
   int head_dim = 0;
-  float scale = 1.0f;                   // applied to q·k
-  const float* alibi_slopes = nullptr;  // (n_heads) or null: adds slope_h * key_position to scores
+  float scale = 1.0f;   // applied to q·k
+  Tensor alibi_slopes;  // F32 (n_heads) in the backend's tier, or undefined: adds slope_h * key_position
 };
 
 class Backend {
@@ -46,24 +92,35 @@ class Backend {
   virtual std::string name() const = 0;
 
   // ---- memory ----
-  // A zero-filled tensor in this backend's tier.
+  // A zero-filled tensor in this backend's tier (caches, weights: what lives long).
   virtual Tensor alloc(Shape shape, DType dtype) = 0;
+  // An uninitialised activation in this backend's tier, from memory reused across steps: after the
+  // first step of a block shape nothing is allocated from the system (no cudaMalloc in the loop).
+  virtual Tensor scratch(Shape shape, DType dtype) = 0;
   // dst = src, same dtype and element count; either side may be host or this backend's tier.
   virtual void copy(Tensor& dst, const Tensor& src) = 0;
   // Waits for all work queued on this backend (a no-op on CPU).
   virtual void synchronize() = 0;
+  // Free bytes of the backend's own memory (the GPU's), or nothing where it is the host's.
+  virtual std::optional<uint64_t> free_memory() const { return std::nullopt; }
+  // The most of its own memory the process has held at once (GPU), or nothing on the host.
+  virtual std::optional<uint64_t> peak_memory() const { return std::nullopt; }
+  // The step's layout in this backend's tier, uploaded once (one copy on the GPU).
+  virtual StepTensors upload_step(const StepPlan& plan) = 0;
+  // A host tensor's copy in this backend's tier, converted to `dtype` (weights, tables).
+  Tensor upload(const Tensor& host, DType dtype);
 
   // ---- ops ----
   // out (M, N) = x (M, K) · w (N, K)^T + bias (N), accumulated in f32.
-  // CPU: x, out f32; w f32, f16 or bf16. CUDA: x and w f16 or bf16 (same), out that dtype or f32.
+  // CPU: x, out f32; w f32, f16 or bf16. CUDA: x and w of one dtype, out that dtype or f32.
   virtual void linear(Tensor& out, const Tensor& x, const Tensor& w, const Tensor* bias) = 0;
   // out (M, C) = x / sqrt(mean(x^2) + eps) * w (C)
   virtual void rms_norm(Tensor& out, const Tensor& x, const Tensor& w, float eps) = 0;
   // out (M, C) = (x - mean) / sqrt(var + eps) * w (C) + b (C)
   virtual void layer_norm(Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b, float eps) = 0;
-  // out (T, C) = table (V, C)[ids (T)], converted to out's dtype; an id outside [0, V) is an
-  // InvalidArgumentError.
-  virtual void embedding(Tensor& out, const Tensor& table, std::span<const int32_t> ids) = 0;
+  // out (T, C) = table (V, C)[ids (T) + offset], converted to out's dtype. Ids were checked by the
+  // generator before the step (kernels do not validate them).
+  virtual void embedding(Tensor& out, const Tensor& table, const Tensor& ids, int32_t offset) = 0;
   // x (M, C) += y (M, C)
   virtual void add_(Tensor& x, const Tensor& y) = 0;
   // In place, x (M, C) = act(x).
@@ -71,13 +128,15 @@ class Backend {
   // gate (M, F) = silu(gate) * up (M, F)   (SwiGLU)
   virtual void silu_mul_(Tensor& gate, const Tensor& up) = 0;
   // Rotary embedding in place on x (T, H * head_dim), rotate-half layout (GPT-NeoX / HF Llama):
-  // for i < head_dim/2, (x_i, x_{i+half}) rotated by positions[t] * inv_freq[i].
-  virtual void rope_(Tensor& x, int head_dim, std::span<const int64_t> positions, std::span<const float> inv_freq) = 0;
-  // Scatter rows: cache (capacity, W)[row0 + t] = src (T, W)[t].
-  virtual void write_rows(Tensor& cache, int64_t row0, const Tensor& src) = 0;
-  // out (Tq, n_heads * head_dim) = causal softmax(scale * q k^T + alibi) v, per sequence.
-  virtual void attention(Tensor& out, const Tensor& q, std::span<const AttentionSeq> seqs,
-                         const AttentionParams& p) = 0;
+  // for i < head_dim/2, (x_i, x_{i+half}) rotated by positions[t] * inv_freq[i] (F32, head_dim/2).
+  virtual void rope_(Tensor& x, int head_dim, const Tensor& positions, const Tensor& inv_freq) = 0;
+  // Appends the step's keys and values (T, n_kv_heads * head_dim) at (row_slot, positions).
+  virtual void write_kv(LayerKv& cache, const Tensor& k, const Tensor& v, const StepTensors& step) = 0;
+  // out (T, n_heads * head_dim) = causal softmax(scale * q k^T + alibi) v over each sequence's cache.
+  virtual void attention(Tensor& out, const Tensor& q, const LayerKv& cache, const StepTensors& step,
+                         const AttentionShape& shape) = 0;
+  // out (R, C) = x (T, C)[step.logit_rows]
+  virtual void gather_rows(Tensor& out, const Tensor& x, const Tensor& rows) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

@@ -19,7 +19,7 @@ namespace {
 
 struct BenchArgs {
   ModelSource source;
-  std::string device = "cpu";
+  EngineOptions engine;
   std::vector<int64_t> batch_sizes = {1};
   int64_t prompt_len = 512, gen_len = 32;
   uint64_t seed = 0;
@@ -30,19 +30,18 @@ struct BenchArgs {
 
 int run_bench(BenchArgs& a) {
   apply_threads(a.threads);
-  if (a.device != "cpu")
-    throw UnsupportedError("bench --device " + a.device +
-                           ": only the CPU engine exists in this build; the GPU engine comes with the CUDA backend");
   const ModelSpec s = a.source.spec();
   const std::optional<uint64_t> budget = parse_budget(a.cpu_mem, "--cpu-mem");
   // Every run is checked (context, memory) before the weights are generated or loaded, and before
   // its prompts are made: their size is known from the flags alone.
   check_context(s, a.prompt_len, a.gen_len, "--prompt-len + --gen-len");
+  const ComputePlacement compute = a.engine.placement(s);
+  auto backend = a.engine.make_backend();
   for (int64_t bs : a.batch_sizes)
-    a.source.check_memory(s, RunShape{bs, a.prompt_len + a.gen_len, bs * a.prompt_len, bs}, budget);
-  auto model = a.source.load();
-  auto backend = kernels::make_cpu_backend();
-  Stage stage(*model, *backend);
+    a.source.check_memory(s, RunShape{bs, a.prompt_len + a.gen_len, bs * a.prompt_len, bs}, budget, compute,
+                          backend.get());
+  auto model = a.engine.load(a.source, *backend, compute);
+  Stage stage(*model, *backend, StageDtypes{compute.activations, compute.kv_cache});
   Rng rng(a.seed);
   for (int64_t bs : a.batch_sizes) {
     std::vector<Request> reqs(static_cast<size_t>(bs));
@@ -60,11 +59,16 @@ int run_bench(BenchArgs& a) {
     std::ostringstream log;
     log.setf(std::ios::fixed);
     log.precision(3);
-    log << "model: " << a.source.name() << "\tdevice: cpu ("
-        << omp_get_max_threads() << " threads)\tbatch: " << bs << "\tprompt_len: " << a.prompt_len
-        << "\tgen_len: " << a.gen_len << "\n"
+    const std::string device =
+        compute.tier == Tier::Gpu ? backend->name() : "cpu (" + std::to_string(omp_get_max_threads()) + " threads)";
+    log << "model: " << a.source.name() << "\tdevice: " << device << "\tdtype: " << dtype_name(compute.activations)
+        << "\tbatch: " << bs << "\tprompt_len: " << a.prompt_len << "\tgen_len: " << a.gen_len << "\n"
         << "model size: " << static_cast<double>(model->weight_bytes()) / gb << " GB\tcache size: " << cache_gb
-        << " GB\thidden size (p): " << static_cast<double>(bs * a.prompt_len * s.hidden_size * 4) / gb << " GB\n"
+        << " GB\thidden size (p): "
+        << static_cast<double>(bs * a.prompt_len * s.hidden_size) * dtype_size(compute.activations) / gb << " GB\n"
+        << (backend->peak_memory()
+                ? "peak gpu mem: " + std::to_string(static_cast<double>(*backend->peak_memory()) / gb) + " GB\n"
+                : std::string())
         << "prefill latency: " << st.prefill_seconds
         << " s\tprefill throughput: " << static_cast<double>(st.prompt_tokens) / st.prefill_seconds << " token/s\n"
         << "decode latency: " << st.decode_seconds
@@ -75,7 +79,8 @@ int run_bench(BenchArgs& a) {
     std::cout << log.str();
     if (a.json) {
       nlohmann::json j = {{"model", a.source.name()},
-                          {"device", "cpu"},
+                          {"device", device},
+                          {"dtype", dtype_name(compute.activations)},
                           {"threads", omp_get_max_threads()},
                           {"batch_size", bs},
                           {"prompt_len", a.prompt_len},
@@ -85,6 +90,7 @@ int run_bench(BenchArgs& a) {
                           {"prefill_tokens_per_s", static_cast<double>(st.prompt_tokens) / st.prefill_seconds},
                           {"decode_tokens_per_s", st.decode_seconds > 0 ? decode_tokens / st.decode_seconds : 0.0},
                           {"total_tokens_per_s", static_cast<double>(st.generated_tokens) / total}};
+      if (auto peak = backend->peak_memory()) j["peak_gpu_bytes"] = *peak;
       std::cout << j.dump() << "\n";
     }
     std::cout.flush();
@@ -99,7 +105,7 @@ Command add_bench(CLI::App& app) {
   CLI::App* cmd =
       app.add_subcommand("bench", "Measure prefill and decode throughput (FlexGen's metric and log format)");
   a->source.add_flags(*cmd);
-  cmd->add_option("--device", a->device, "Where to run: cpu")->check(CLI::IsMember({"cpu", "cuda"}));
+  a->engine.add_flags(*cmd);
   cmd->add_option("-b,--batch-size", a->batch_sizes, "Batch sizes to run, e.g. 1,16")
       ->delimiter(',')
       ->check(integer_in(1, 1 << 20));

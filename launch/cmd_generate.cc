@@ -3,9 +3,9 @@
 
 #include <climits>
 #include <cstdio>
-#include <limits>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -34,6 +34,7 @@ struct GenerateArgs {
   int64_t batch_size = 64;
   int threads = 0;
   std::optional<std::string> cpu_mem;
+  EngineOptions engine;
 };
 
 std::vector<std::string> read_lines(std::istream& in) {
@@ -133,10 +134,11 @@ int run_generate(GenerateArgs& a) {
   for (auto& ids : id_prompts) add(ids, "");
   // Everything about the run is checked before the weights are loaded or generated.
   validate_requests(spec, reqs, tokenizer != nullptr);
-  a.source.check_memory(spec, run_shape(reqs, a.batch_size), budget);
-  auto model = a.source.load();
-  auto backend = kernels::make_cpu_backend();
-  Stage stage(*model, *backend);
+  const ComputePlacement compute = a.engine.placement(spec);
+  auto backend = a.engine.make_backend();
+  a.source.check_memory(spec, run_shape(reqs, a.batch_size), budget, compute, backend.get());
+  auto model = a.engine.load(a.source, *backend, compute);
+  Stage stage(*model, *backend, StageDtypes{compute.activations, compute.kv_cache});
   Generator gen(stage, tokenizer.get(), a.batch_size);
   const std::vector<Result> results = gen.generate(reqs);
   for (size_t i = 0; i < results.size(); ++i) {
@@ -201,6 +203,7 @@ Command add_generate(CLI::App& app) {
   cmd->add_flag("--json", a->json, "Print one JSON object per prompt: input_ids, output_ids, text, finish_reason");
   add_threads_flag(*cmd, a->threads);
   add_memory_flags(*cmd, a->cpu_mem);
+  a->engine.add_flags(*cmd);
   cmd->get_option("--greedy")->excludes("--sample");
   return {cmd, [a] { return run_generate(*a); }};
 }

@@ -46,7 +46,24 @@ struct ModelSource {
   std::unique_ptr<Tokenizer> tokenizer(const ModelSpec& spec) const;
   // OutOfMemoryError before anything large is allocated when the run's host memory (weights
   // generated in place, KV cache, activations) exceeds what the machine has or `budget`.
-  void check_memory(const ModelSpec& spec, const RunShape& shape, std::optional<uint64_t> budget) const;
+  // A GPU run also checks the GPU's part against `gpu`'s free memory.
+  void check_memory(const ModelSpec& spec, const RunShape& shape, std::optional<uint64_t> budget,
+                    const ComputePlacement& compute, const kernels::Backend* gpu) const;
+};
+
+// --device cpu|cuda[:N] and --dtype: where a run computes and in which dtype.
+struct EngineOptions {
+  std::string device = "cpu";
+  std::optional<std::string> dtype;
+  void add_flags(CLI::App& cmd);
+  bool cuda() const { return device != "cpu"; }
+  // The compute placement for `spec`: F32 on the CPU (the only dtype it computes in); on the GPU
+  // --dtype, else the checkpoint's 16-bit type (float16 for an f32 checkpoint).
+  ComputePlacement placement(const ModelSpec& spec) const;
+  // The backend; UnsupportedError without CUDA, InvalidArgumentError for a device index out of range.
+  std::unique_ptr<kernels::Backend> make_backend() const;
+  // The source's model with its weights in the backend's tier and the compute dtype (GPU runs).
+  std::unique_ptr<Model> load(const ModelSource& source, kernels::Backend& backend, const ComputePlacement& p) const;
 };
 
 // Token ids written as "2,40313,318", "[2, 40313, 318]" or "2 40313 318". A word that is not a

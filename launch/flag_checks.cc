@@ -37,7 +37,8 @@ CLI::Validator integer_in(int64_t lo, int64_t hi) {
 }
 
 CLI::Validator number_in(double lo, bool lo_open, double hi, bool hi_open) {
-  std::string range = std::string(lo_open ? "(" : "[") + number_text(lo) + ", " + number_text(hi) + (hi_open ? ")" : "]");
+  std::string range =
+      std::string(lo_open ? "(" : "[") + number_text(lo) + ", " + number_text(hi) + (hi_open ? ")" : "]");
   if (std::isinf(hi)) range = std::string(lo_open ? "> " : ">= ") + number_text(lo);
   return CLI::Validator(
       [=](const std::string& text) -> std::string {

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/blas_setup.h"
+#include "kernels/cpu_setup.h"
 #include "launch/commands.h"
 #include "launch/exit_codes.h"
 #include "runtime/core/error.h"

@@ -69,11 +69,14 @@ std::unique_ptr<Tokenizer> ModelSource::tokenizer(const ModelSpec& spec) const {
   return tok;
 }
 
-void ModelSource::check_memory(const ModelSpec& spec, const RunShape& shape, std::optional<uint64_t> budget) const {
-  const MemoryPlan plan = plan_cpu_generation(spec, dummy.empty() ? WeightHome::Mapped : WeightHome::Generated,
-                                              weight_dtype(spec), shape);
-  plan.check_host(host_memory_limit(budget),
-                  "Lower --max-new-tokens or --batch-size, use a smaller model, or free memory.");
+void ModelSource::check_memory(const ModelSpec& spec, const RunShape& shape, std::optional<uint64_t> budget,
+                               const ComputePlacement& compute, const kernels::Backend* gpu) const {
+  const MemoryPlan plan = plan_generation(spec, dummy.empty() ? WeightHome::Mapped : WeightHome::Generated,
+                                          weight_dtype(spec), compute, shape);
+  const std::string hint = "Lower --max-new-tokens or --batch-size, use a smaller model, or free memory.";
+  plan.check_host(host_memory_limit(budget), hint);
+  if (gpu)
+    if (auto free = gpu->free_memory()) plan.check_device(*free, gpu->name(), hint);
 }
 
 std::vector<int32_t> parse_token_ids(const std::string& text) {
@@ -99,9 +102,9 @@ std::vector<int32_t> parse_token_ids(const std::string& text) {
 }
 
 void add_threads_flag(CLI::App& cmd, int& threads) {
-  cmd.add_option("--threads", threads,
-                 "CPU threads for the CPU backend (default 0: one per core; at most " + std::to_string(max_threads()) +
-                     ")")
+  cmd.add_option(
+         "--threads", threads,
+         "CPU threads for the CPU backend (default 0: one per core; at most " + std::to_string(max_threads()) + ")")
       ->check(integer_in(0, max_threads()));
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs tiergen's GPU tests (tests/gpu/*_test.cc) on a GPU host that lacks the Debian packages
+# Runs tiergen's GPU tests (tests/gpu/*_test.cc, built into one executable, cuda_test) on a GPU host that lacks the Debian packages
 # tiergen links, from a build made on another machine of the same architecture. Where the GPU host
 # has the packages, build and test there instead (docs/gpu.md):
 #   cmake --preset cuda && cmake --build --preset cuda && ctest --test-dir build-cuda -L gpu
@@ -31,6 +31,12 @@
 #   scripts/gpu-test.sh bench  GPU HOST, after run: CPU throughput of a Llama-2-7b-shaped dummy model
 #                              (`tiergen bench --device cpu`, batch 1 and 16, prompt 512, gen 32)
 #                              and the kernel micro-benchmarks; logs to $OUT when set.
+#   scripts/gpu-test.sh bench-gpu  GPU HOST: the GPU engine on OPT-6.7B and Llama-2-7B shapes (dummy
+#                              weights, prompt 512, gen 32) at batch 32, 64 and 128, then the baselines
+#                              in the same run: Hugging Face transformers fp16 (tests/bench/hf_baseline.py)
+#                              and, when FLEXGEN_HARNESS names a FlexGen baseline harness folder
+#                              (flexgen_baseline.sh, with FLEXGEN_SRC and SHIM_TOK_DIR set as it asks),
+#                              upstream FlexGen at 32 and 128. Logs to $OUT when set.
 # build-gpu/, build-gpu-tree/ (/build*/) and .devlibs/ are ignored by .gitignore.
 set -euo pipefail
 
@@ -39,11 +45,8 @@ TREE="$ROOT/build-gpu-tree"   # the real build tree: objects and static librarie
 BIN="$ROOT/build-gpu"         # what travels: the stripped test executables
 LIBS="$ROOT/.devlibs"
 
-gpu_tests() {  # names of the GPU test executables, one per tests/gpu/*_test.cc
-  local f
-  for f in "$ROOT"/tests/gpu/*_test.cc; do
-    [[ -e "$f" ]] && basename "$f" .cc
-  done
+gpu_tests() {  # the GPU test executable: every tests/gpu/*_test.cc is built into cuda_test
+  compgen -G "$ROOT/tests/gpu/*_test.cc" >/dev/null && echo cuda_test
 }
 
 pack() {
@@ -84,20 +87,30 @@ pack() {
     done < <(ldd "$exe")
   done
   tar -C "$LIBS/stage" -cJf "$LIBS/libs.tar.xz" .
+  # The executables too, compressed: copying .devlibs/ alone is then enough (run unpacks build-gpu/).
+  tar -C "$ROOT" -cJf "$LIBS/bin.tar.xz" "$(basename "$BIN")"
   echo "packed libraries:"
   ls -l "$LIBS/stage" | tail -n +2
   rm -rf "$LIBS/stage"
 
-  # What to copy to the GPU host: the working tree (without build folders) and these two folders.
+  # What to copy to the GPU host: the working tree (without build folders) and .devlibs/, which
+  # holds the libraries and the executables (build-gpu/ is unpacked from it there).
   local tree_bytes copy_bytes
-  tree_bytes=$(cd "$ROOT" && git ls-files -co --exclude-standard -z | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
-  copy_bytes=$(du -cb "$BIN" "$LIBS" | tail -1 | cut -f1)
-  echo "what to copy: build-gpu + .devlibs $((copy_bytes / 1024)) KiB, working tree $((tree_bytes / 1024)) KiB;" \
+  tree_bytes=$(cd "$ROOT" && git ls-files -co --exclude-standard -z | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1) || true
+  copy_bytes=$(du -cb "$LIBS" | tail -1 | cut -f1)
+  echo "what to copy: .devlibs $((copy_bytes / 1024)) KiB, working tree $((tree_bytes / 1024)) KiB;" \
     "$(((copy_bytes + tree_bytes + 1048575) / 1048576)) MiB in all"
 }
 
 unpack_libs() {
-  [[ -d "$BIN" && -f "$LIBS/libs.tar.xz" ]] || { echo "run 'scripts/gpu-test.sh pack' here first" >&2; exit 1; }
+  [[ -f "$LIBS/libs.tar.xz" ]] || { echo "run 'scripts/gpu-test.sh pack' on the build machine first" >&2; exit 1; }
+  if [[ ! -d "$BIN" ]]; then
+    if command -v xz >/dev/null; then
+      tar -C "$ROOT" -xJf "$LIBS/bin.tar.xz"
+    else
+      python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$LIBS/bin.tar.xz" "$ROOT"
+    fi
+  fi
   local unpacked="$LIBS/lib"
   mkdir -p "$unpacked"
   if command -v xz >/dev/null; then
@@ -105,6 +118,8 @@ unpack_libs() {
   else  # no xz binary: Python's lzma reads it
     python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$LIBS/libs.tar.xz" "$unpacked"
   fi
+  export TIERGEN_SOURCE_DIR="$ROOT"  # the tests read tests/data and models/ from this checkout
+  export TIERGEN_BINARY="$BIN/tools/tiergen"  # and run the packed executable
   export LD_LIBRARY_PATH="$unpacked:/usr/local/cuda/lib64:/usr/local/cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 }
 
@@ -115,6 +130,24 @@ bench() {
   "$BIN/tools/tiergen_microbench" --benchmark_min_time=0.2 2>&1 | tee ${out:+"$out/microbench.txt"}
   "$BIN/tools/tiergen" bench --device cpu --dummy llama-2-7b --batch-size 1,16 --prompt-len 512 --gen-len 32 --json \
     2>&1 | tee ${out:+"$out/bench-llama-2-7b-cpu.txt"}
+}
+
+bench_gpu() {
+  unpack_libs
+  local out="${OUT:-/tmp/tiergen-bench}" t="$BIN/tools/tiergen"
+  mkdir -p "$out"
+  nvidia-smi -L | tee "$out/nvidia-smi.txt"
+  "$t" bench --device cuda --dummy opt-6.7b --batch-size 32,64,128 --prompt-len 512 --gen-len 32 --json 2>&1 |
+    tee "$out/tiergen-opt-6.7b.txt"
+  "$t" bench --device cuda --dummy llama-2-7b --batch-size 32 --prompt-len 512 --gen-len 32 --json 2>&1 |
+    tee "$out/tiergen-llama-2-7b.txt"
+  if python3 -c 'import torch, transformers' 2>/dev/null; then
+    python3 "$ROOT/tests/bench/hf_baseline.py" --model opt-6.7b --device cuda --batch 32 --dtype float16 2>&1 |
+      tee "$out/hf-opt-6.7b.txt"
+  fi
+  if [[ -n "${FLEXGEN_HARNESS:-}" ]]; then
+    OUT="$out" T="${T:-300}" bash "$FLEXGEN_HARNESS/flexgen_baseline.sh" 67b_gpu 67b_gpu128 2>&1 | tee "$out/flexgen.txt"
+  fi
 }
 
 run() {
@@ -157,8 +190,9 @@ case "${1:-}" in
   pack) pack ;;
   run) run ;;
   bench) bench ;;
+  bench-gpu) bench_gpu ;;
   *)
-    echo "usage: $0 pack|run|bench   (see the comment at the top)" >&2
+    echo "usage: $0 pack|run|bench|bench-gpu   (see the comment at the top)" >&2
     exit 2
     ;;
 esac

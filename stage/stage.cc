@@ -1,56 +1,63 @@
 #include "stage/stage.h"
 
+#include <algorithm>
+
 #include "runtime/core/error.h"
 
 namespace tiergen {
+namespace {
 
-Stage::Stage(const Model& model, kernels::Backend& backend, size_t begin, size_t end)
-    : model_(model), backend_(backend), begin_(begin), end_(end) {
+std::vector<int64_t> kv_widths(const Model& model, size_t begin, size_t end) {
   if (begin > end || end > model.layers().size())
     throw InvalidArgumentError("stage layer range [" + std::to_string(begin) + ", " + std::to_string(end) +
                                ") is outside the model's " + std::to_string(model.layers().size()) + " layers");
-  caches_.resize(end - begin);
+  std::vector<int64_t> w;
+  for (size_t i = begin; i < end; ++i) w.push_back(model.layers()[i]->kv_elems_per_token() / 2);
+  return w;
 }
 
-Stage::Stage(const Model& model, kernels::Backend& backend) : Stage(model, backend, 0, model.layers().size()) {}
-
-size_t Stage::cache_bytes(int64_t slots, int64_t capacity) const {
-  size_t n = 0;
-  for (size_t i = begin_; i < end_; ++i)
-    n += static_cast<size_t>(model_.layers()[i]->kv_elems_per_token()) * static_cast<size_t>(slots * capacity) * 4;
-  return n;
+// A host F32 vector in the backend's tier.
+Tensor upload_f32(kernels::Backend& be, const std::vector<float>& v) {
+  Tensor host = Tensor::empty({static_cast<int64_t>(v.size())}, DType::F32);
+  std::copy(v.begin(), v.end(), host.data<float>());
+  return be.upload(host, DType::F32);
 }
 
-void Stage::allocate_cache(int64_t slots, int64_t capacity) {
-  if (slots <= 0 || capacity <= 0)
-    throw InvalidArgumentError("KV cache needs at least one slot and one token, got " + std::to_string(slots) + " x " +
-                               std::to_string(capacity));
-  if (slots == slots_ && capacity == capacity_) return;
-  for (size_t i = begin_; i < end_; ++i) {
-    const int64_t per_token = model_.layers()[i]->kv_elems_per_token();
-    LayerKvCache& c = caches_[i - begin_];
-    c.k.clear();
-    c.v.clear();
-    if (per_token == 0) continue;
-    for (int64_t s = 0; s < slots; ++s) {
-      c.k.push_back(backend_.alloc({capacity, per_token / 2}, DType::F32));
-      c.v.push_back(backend_.alloc({capacity, per_token / 2}, DType::F32));
-    }
-  }
-  slots_ = slots;
-  capacity_ = capacity;
+}  // namespace
+
+Stage::Stage(const Model& model, kernels::Backend& backend, size_t begin, size_t end, StageDtypes dtypes)
+    : model_(model),
+      backend_(backend),
+      begin_(begin),
+      end_(end),
+      dtypes_(dtypes),
+      cache_(kv_widths(model, begin, end), dtypes.kv_cache) {
+  if (model.spec().position == PositionKind::Alibi)
+    alibi_slopes_ = upload_f32(backend_, alibi_slopes(model.spec().num_heads));
 }
+
+Stage::Stage(const Model& model, kernels::Backend& backend, StageDtypes dtypes)
+    : Stage(model, backend, 0, model.layers().size(), dtypes) {}
+
+void Stage::allocate_cache(int64_t slots, int64_t capacity) { cache_.allocate(backend_, slots, capacity); }
 
 void Stage::forward(ForwardContext& ctx) {
   ctx.backend = &backend_;
-  for (const SeqStep& s : ctx.seqs)
-    if (s.slot < 0 || s.slot >= slots_)
-      throw InternalError("sequence slot " + std::to_string(s.slot) + " outside the cache's " + std::to_string(slots_));
-  for (size_t i = begin_; i < end_; ++i) {
-    Layer& layer = *model_.layers()[i];
-    LayerKvCache* kv = layer.kv_elems_per_token() > 0 ? &caches_[i - begin_] : nullptr;
-    layer.forward(ctx, kv);
-  }
+  ctx.act_dtype = dtypes_.activations;
+  const kernels::StepPlan& plan = ctx.plan;
+  for (size_t s = 0; s < plan.slot.size(); ++s)
+    if (plan.slot[s] < 0 || plan.slot[s] >= cache_.slots() || plan.kv_len[s] > cache_.capacity())
+      throw InternalError("sequence in slot " + std::to_string(plan.slot[s]) + " with " +
+                          std::to_string(plan.kv_len[s]) + " tokens does not fit the cache's " +
+                          std::to_string(cache_.slots()) + " x " + std::to_string(cache_.capacity()));
+  // Per-step metadata, built and uploaded once; every layer reads it.
+  ctx.step = backend_.upload_step(plan);
+  const ModelSpec& spec = model_.spec();
+  if (spec.position == PositionKind::Rope)
+    ctx.rope_inv_freq = upload_f32(backend_, rope_inv_freq(spec, plan.max_kv_len()));
+  ctx.alibi_slopes = alibi_slopes_;
+  if (!ctx.hidden.defined()) ctx.hidden = backend_.scratch({plan.num_tokens(), spec.hidden_size}, ctx.act_dtype);
+  for (size_t i = begin_; i < end_; ++i) model_.layers()[i]->forward(ctx, cache_.layer(i - begin_));
 }
 
 }  // namespace tiergen

@@ -1,43 +1,54 @@
 // Stage: a contiguous range of a model's layer list with its KV cache, run on one backend. The
 // single-process engine is a pipeline of one stage covering every layer; the distributed pipeline
 // (comm/, later) gives each rank one stage. The cache is a fixed set of slots, each holding one
-// sequence's keys and values for up to `capacity` tokens, allocated once.
+// sequence's keys and values for up to `capacity` tokens, allocated once per run shape.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 #include "kernels/backend.h"
+#include "runtime/engine/kv_cache.h"
 #include "runtime/engine/model.h"
 
 namespace tiergen {
 
+// The dtypes a stage computes and caches in: F32 on the CPU; the run's 16-bit type on the GPU.
+struct StageDtypes {
+  DType activations = DType::F32;
+  DType kv_cache = DType::F32;
+};
+
 class Stage {
  public:
   // Layers [begin, end) of `model`'s layer list.
-  Stage(const Model& model, kernels::Backend& backend, size_t begin, size_t end);
+  Stage(const Model& model, kernels::Backend& backend, size_t begin, size_t end, StageDtypes dtypes = {});
   // The whole model.
-  Stage(const Model& model, kernels::Backend& backend);
+  explicit Stage(const Model& model, kernels::Backend& backend, StageDtypes dtypes = {});
 
   // (Re)allocates the KV cache: `slots` sequences of up to `capacity` tokens each.
   void allocate_cache(int64_t slots, int64_t capacity);
-  int64_t cache_slots() const { return slots_; }
-  int64_t cache_capacity() const { return capacity_; }
+  int64_t cache_slots() const { return cache_.slots(); }
+  int64_t cache_capacity() const { return cache_.capacity(); }
   // Bytes of KV cache that allocate_cache(slots, capacity) would take.
-  size_t cache_bytes(int64_t slots, int64_t capacity) const;
+  size_t cache_bytes(int64_t slots, int64_t capacity) const { return cache_.bytes(slots, capacity); }
 
-  // Runs every layer of the stage on ctx (ctx.backend is set to this stage's backend).
+  // Runs every layer of the stage on ctx: uploads ctx.plan once (ctx.step), builds the step's
+  // RoPE table, sets ctx.backend and ctx.act_dtype. The first stage's ctx.hidden is allocated
+  // here when undefined.
   void forward(ForwardContext& ctx);
 
   kernels::Backend& backend() const { return backend_; }
   const Model& model() const { return model_; }
+  const StageDtypes& dtypes() const { return dtypes_; }
 
  private:
   const Model& model_;
   kernels::Backend& backend_;
   size_t begin_, end_;
-  int64_t slots_ = 0, capacity_ = 0;
-  std::vector<LayerKvCache> caches_;  // one per layer in [begin, end); empty for layers without KV
+  StageDtypes dtypes_;
+  KvCache cache_;
+  Tensor alibi_slopes_;  // (n_heads) in the backend's tier, ALiBi models only
 };
 
 }  // namespace tiergen

@@ -1,4 +1,4 @@
-#include "kernels/cpu/blas_setup.h"
+#include "kernels/cpu_setup.h"
 
 #include <unistd.h>
 

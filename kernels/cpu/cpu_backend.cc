@@ -28,6 +28,11 @@ class CpuBackend final : public Backend {
     }
     return Tensor(std::move(storage), 0, std::move(shape), dtype);
   }
+  // The host allocator already reuses freed blocks; activations are written before they are read.
+  Tensor scratch(Shape shape, DType dtype) override {
+    const size_t nbytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+    return Tensor(Storage::allocate_cpu(nbytes, /*zero=*/false), 0, std::move(shape), dtype);
+  }
   void copy(Tensor& dst, const Tensor& src) override {
     cpu::check_host("copy", dst);
     cpu::check_host("copy", src);
@@ -44,18 +49,64 @@ class CpuBackend final : public Backend {
   void layer_norm(Tensor& out, const Tensor& x, const Tensor& w, const Tensor& b, float eps) override {
     cpu::layer_norm(out, x, w, b, eps);
   }
-  void embedding(Tensor& out, const Tensor& table, std::span<const int32_t> ids) override {
-    cpu::embedding(out, table, ids);
+  StepTensors upload_step(const StepPlan& plan) override {
+    // Host views of the plan's vectors: the CPU reads the metadata where the generator built it.
+    auto view = [](const std::vector<int32_t>& v) {
+      auto storage = Storage::wrap(const_cast<int32_t*>(v.data()), v.size() * sizeof(int32_t), Tier::Cpu, [] {});
+      return Tensor(std::move(storage), 0, {static_cast<int64_t>(v.size())}, DType::I32);
+    };
+    return {&plan,
+            view(plan.token_ids),
+            view(plan.positions),
+            view(plan.row_slot),
+            view(plan.q_begin),
+            view(plan.q_len),
+            view(plan.kv_len),
+            view(plan.slot),
+            view(plan.logit_rows)};
+  }
+  void embedding(Tensor& out, const Tensor& table, const Tensor& ids, int32_t offset) override {
+    std::vector<int32_t> shifted(ids.data<int32_t>(), ids.data<int32_t>() + ids.numel());
+    for (int32_t& id : shifted) id += offset;
+    cpu::embedding(out, table, shifted);
   }
   void add_(Tensor& x, const Tensor& y) override { cpu::add_(x, y); }
   void activation_(Tensor& x, Act act) override { cpu::activation_(x, act); }
   void silu_mul_(Tensor& gate, const Tensor& up) override { cpu::silu_mul_(gate, up); }
-  void rope_(Tensor& x, int head_dim, std::span<const int64_t> positions, std::span<const float> inv_freq) override {
-    cpu::rope_(x, head_dim, positions, inv_freq);
+  void rope_(Tensor& x, int head_dim, const Tensor& positions, const Tensor& inv_freq) override {
+    const int32_t* p = positions.data<int32_t>();
+    const std::vector<int64_t> pos(p, p + positions.numel());
+    cpu::rope_(x, head_dim, pos, std::span<const float>(inv_freq.data<float>(), static_cast<size_t>(inv_freq.numel())));
   }
-  void write_rows(Tensor& cache, int64_t row0, const Tensor& src) override { cpu::write_rows(cache, row0, src); }
-  void attention(Tensor& out, const Tensor& q, std::span<const AttentionSeq> seqs, const AttentionParams& p) override {
+  void write_kv(LayerKv& cache, const Tensor& k, const Tensor& v, const StepTensors& step) override {
+    const StepPlan& plan = *step.plan;
+    for (int64_t t = 0; t < plan.num_tokens(); ++t) {
+      const int64_t row = plan.row_slot[t] * cache.capacity + plan.positions[t];
+      cpu::write_rows(cache.k, row, k.slice_rows(t, t + 1));
+      cpu::write_rows(cache.v, row, v.slice_rows(t, t + 1));
+    }
+  }
+  void attention(Tensor& out, const Tensor& q, const LayerKv& cache, const StepTensors& step,
+                 const AttentionShape& shape) override {
+    const StepPlan& plan = *step.plan;
+    std::vector<AttentionSeq> seqs;
+    for (int64_t s = 0; s < plan.num_seqs(); ++s) {
+      const int64_t first = plan.slot[s] * cache.capacity;
+      seqs.push_back({plan.q_begin[s], plan.q_len[s], plan.kv_len[s], cache.k.slice_rows(first, first + cache.capacity),
+                      cache.v.slice_rows(first, first + cache.capacity)});
+    }
+    const AttentionParams p{shape.n_heads, shape.n_kv_heads, shape.head_dim, shape.scale,
+                            shape.alibi_slopes.defined() ? shape.alibi_slopes.data<float>() : nullptr};
     cpu::attention(out, q, seqs, p);
+  }
+  void gather_rows(Tensor& out, const Tensor& x, const Tensor& rows) override {
+    cpu::check_host("gather_rows", out);
+    check_2d("gather_rows", "out", out, rows.numel(), x.dim(1));
+    for (int64_t r = 0; r < rows.numel(); ++r) {
+      const int64_t src = rows.data<int32_t>()[r];
+      TIERGEN_CHECK(src >= 0 && src < x.dim(0), "gather_rows: row out of range");
+      cpu::write_rows(out, r, x.slice_rows(src, src + 1));
+    }
   }
 };
 

@@ -78,8 +78,8 @@ void embedding(Tensor& out, const Tensor& table, std::span<const int32_t> ids) {
   float* o = out.data<float>();
 #pragma omp parallel for schedule(static)
   for (size_t t = 0; t < ids.size(); ++t)
-    to_f32(o + t * C, static_cast<const char*>(table.raw()) + ids[t] * row_bytes, table.dtype(),
-           static_cast<size_t>(C));
+    convert_to_f32(o + t * C, static_cast<const char*>(table.raw()) + ids[t] * row_bytes, table.dtype(),
+                   static_cast<size_t>(C));
 }
 
 void write_rows(Tensor& cache, int64_t row0, const Tensor& src) {

@@ -27,7 +27,7 @@ constexpr int64_t kPanelFloats = int64_t{32} << 20;
 void add_bias(Tensor& out, const Tensor& bias) {
   const int64_t M = out.dim(0), N = out.dim(1);
   std::vector<float> b(static_cast<size_t>(N));
-  to_f32(b.data(), bias.raw(), bias.dtype(), b.size());
+  convert_to_f32(b.data(), bias.raw(), bias.dtype(), b.size());
   float* o = out.data<float>();
 #pragma omp parallel for schedule(static)
   for (int64_t m = 0; m < M; ++m)
@@ -50,7 +50,8 @@ void linear_direct(float* out, const float* x, const void* w, DType wt, int64_t 
     for (int64_t blk = 0; blk < blocks; ++blk) {
       const int64_t n0 = blk * R, nr = std::min(R, N - n0);
       for (int64_t r = 0; r < nr; ++r)
-        to_f32(rows.data() + r * K, static_cast<const char*>(w) + (n0 + r) * row_bytes, wt, static_cast<size_t>(K));
+        convert_to_f32(rows.data() + r * K, static_cast<const char*>(w) + (n0 + r) * row_bytes, wt,
+                       static_cast<size_t>(K));
       for (int64_t r = nr; r < R; ++r) std::fill(rows.begin() + r * K, rows.begin() + (r + 1) * K, 0.f);
       const float *w0 = rows.data(), *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
       int64_t m0 = 0;
@@ -103,7 +104,7 @@ void linear_panels(float* out, const float* x, const void* w, DType wt, int64_t 
     const int64_t nb = std::min(rows, N - n0);
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < nb; ++r)
-      to_f32(panel + r * K, static_cast<const char*>(w) + (n0 + r) * row_bytes, wt, static_cast<size_t>(K));
+      convert_to_f32(panel + r * K, static_cast<const char*>(w) + (n0 + r) * row_bytes, wt, static_cast<size_t>(K));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(nb), static_cast<int>(K),
                 1.0f, x, static_cast<int>(K), panel, static_cast<int>(K), 0.0f, out + n0, static_cast<int>(N));
   }

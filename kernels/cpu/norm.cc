@@ -14,7 +14,7 @@ std::vector<float> param_f32(const Tensor& t, int64_t c, const char* op, const c
   if (t.numel() != c)
     throw InternalError(std::string(op) + ": " + what + " " + t.describe() + " for C=" + std::to_string(c));
   std::vector<float> v(static_cast<size_t>(c));
-  to_f32(v.data(), t.raw(), t.dtype(), v.size());
+  convert_to_f32(v.data(), t.raw(), t.dtype(), v.size());
   return v;
 }
 

@@ -21,9 +21,6 @@ void rope_(Tensor& x, int head_dim, std::span<const int64_t> positions, std::spa
 void write_rows(Tensor& cache, int64_t row0, const Tensor& src);
 void attention(Tensor& out, const Tensor& q, std::span<const AttentionSeq> seqs, const AttentionParams& p);
 
-// Converts `n` elements of a f32/f16/bf16 buffer to f32 (table-driven for f16).
-void to_f32(float* dst, const void* src, DType t, size_t n);
-
 // Shape checks shared by the backends: throw InternalError naming `op` when violated.
 void check_host(const char* op, const Tensor& t);
 

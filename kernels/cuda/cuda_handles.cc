@@ -1,6 +1,11 @@
 #include "kernels/cuda/cuda_handles.h"
 
+#include <algorithm>
+#include <atomic>
+#include <mutex>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "kernels/cuda/cuda_check.h"
 #include "runtime/core/error.h"
@@ -10,7 +15,21 @@ namespace {
 
 // cudaFree needs no particular current device for memory from cudaMalloc, but keeping the owner's
 // device current makes the release correct for any future pool or context-bound allocator too.
-void free_on(void* p, int device) noexcept {
+// Bytes this process holds from cudaMalloc, per device, and their high-water mark (peak_device_bytes).
+constexpr int kMaxDevices = 64;
+std::atomic<uint64_t> g_in_use[kMaxDevices];
+std::atomic<uint64_t> g_peak[kMaxDevices];
+
+void count_alloc(int device, size_t n) {
+  if (device < 0 || device >= kMaxDevices) return;
+  const uint64_t now = g_in_use[device].fetch_add(n) + n;
+  uint64_t peak = g_peak[device].load();
+  while (now > peak && !g_peak[device].compare_exchange_weak(peak, now)) {
+  }
+}
+
+void free_on(void* p, size_t n, int device) noexcept {
+  if (device >= 0 && device < kMaxDevices) g_in_use[device].fetch_sub(n);
   int current = -1;
   const bool switched =
       cudaGetDevice(&current) == cudaSuccess && current != device && cudaSetDevice(device) == cudaSuccess;
@@ -30,13 +49,92 @@ std::shared_ptr<Storage> allocate_device(size_t nbytes, int device) {
     (void)cudaGetLastError();  // clear it: an allocation failure is not sticky
     size_t free_b = 0, total_b = 0;
     (void)cudaMemGetInfo(&free_b, &total_b);
-    throw OutOfMemoryError("cudaMalloc of " + std::to_string(nbytes) +
-                           " bytes on cuda:" + std::to_string(device) + " failed: " + std::to_string(free_b) +
-                           " of " + std::to_string(total_b) + " bytes free");
+    throw OutOfMemoryError("cudaMalloc of " + std::to_string(nbytes) + " bytes on cuda:" + std::to_string(device) +
+                           " failed: " + std::to_string(free_b) + " of " + std::to_string(total_b) + " bytes free");
   }
   CUDA_CHECK(err);
-  return Storage::wrap(p, nbytes, Tier::Gpu, [p, device] { free_on(p, device); });
+  const size_t n = nbytes == 0 ? 1 : nbytes;
+  count_alloc(device, n);
+  return Storage::wrap(p, nbytes, Tier::Gpu, [p, n, device] { free_on(p, n, device); });
 }
+
+struct DevicePool::State {
+  int device;
+  std::mutex mu;
+  std::unordered_map<size_t, std::vector<void*>> free;  // rounded size -> cached blocks
+  uint64_t cached = 0;
+};
+
+namespace {
+
+// Sizes are rounded so that nearby requests share a bucket: 512 B below 1 MiB, 2 MiB above.
+size_t pool_bucket(size_t nbytes) {
+  const size_t g = nbytes < (size_t{1} << 20) ? 512 : (size_t{2} << 20);
+  return (std::max<size_t>(nbytes, 1) + g - 1) / g * g;
+}
+
+}  // namespace
+
+DevicePool::DevicePool(int device) : state_(std::make_shared<State>()) { state_->device = device; }
+
+std::shared_ptr<Storage> DevicePool::allocate(size_t nbytes) {
+  const size_t size = pool_bucket(nbytes);
+  void* p = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    auto it = state_->free.find(size);
+    if (it != state_->free.end() && !it->second.empty()) {
+      p = it->second.back();
+      it->second.pop_back();
+      state_->cached -= size;
+    }
+  }
+  if (!p) {
+    CUDA_CHECK(cudaSetDevice(state_->device));
+    cudaError_t err = cudaMalloc(&p, size);
+    if (err == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();
+      release_cached();
+      err = cudaMalloc(&p, size);
+    }
+    if (err == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();
+      size_t free_b = 0, total_b = 0;
+      (void)cudaMemGetInfo(&free_b, &total_b);
+      throw OutOfMemoryError("cudaMalloc of " + std::to_string(size) +
+                             " bytes on cuda:" + std::to_string(state_->device) + " failed: " + std::to_string(free_b) +
+                             " of " + std::to_string(total_b) + " bytes free");
+    }
+    CUDA_CHECK(err);
+    count_alloc(state_->device, size);
+  }
+  std::weak_ptr<State> weak = state_;
+  const int device = state_->device;
+  return Storage::wrap(p, nbytes, Tier::Gpu, [weak, p, size, device] {
+    if (auto st = weak.lock()) {
+      std::lock_guard<std::mutex> lock(st->mu);
+      st->free[size].push_back(p);
+      st->cached += size;
+    } else {
+      free_on(p, size, device);  // the pool is gone: give the block back to the driver
+    }
+  });
+}
+
+void DevicePool::release_cached() {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  for (auto& [size, blocks] : state_->free)
+    for (void* p : blocks) free_on(p, size, state_->device);
+  state_->free.clear();
+  state_->cached = 0;
+}
+
+uint64_t DevicePool::cached_bytes() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  return state_->cached;
+}
+
+uint64_t peak_device_bytes(int device) { return device >= 0 && device < kMaxDevices ? g_peak[device].load() : 0; }
 
 Stream::Stream(int device) {
   CUDA_CHECK(cudaSetDevice(device));
@@ -54,8 +152,7 @@ CublasHandle::CublasHandle(cudaStream_t stream) {
     // By default cuBLAS may reduce split-K partial sums in the output type (f16/bf16) for
     // mixed-precision GEMMs; the backend promises f32 accumulation, so forbid that.
     CUBLAS_CHECK(cublasSetMathMode(
-        handle_,
-        static_cast<cublasMath_t>(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
+        handle_, static_cast<cublasMath_t>(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION)));
   } catch (...) {
     (void)cublasDestroy(handle_);
     throw;
@@ -64,6 +161,22 @@ CublasHandle::CublasHandle(cudaStream_t stream) {
 
 CublasHandle::~CublasHandle() {
   if (handle_) (void)cublasDestroy(handle_);
+}
+
+std::shared_ptr<Storage> allocate_pinned(size_t nbytes) {
+  void* p = nullptr;
+  const cudaError_t err = cudaHostAlloc(&p, std::max<size_t>(nbytes, 1), cudaHostAllocDefault);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw OutOfMemoryError("cannot pin " + std::to_string(nbytes) +
+                           " bytes of host memory: " + cudaGetErrorString(err));
+  }
+  return Storage::wrap(p, nbytes, Tier::PinnedCpu, [p] { (void)cudaFreeHost(p); });
+}
+
+Event::Event() { CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming)); }
+Event::~Event() {
+  if (event_) (void)cudaEventDestroy(event_);
 }
 
 void* Workspace::get(size_t nbytes, cudaStream_t stream) {

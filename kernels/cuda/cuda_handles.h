@@ -18,6 +18,27 @@ namespace tiergen::kernels::cuda {
 // the device's free memory.
 std::shared_ptr<Storage> allocate_device(size_t nbytes, int device);
 
+// The most device memory this process has held from cudaMalloc at once on `device` (allocations
+// through allocate_device and DevicePool), as FlexGen reports its peak GPU memory.
+uint64_t peak_device_bytes(int device);
+
+// `nbytes` of page-locked host memory (cudaHostAlloc), Tier::PinnedCpu: the source of async H2D
+// copies that the DMA engine reads while the host goes on. Freed with cudaFreeHost.
+std::shared_ptr<Storage> allocate_pinned(size_t nbytes);
+
+// A CUDA event without timing (the cheap kind), to order streams and to know when a copy is done.
+class Event {
+ public:
+  Event();
+  ~Event();
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  cudaEvent_t get() const { return event_; }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+};
+
 // A non-blocking stream: it never synchronizes with the legacy default stream, so work queued by
 // other libraries on stream 0 cannot serialise ours.
 class Stream {
@@ -43,6 +64,28 @@ class CublasHandle {
 
  private:
   cublasHandle_t handle_ = nullptr;
+};
+
+// Device memory for activations, reused across steps: a block freed by its last Tensor goes back to
+// a free list keyed by its (rounded) size instead of to cudaFree, and the next request of that size
+// takes it. Every step of a run asks for the same sizes, so after the first step of a block shape
+// nothing is cudaMalloc'ed. Reuse is safe without events because the backend queues all work on one
+// stream: a kernel that reads a block to be reused was queued before the kernel that overwrites it.
+// Contents are uninitialised. When cudaMalloc fails, the cached blocks are released and it retries.
+class DevicePool {
+ public:
+  explicit DevicePool(int device);
+  ~DevicePool() { release_cached(); }
+  DevicePool(const DevicePool&) = delete;
+  DevicePool& operator=(const DevicePool&) = delete;
+  std::shared_ptr<Storage> allocate(size_t nbytes);
+  // Returns every cached block to the driver.
+  void release_cached();
+  uint64_t cached_bytes() const;
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;  // shared with the release callbacks of the blocks handed out
 };
 
 // A grow-only device scratch buffer owned by one backend and used on its stream only. It grows to

@@ -39,8 +39,7 @@ constexpr size_t kChunkBytes = size_t{32} << 20;  // f32 scratch per GEMM when o
 // out may alias acc (out F32): each element is read then written by the same thread.
 // Grid-stride over M·N elements.
 template <typename Tb, typename To>
-__global__ void add_bias_kernel(To* out, const float* acc, const Tb* __restrict__ bias, int64_t M,
-                                int64_t N) {
+__global__ void add_bias_kernel(To* out, const float* acc, const Tb* __restrict__ bias, int64_t M, int64_t N) {
   const int64_t total = M * N;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -65,8 +64,8 @@ void gemm(cublasHandle_t cublas, void* out, cudaDataType_t out_type, const void*
           cudaDataType_t in_type, int64_t M, int64_t N, int64_t K) {
   const float alpha = 1.0f, beta = 0.0f;  // f32: the scale type CUBLAS_COMPUTE_32F requires
   const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
-  CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, w, in_type, k, x, in_type, k,
-                            &beta, out, out_type, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, w, in_type, k, x, in_type, k, &beta, out,
+                            out_type, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 // out (M, N) = acc (M, N) + bias (N), rounded to out's dtype; acc null means zero.
@@ -79,8 +78,8 @@ void add_bias(cudaStream_t stream, void* out, DType out_type, const float* acc, 
     dispatch_float(out_type, "linear", [&](auto to) {
       using Tb = typename decltype(tb)::type;
       using To = typename decltype(to)::type;
-      add_bias_kernel<Tb, To><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-          static_cast<To*>(out), acc, bias.data<Tb>(), M, N);
+      add_bias_kernel<Tb, To>
+          <<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(static_cast<To*>(out), acc, bias.data<Tb>(), M, N);
       CUDA_CHECK_LAUNCH();
     });
   });
@@ -88,8 +87,8 @@ void add_bias(cudaStream_t stream, void* out, DType out_type, const float* acc, 
 
 }  // namespace
 
-void linear(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x,
-            const Tensor& w, const Tensor* bias) {
+void linear(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x, const Tensor& w,
+            const Tensor* bias) {
   static constexpr const char* op = "linear";
   check_device(op, "out", out);
   check_device(op, "x", x);
@@ -101,16 +100,17 @@ void linear(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& o
       throw UnsupportedError(std::string("linear: bias dtype ") + dtype_name(bias->dtype()) +
                              " is not supported on the CUDA backend");
   }
-  const bool half_in = x.dtype() == DType::F16 || x.dtype() == DType::BF16;
-  if (!half_in || w.dtype() != x.dtype() || (out.dtype() != x.dtype() && out.dtype() != DType::F32))
+  // F32 x and w run as a plain f32 GEMM (CUBLAS_COMPUTE_32F without TF32: the float32 runs that must
+  // match the CPU reference token for token).
+  if (!is_gpu_float(x.dtype()) || w.dtype() != x.dtype() || (out.dtype() != x.dtype() && out.dtype() != DType::F32))
     throw UnsupportedError(
-        "linear: the CUDA backend needs x and w both F16 or both BF16 and out of their dtype "
+        "linear: the CUDA backend needs x and w of one dtype (F16, BF16 or F32) and out of their dtype "
         "or F32; got x " +
         x.describe() + ", w " + w.describe() + ", out " + out.describe());
   constexpr int64_t kIntMax = std::numeric_limits<int>::max();
   if (M > kIntMax || N > kIntMax || K > kIntMax)
-    throw UnsupportedError("linear: dimensions beyond 2^31 - 1 (M=" + std::to_string(M) +
-                           ", N=" + std::to_string(N) + ", K=" + std::to_string(K) + ")");
+    throw UnsupportedError("linear: dimensions beyond 2^31 - 1 (M=" + std::to_string(M) + ", N=" + std::to_string(N) +
+                           ", K=" + std::to_string(K) + ")");
   if (M == 0 || N == 0) return;
 
   const cudaDataType_t in_type = cuda_type(x.dtype()), out_type = cuda_type(out.dtype());
@@ -134,8 +134,7 @@ void linear(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& o
     const size_t out_row = static_cast<size_t>(N) * dtype_size(out.dtype());
     for (int64_t r0 = 0; r0 < M; r0 += rows) {
       const int64_t mc = std::min(rows, M - r0);
-      gemm(cublas, acc, CUDA_R_32F, static_cast<const char*>(x.raw()) + r0 * x_row, w.raw(), in_type, mc, N,
-           K);
+      gemm(cublas, acc, CUDA_R_32F, static_cast<const char*>(x.raw()) + r0 * x_row, w.raw(), in_type, mc, N, K);
       add_bias(stream, static_cast<char*>(out.raw()) + r0 * out_row, out.dtype(), acc, *bias, mc, N);
     }
   }

@@ -8,28 +8,10 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/dtype.cuh"
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/reduce.cuh"
 
 namespace tiergen::kernels::cuda {
 namespace {
-
-constexpr int kWarp = 32;
-
-// Sum of `v` over the block, returned to every thread. blockDim.x is a multiple of 32.
-__device__ float block_sum(float v) {
-  __shared__ float partial[kWarp];  // one slot per warp (at most 1024 / 32)
-  for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  if (lane == 0) partial[warp] = v;
-  __syncthreads();
-  if (warp == 0) {
-    const int n_warps = blockDim.x / kWarp;
-    v = lane < n_warps ? partial[lane] : 0.f;
-    for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    if (lane == 0) partial[0] = v;
-  }
-  __syncthreads();
-  return partial[0];
-}
 
 // One block per row. x (M, C), w (C), out (M, C).
 // Each thread strides over the row's columns (coalesced across the warp), the block reduces the
@@ -48,8 +30,7 @@ __global__ void rms_norm_kernel(To* out, const Tx* x, const Tw* __restrict__ w, 
   ss = block_sum(ss);
   const float inv = rsqrtf(ss / static_cast<float>(C) + eps);
   // Same association as the reference: w * (x * inv).
-  for (int c = threadIdx.x; c < C; c += blockDim.x)
-    orow[c] = store_as<To>(load_f32(w[c]) * (load_f32(xr[c]) * inv));
+  for (int c = threadIdx.x; c < C; c += blockDim.x) orow[c] = store_as<To>(load_f32(w[c]) * (load_f32(xr[c]) * inv));
 }
 
 }  // namespace
@@ -67,8 +48,7 @@ void rms_norm(cudaStream_t stream, Tensor& out, const Tensor& x, const Tensor& w
   if (M > std::numeric_limits<int>::max() || C > std::numeric_limits<int>::max())
     throw UnsupportedError("rms_norm: " + x.describe() + " is too large for one launch");
   // About four columns per thread, whole warps, at most 1024 threads.
-  const int threads =
-      static_cast<int>(std::clamp<int64_t>((C + 4 * kWarp - 1) / (4 * kWarp) * kWarp, kWarp, 1024));
+  const int threads = static_cast<int>(std::clamp<int64_t>((C + 4 * kWarp - 1) / (4 * kWarp) * kWarp, kWarp, 1024));
   dispatch_float(x.dtype(), op, [&](auto tx) {
     dispatch_float(w.dtype(), op, [&](auto tw) {
       dispatch_float(out.dtype(), op, [&](auto to) {

@@ -1,6 +1,13 @@
 #include "runtime/core/dtype.h"
 
+#include <array>
+#include <cstring>
+#include <memory>
 #include <string>
+
+#ifdef __F16C__
+#include <immintrin.h>
+#endif
 
 #include "runtime/core/error.h"
 
@@ -71,6 +78,21 @@ std::optional<DType> dtype_from_safetensors(std::string_view name) {
 
 bool is_float(DType t) { return t == DType::F64 || t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
+namespace {
+
+// f16 -> f32 through a 256 KB table: portable (no F16C needed) and about as fast as the hardware
+// conversion for the memory-bound loops it sits in (the CPU GEMM widens weights with it).
+const std::array<float, 65536>& f16_table() {
+  static const auto table = [] {
+    auto t = std::make_unique<std::array<float, 65536>>();
+    for (uint32_t i = 0; i < 65536; ++i) (*t)[i] = f16_to_f32(static_cast<uint16_t>(i));
+    return t;
+  }();
+  return *table;
+}
+
+}  // namespace
+
 void convert_to_f32(float* dst, const void* src, DType src_type, size_t n) {
   switch (src_type) {
     case DType::F32:
@@ -78,12 +100,21 @@ void convert_to_f32(float* dst, const void* src, DType src_type, size_t n) {
       return;
     case DType::F16: {
       auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
+      size_t i = 0;
+#ifdef __F16C__
+      for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
+#endif
+      const float* table = f16_table().data();
+      for (; i < n; ++i) dst[i] = table[s[i]];
       return;
     }
     case DType::BF16: {
       auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
+      for (size_t i = 0; i < n; ++i) {
+        const uint32_t bits = static_cast<uint32_t>(s[i]) << 16;
+        std::memcpy(dst + i, &bits, 4);
+      }
       return;
     }
     case DType::F64: {

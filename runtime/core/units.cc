@@ -1,9 +1,9 @@
 #include "runtime/core/units.h"
 
+#include <fmt/format.h>
 #include <cctype>
 #include <charconv>
 #include <cmath>
-#include <fmt/format.h>
 
 #include "runtime/core/error.h"
 
@@ -37,16 +37,26 @@ uint64_t parse_bytes(std::string_view text, const std::string& what) {
     if (!std::isspace(static_cast<unsigned char>(text[j])) || !unit.empty())
       unit += static_cast<char>(std::tolower(static_cast<unsigned char>(text[j])));
   double scale = 0;
-  if (unit.empty() || unit == "b") scale = 1;
-  else if (unit == "k" || unit == "kb") scale = 1e3;
-  else if (unit == "m" || unit == "mb") scale = 1e6;
-  else if (unit == "g" || unit == "gb") scale = 1e9;
-  else if (unit == "t" || unit == "tb") scale = 1e12;
-  else if (unit == "kib") scale = 1024.0;
-  else if (unit == "mib") scale = 1024.0 * 1024;
-  else if (unit == "gib") scale = 1024.0 * 1024 * 1024;
-  else if (unit == "tib") scale = 1024.0 * 1024 * 1024 * 1024;
-  else return bad();
+  if (unit.empty() || unit == "b")
+    scale = 1;
+  else if (unit == "k" || unit == "kb")
+    scale = 1e3;
+  else if (unit == "m" || unit == "mb")
+    scale = 1e6;
+  else if (unit == "g" || unit == "gb")
+    scale = 1e9;
+  else if (unit == "t" || unit == "tb")
+    scale = 1e12;
+  else if (unit == "kib")
+    scale = 1024.0;
+  else if (unit == "mib")
+    scale = 1024.0 * 1024;
+  else if (unit == "gib")
+    scale = 1024.0 * 1024 * 1024;
+  else if (unit == "tib")
+    scale = 1024.0 * 1024 * 1024 * 1024;
+  else
+    return bad();
   const double bytes = std::floor(number * scale);
   if (!std::isfinite(bytes) || bytes >= 1.8e19) return bad();
   return static_cast<uint64_t>(bytes);

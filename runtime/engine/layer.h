@@ -16,33 +16,20 @@
 
 namespace tiergen {
 
-// One sequence's share of a forward step: rows [row_begin, row_begin + n_new) of the activations
-// hold its new tokens, at positions past_len .. past_len + n_new - 1; its KV cache is slot `slot`.
-struct SeqStep {
-  int64_t row_begin = 0;
-  int64_t n_new = 0;
-  int64_t past_len = 0;
-  int64_t slot = 0;
-};
-
-// Per-layer KV cache: for each slot, K and V of shape (capacity, n_kv_heads * head_dim).
-struct LayerKvCache {
-  std::vector<Tensor> k, v;
-};
-
 struct ForwardContext {
   kernels::Backend* backend = nullptr;
-  std::vector<SeqStep> seqs;
-  std::vector<int32_t> token_ids;   // (T) new tokens, all sequences concatenated
-  std::vector<int64_t> positions;   // (T) their positions
-  std::vector<int64_t> logit_rows;  // rows of the final hidden state that need logits
-  Tensor hidden;                    // (T, C) f32 on the backend: the activations flowing through
-  Tensor logits;                    // (logit_rows, V) written by the output head
+  kernels::StepPlan plan;        // the step's layout, built once by the caller
+  kernels::StepTensors step;     // the plan in the backend's tier, uploaded once by Stage::forward
+  DType act_dtype = DType::F32;  // activations (and the residual stream) in this run
+  Tensor rope_inv_freq;          // F32 (head_dim / 2) for this step (RoPE models), set by Stage::forward
+  Tensor alibi_slopes;           // F32 (n_heads) (ALiBi models), set by Stage::forward
+  Tensor hidden;                 // (T, C) act_dtype on the backend: the activations flowing through
+  Tensor logits;                 // (logit_rows, V) F32, written by the output head
   // Optional: sees the hidden state after the embedding (index 0), after each decoder layer
   // (index i+1, after its MLP), and after the final norm (index num_layers, replacing the last).
   std::function<void(int64_t index, const Tensor& hidden)> observer;
 
-  int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
+  int64_t num_tokens() const { return plan.num_tokens(); }
 };
 
 struct WeightSpec {
@@ -62,8 +49,11 @@ class Layer {
   virtual int64_t decoder_index() const { return -1; }
   // KV cache this layer needs per token (0 for layers without attention), in elements of K plus V.
   virtual int64_t kv_elems_per_token() const { return 0; }
+  // Its weights, for placement: each is replaced by a copy in the compute tier and dtype
+  // (Model::place). Tied weights appear once per layer that holds them; placement keeps them shared.
+  virtual std::vector<Tensor*> weights() = 0;
   // Runs on ctx.hidden; `kv` is the layer's cache when kv_elems_per_token() > 0.
-  virtual void forward(ForwardContext& ctx, LayerKvCache* kv) = 0;
+  virtual void forward(ForwardContext& ctx, kernels::LayerKv* kv) = 0;
 };
 
 // The layer list of a model described by `spec` and `names`.
@@ -81,22 +71,28 @@ std::vector<float> rope_inv_freq(const ModelSpec& spec, int64_t seq_len);
 // ALiBi slopes (n_heads) as BLOOM defines them, including head counts that are not powers of 2.
 std::vector<float> alibi_slopes(int64_t n_heads);
 
-// A norm (RMSNorm or LayerNorm per spec) with its weights; shared by the layers.
-struct Norm {
+// A weight and its optional bias: the unit norms and projections hold.
+struct WeightAndBias {
   Tensor w, b;
-  void load(WeightSource& src, const std::string& prefix, const ModelSpec& spec, int64_t dim);
-  void apply(kernels::Backend& be, Tensor& out, const Tensor& x, const ModelSpec& spec) const;
-  // The normalised copy of x (M, C), in a new activation tensor.
-  Tensor operator()(kernels::Backend& be, const Tensor& x, const ModelSpec& spec) const;
   size_t bytes() const { return (w.defined() ? w.nbytes() : 0) + (b.defined() ? b.nbytes() : 0); }
+  void collect(std::vector<Tensor*>& out) {
+    for (Tensor* t : {&w, &b})
+      if (t->defined()) out.push_back(t);
+  }
 };
 
-// A linear projection with optional bias.
-struct Linear {
-  Tensor w, b;  // w (out, in), b (out)
+// A norm (RMSNorm or LayerNorm per spec) with its weights; shared by the layers.
+struct Norm : WeightAndBias {
+  void load(WeightSource& src, const std::string& prefix, const ModelSpec& spec, int64_t dim);
+  void apply(kernels::Backend& be, Tensor& out, const Tensor& x, const ModelSpec& spec) const;
+  // The normalised copy of x (M, C), in a new activation tensor of x's dtype.
+  Tensor operator()(kernels::Backend& be, const Tensor& x, const ModelSpec& spec) const;
+};
+
+// A linear projection with optional bias: w (out, in), b (out).
+struct Linear : WeightAndBias {
   void load(WeightSource& src, const std::string& prefix, int64_t out, int64_t in, bool bias);
   void apply(kernels::Backend& be, Tensor& y, const Tensor& x) const { be.linear(y, x, w, b.defined() ? &b : nullptr); }
-  size_t bytes() const { return (w.defined() ? w.nbytes() : 0) + (b.defined() ? b.nbytes() : 0); }
 };
 
 }  // namespace tiergen

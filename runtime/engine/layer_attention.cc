@@ -26,9 +26,7 @@ Tensor gather_rows(const Tensor& fused, int64_t n_heads, int64_t head_dim, int w
 class AttentionLayer final : public Layer {
  public:
   AttentionLayer(const ModelSpec& spec, const ArchitectureNames& names, int64_t index)
-      : spec_(spec), names_(names.layer(index)), interleaved_(names.qkv_interleaved_per_head), index_(index) {
-    if (spec_.position == PositionKind::Alibi) slopes_ = alibi_slopes(spec_.num_heads);
-  }
+      : spec_(spec), names_(names.layer(index)), interleaved_(names.qkv_interleaved_per_head), index_(index) {}
   std::string name() const override { return "layers." + std::to_string(index_) + ".attention"; }
   int64_t decoder_index() const override { return index_; }
   int64_t kv_elems_per_token() const override { return 2 * spec_.num_kv_heads * spec_.head_dim; }
@@ -55,46 +53,40 @@ class AttentionLayer final : public Layer {
   }
   size_t weight_bytes() const override { return norm_.bytes() + q_.bytes() + k_.bytes() + v_.bytes() + o_.bytes(); }
 
-  void forward(ForwardContext& ctx, LayerKvCache* kv) override {
+  std::vector<Tensor*> weights() override {
+    std::vector<Tensor*> w;
+    for (WeightAndBias* p : std::initializer_list<WeightAndBias*>{&norm_, &q_, &k_, &v_, &o_}) p->collect(w);
+    return w;
+  }
+
+  void forward(ForwardContext& ctx, kernels::LayerKv* kv) override {
     TIERGEN_CHECK(kv != nullptr, name() + " needs a KV cache");
     kernels::Backend& be = *ctx.backend;
     const int64_t T = ctx.num_tokens(), C = spec_.hidden_size, D = spec_.head_dim;
     const int64_t q_out = spec_.num_heads * D, kv_out = spec_.num_kv_heads * D;
+    const DType dt = ctx.act_dtype;
     Tensor& h = ctx.hidden;  // (T, C)
     const Tensor x = spec_.pre_norm ? norm_(be, h, spec_) : h;
-    Tensor q = be.alloc({T, q_out}, DType::F32);   // (T, Hq*D)
-    Tensor k = be.alloc({T, kv_out}, DType::F32);  // (T, Hkv*D)
-    Tensor v = be.alloc({T, kv_out}, DType::F32);
+    Tensor q = be.scratch({T, q_out}, dt);   // (T, Hq*D)
+    Tensor k = be.scratch({T, kv_out}, dt);  // (T, Hkv*D)
+    Tensor v = be.scratch({T, kv_out}, dt);
     q_.apply(be, q, x);
     k_.apply(be, k, x);
     v_.apply(be, v, x);
     if (spec_.position == PositionKind::Rope) {
-      int64_t max_len = 0;
-      for (const SeqStep& s : ctx.seqs) max_len = std::max(max_len, s.past_len + s.n_new);
-      const std::vector<float> inv_freq = rope_inv_freq(spec_, max_len);
-      be.rope_(q, static_cast<int>(D), ctx.positions, inv_freq);
-      be.rope_(k, static_cast<int>(D), ctx.positions, inv_freq);
+      be.rope_(q, static_cast<int>(D), ctx.step.positions, ctx.rope_inv_freq);
+      be.rope_(k, static_cast<int>(D), ctx.step.positions, ctx.rope_inv_freq);
     }
-    std::vector<kernels::AttentionSeq> seqs;
-    for (const SeqStep& s : ctx.seqs) {
-      Tensor& kc = kv->k.at(static_cast<size_t>(s.slot));
-      Tensor& vc = kv->v.at(static_cast<size_t>(s.slot));
-      if (s.past_len + s.n_new > kc.dim(0))
-        throw InternalError(name() + ": KV cache slot " + std::to_string(s.slot) + " holds " +
-                            std::to_string(kc.dim(0)) + " tokens, step needs " + std::to_string(s.past_len + s.n_new));
-      be.write_rows(kc, s.past_len, k.slice_rows(s.row_begin, s.row_begin + s.n_new));
-      be.write_rows(vc, s.past_len, v.slice_rows(s.row_begin, s.row_begin + s.n_new));
-      seqs.push_back({s.row_begin, s.n_new, s.past_len + s.n_new, kc, vc});
-    }
-    kernels::AttentionParams p;
-    p.n_heads = static_cast<int>(spec_.num_heads);
-    p.n_kv_heads = static_cast<int>(spec_.num_kv_heads);
-    p.head_dim = static_cast<int>(D);
-    p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-    p.alibi_slopes = slopes_.empty() ? nullptr : slopes_.data();
-    Tensor attn = be.alloc({T, q_out}, DType::F32);
-    be.attention(attn, q, seqs, p);
-    Tensor o = be.alloc({T, C}, DType::F32);
+    be.write_kv(*kv, k, v, ctx.step);
+    kernels::AttentionShape shape;
+    shape.n_heads = static_cast<int>(spec_.num_heads);
+    shape.n_kv_heads = static_cast<int>(spec_.num_kv_heads);
+    shape.head_dim = static_cast<int>(D);
+    shape.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+    shape.alibi_slopes = ctx.alibi_slopes;
+    Tensor attn = be.scratch({T, q_out}, dt);
+    be.attention(attn, q, *kv, ctx.step, shape);
+    Tensor o = be.scratch({T, C}, dt);
     o_.apply(be, o, attn);
     be.add_(h, o);
     if (!spec_.pre_norm) h = norm_(be, h, spec_);
@@ -105,7 +97,6 @@ class AttentionLayer final : public Layer {
   LayerNames names_;
   bool interleaved_;
   int64_t index_;
-  std::vector<float> slopes_;
   Norm norm_;
   Linear q_, k_, v_, o_;
 };

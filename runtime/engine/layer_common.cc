@@ -30,7 +30,7 @@ void Norm::apply(kernels::Backend& be, Tensor& out, const Tensor& x, const Model
 }
 
 Tensor Norm::operator()(kernels::Backend& be, const Tensor& x, const ModelSpec& spec) const {
-  Tensor out = be.alloc(x.shape(), DType::F32);
+  Tensor out = be.scratch(x.shape(), x.dtype());
   apply(be, out, x, spec);
   return out;
 }

@@ -25,29 +25,28 @@ class EmbedLayer final : public Layer {
   }
   const Tensor& table() const { return table_; }
 
-  void forward(ForwardContext& ctx, LayerKvCache*) override {
+  std::vector<Tensor*> weights() override {
+    std::vector<Tensor*> w = {&table_};
+    if (pos_.defined()) w.push_back(&pos_);
+    project_in_.collect(w);
+    norm_.collect(w);
+    return w;
+  }
+
+  void forward(ForwardContext& ctx, kernels::LayerKv*) override {
     kernels::Backend& be = *ctx.backend;
     const int64_t T = ctx.num_tokens();
     Tensor& h = ctx.hidden;  // (T, C)
     if (project_in_.w.defined()) {
-      Tensor e = be.alloc({T, spec_.word_embed_proj_dim}, DType::F32);
-      be.embedding(e, table_, ctx.token_ids);
+      Tensor e = be.scratch({T, spec_.word_embed_proj_dim}, ctx.act_dtype);
+      be.embedding(e, table_, ctx.step.token_ids, 0);
       project_in_.apply(be, h, e);
     } else {
-      be.embedding(h, table_, ctx.token_ids);
+      be.embedding(h, table_, ctx.step.token_ids, 0);
     }
-    if (pos_.defined()) {
-      std::vector<int32_t> idx(static_cast<size_t>(T));
-      for (int64_t t = 0; t < T; ++t) {
-        const int64_t p = ctx.positions[t];
-        if (p >= spec_.max_position_embeddings)
-          throw InvalidArgumentError("position " + std::to_string(p) +
-                                     " is past the model's max_position_embeddings (" +
-                                     std::to_string(spec_.max_position_embeddings) + ")");
-        idx[t] = static_cast<int32_t>(p + spec_.position_offset);
-      }
-      Tensor pe = be.alloc({T, spec_.hidden_size}, DType::F32);
-      be.embedding(pe, pos_, idx);
+    if (pos_.defined()) {  // positions were checked against the table by the generator
+      Tensor pe = be.scratch({T, spec_.hidden_size}, ctx.act_dtype);
+      be.embedding(pe, pos_, ctx.step.positions, static_cast<int32_t>(spec_.position_offset));
       be.add_(h, pe);
     }
     if (norm_.w.defined()) h = norm_(be, h, spec_);

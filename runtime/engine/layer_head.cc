@@ -25,26 +25,30 @@ class HeadLayer final : public Layer {
     return norm_.bytes() + project_out_.bytes() + (tied_ ? 0 : lm_head_.nbytes());
   }
 
-  void forward(ForwardContext& ctx, LayerKvCache*) override {
+  std::vector<Tensor*> weights() override {
+    std::vector<Tensor*> w;
+    norm_.collect(w);
+    project_out_.collect(w);
+    w.push_back(&lm_head_);
+    return w;
+  }
+
+  void forward(ForwardContext& ctx, kernels::LayerKv*) override {
     kernels::Backend& be = *ctx.backend;
     const int64_t T = ctx.num_tokens(), E = spec_.word_embed_proj_dim;
     Tensor h = ctx.hidden;  // (T, C)
     if (norm_.w.defined()) h = norm_(be, h, spec_);
     if (project_out_.w.defined()) {
-      Tensor p = be.alloc({T, E}, DType::F32);
+      Tensor p = be.scratch({T, E}, ctx.act_dtype);
       project_out_.apply(be, p, h);
       h = p;
     }
     if (ctx.observer) ctx.observer(spec_.num_layers, h);
-    const int64_t R = static_cast<int64_t>(ctx.logit_rows.size());
-    Tensor rows = be.alloc({R, E}, DType::F32);  // (R, E): the rows that need logits
-    for (int64_t r = 0; r < R; ++r) {
-      const int64_t src_row = ctx.logit_rows[r];
-      TIERGEN_CHECK(src_row >= 0 && src_row < T, "logit row out of range");
-      Tensor dst = rows.slice_rows(r, r + 1);
-      be.copy(dst, h.slice_rows(src_row, src_row + 1));
-    }
-    ctx.logits = be.alloc({R, spec_.vocab_size}, DType::F32);
+    // The LM head runs on the rows that need logits only (R = sequences while generating).
+    const int64_t R = static_cast<int64_t>(ctx.plan.logit_rows.size());
+    Tensor rows = be.scratch({R, E}, ctx.act_dtype);  // (R, E)
+    be.gather_rows(rows, h, ctx.step.logit_rows);
+    ctx.logits = be.scratch({R, spec_.vocab_size}, DType::F32);  // f32 for the sampler
     be.linear(ctx.logits, rows, lm_head_, nullptr);
   }
 

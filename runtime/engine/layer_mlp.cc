@@ -36,22 +36,28 @@ class MlpLayer final : public Layer {
   }
   size_t weight_bytes() const override { return norm_.bytes() + fc1_.bytes() + up_.bytes() + fc2_.bytes(); }
 
-  void forward(ForwardContext& ctx, LayerKvCache*) override {
+  std::vector<Tensor*> weights() override {
+    std::vector<Tensor*> w;
+    for (WeightAndBias* p : std::initializer_list<WeightAndBias*>{&norm_, &fc1_, &up_, &fc2_}) p->collect(w);
+    return w;
+  }
+
+  void forward(ForwardContext& ctx, kernels::LayerKv*) override {
     kernels::Backend& be = *ctx.backend;
     const int64_t T = ctx.num_tokens(), C = spec_.hidden_size, F = spec_.intermediate_size;
     Tensor& h = ctx.hidden;  // (T, C)
     const Tensor x = spec_.pre_norm ? norm_(be, h, spec_) : h;
-    Tensor a = be.alloc({T, F}, DType::F32);  // (T, F)
+    Tensor a = be.scratch({T, F}, ctx.act_dtype);  // (T, F)
     fc1_.apply(be, a, x);
     if (spec_.gated_mlp) {
-      Tensor u = be.alloc({T, F}, DType::F32);
+      Tensor u = be.scratch({T, F}, ctx.act_dtype);
       up_.apply(be, u, x);
       if (spec_.activation != Activation::Silu) throw UnsupportedError(name() + ": gated MLP supports SiLU only");
       be.silu_mul_(a, u);
     } else {
       be.activation_(a, to_act(spec_.activation));
     }
-    Tensor y = be.alloc({T, C}, DType::F32);
+    Tensor y = be.scratch({T, C}, ctx.act_dtype);
     fc2_.apply(be, y, a);
     be.add_(h, y);
     if (!spec_.pre_norm) h = norm_(be, h, spec_);

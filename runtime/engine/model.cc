@@ -1,5 +1,8 @@
 #include "runtime/engine/model.h"
 
+#include <map>
+#include <utility>
+
 #include "runtime/core/error.h"
 
 namespace tiergen {
@@ -14,8 +17,8 @@ void check_layer_count(const ModelSpec& spec, const ArchitectureNames& names, co
   int64_t present = 0;  // num_layers is bounded by the config parser, so this loop is short
   while (present < spec.num_layers && has_layer(present)) ++present;
   throw FormatError(config.string() + ": the config says " + std::to_string(spec.num_layers) +
-                    " decoder layers, but the checkpoint in '" + weights.describe() + "' holds " + std::to_string(present) + " (no '" +
-                    names.layer(present).o + ".weight')");
+                    " decoder layers, but the checkpoint in '" + weights.describe() + "' holds " +
+                    std::to_string(present) + " (no '" + names.layer(present).o + ".weight')");
 }
 
 }  // namespace
@@ -38,6 +41,17 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir) {
 std::unique_ptr<Model> Model::dummy(const ModelSpec& spec, DType dtype, uint64_t seed) {
   auto weights = dummy_weights(dtype, seed);
   return std::make_unique<Model>(spec, *weights);
+}
+
+void Model::place(kernels::Backend& be, DType dtype) {
+  std::map<std::pair<const void*, DType>, Tensor> placed;  // by source bytes: tied weights upload once
+  for (auto& layer : layers_)
+    for (Tensor* w : layer->weights()) {
+      auto [it, fresh] = placed.try_emplace({w->raw(), w->dtype()});
+      if (fresh) it->second = be.upload(*w, dtype);
+      *w = it->second;
+    }
+  be.synchronize();
 }
 
 size_t Model::weight_bytes() const {

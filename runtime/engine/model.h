@@ -26,6 +26,9 @@ class Model {
   const ModelSpec& spec() const { return spec_; }
   const std::vector<std::unique_ptr<Layer>>& layers() const { return layers_; }
   size_t weight_bytes() const;
+  // Replaces every weight by a copy in `be`'s tier, converted to `dtype` (the compute dtype of a GPU
+  // run). Weights that share bytes (tied embeddings) stay shared.
+  void place(kernels::Backend& be, DType dtype);
   // Where the weights came from ("dummy weights" or the folder).
   const std::string& source() const { return source_; }
 

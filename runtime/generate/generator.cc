@@ -20,17 +20,25 @@ const char* finish_reason_name(FinishReason r) {
   return "?";
 }
 
+Generator::Generator(Executor& executor, const Tokenizer* tokenizer, int64_t max_batch)
+    : exec_(executor), tokenizer_(tokenizer), max_batch_(max_batch) {
+  if (max_batch <= 0) throw InvalidArgumentError("batch size must be positive, got " + std::to_string(max_batch));
+}
+
 Generator::Generator(Stage& stage, const Tokenizer* tokenizer, int64_t max_batch)
-    : stage_(stage), tokenizer_(tokenizer), max_batch_(max_batch) {
+    : owned_(std::make_unique<LocalPipeline>(std::vector<Stage*>{&stage})),
+      exec_(*owned_),
+      tokenizer_(tokenizer),
+      max_batch_(max_batch) {
   if (max_batch <= 0) throw InvalidArgumentError("batch size must be positive, got " + std::to_string(max_batch));
 }
 
 std::vector<Result> Generator::generate(const std::vector<Request>& requests, GenerateStats* stats) {
-  validate_requests(stage_.model().spec(), requests, tokenizer_ != nullptr);
+  validate_requests(exec_.spec(), requests, tokenizer_ != nullptr);
   if (requests.empty()) return {};
   // One cache for the whole run, sized by what its requests can use (the plan the CLI checked).
   const RunShape shape = run_shape(requests, max_batch_);
-  stage_.allocate_cache(shape.cache_slots, shape.cache_capacity);
+  exec_.allocate_cache(shape.cache_slots, shape.cache_capacity);
   std::vector<Result> out(requests.size());
   GenerateStats local;
   for (size_t b = 0; b < requests.size(); b += static_cast<size_t>(max_batch_))
@@ -58,8 +66,7 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 void Generator::run_block(const std::vector<Request>& requests, size_t begin, size_t end, std::vector<Result>& out,
                           GenerateStats& stats) {
-  kernels::Backend& be = stage_.backend();
-  const ModelSpec& spec = stage_.model().spec();
+  const ModelSpec& spec = exec_.spec();
 
   struct Live {
     size_t req;
@@ -79,28 +86,20 @@ void Generator::run_block(const std::vector<Request>& requests, size_t begin, si
 
   for (bool prefill = true;; prefill = false) {
     // Build one ragged step over the unfinished sequences: the whole prompt first, then the last token.
-    ForwardContext ctx;
+    kernels::StepPlan plan;
     std::vector<Live*> active;
     for (Live& l : live) {
       if (l.done) continue;
-      const int64_t n_new = static_cast<int64_t>(l.context.size()) - l.len;
-      const int64_t row = ctx.num_tokens();
-      ctx.seqs.push_back({row, n_new, l.len, l.slot});
-      for (int64_t t = l.len; t < l.len + n_new; ++t) {
-        ctx.token_ids.push_back(l.context[static_cast<size_t>(t)]);
-        ctx.positions.push_back(t);
-      }
-      ctx.logit_rows.push_back(row + n_new - 1);
+      const std::span<const int32_t> fresh(l.context.data() + l.len, l.context.size() - static_cast<size_t>(l.len));
+      const int64_t row = plan.add_sequence(fresh, l.len, l.slot);
+      plan.logit_rows.push_back(static_cast<int32_t>(row + static_cast<int64_t>(fresh.size()) - 1));
       active.push_back(&l);
     }
     if (active.empty()) break;
     const auto t0 = Clock::now();
-    ctx.hidden = be.alloc({ctx.num_tokens(), spec.hidden_size}, DType::F32);
-    stage_.forward(ctx);
-    Tensor logits = Tensor::empty(ctx.logits.shape(), DType::F32);  // (active, V) on the host
-    be.copy(logits, ctx.logits);
+    const Tensor logits = exec_.forward(plan);  // (active, V) f32 on the host
     (prefill ? stats.prefill_seconds : stats.decode_seconds) += seconds_since(t0);
-    if (prefill) stats.prompt_tokens += ctx.num_tokens();
+    if (prefill) stats.prompt_tokens += plan.num_tokens();
 
     for (size_t a = 0; a < active.size(); ++a) {
       Live& l = *active[a];

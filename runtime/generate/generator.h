@@ -6,10 +6,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "runtime/generate/executor.h"
 #include "runtime/generate/request.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "stage/stage.h"
@@ -19,6 +21,8 @@ namespace tiergen {
 class Generator {
  public:
   // `tokenizer` may be null: then no text, and stop strings are rejected.
+  Generator(Executor& executor, const Tokenizer* tokenizer, int64_t max_batch = 64);
+  // A one-stage pipeline over `stage`.
   Generator(Stage& stage, const Tokenizer* tokenizer, int64_t max_batch = 64);
 
   std::vector<Result> generate(const std::vector<Request>& requests, GenerateStats* stats = nullptr);
@@ -29,7 +33,8 @@ class Generator {
  private:
   void run_block(const std::vector<Request>& requests, size_t begin, size_t end, std::vector<Result>& out,
                  GenerateStats& stats);
-  Stage& stage_;
+  std::unique_ptr<Executor> owned_;  // the one-stage pipeline of the Stage constructor
+  Executor& exec_;
   const Tokenizer* tokenizer_;
   int64_t max_batch_;
 };

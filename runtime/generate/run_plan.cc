@@ -13,11 +13,11 @@ void check_context(const ModelSpec& spec, int64_t prompt, int64_t max_new_tokens
   // refuse up front rather than fail (or degrade) halfway through a batch.
   if (spec.max_position_embeddings <= 0 || max_new_tokens <= spec.max_position_embeddings - prompt) return;
   const int64_t room = spec.max_position_embeddings - prompt;
-  throw InvalidArgumentError(which + ": " + std::to_string(prompt) + " prompt tokens + " +
-                             std::to_string(max_new_tokens) + " new tokens exceed the model's context of " +
-                             std::to_string(spec.max_position_embeddings) + " tokens" +
-                             (room > 0 ? " (at most " + std::to_string(room) + " new tokens fit: lower --max-new-tokens)"
-                                       : " (the prompt alone fills it: shorten the prompt)"));
+  throw InvalidArgumentError(
+      which + ": " + std::to_string(prompt) + " prompt tokens + " + std::to_string(max_new_tokens) +
+      " new tokens exceed the model's context of " + std::to_string(spec.max_position_embeddings) + " tokens" +
+      (room > 0 ? " (at most " + std::to_string(room) + " new tokens fit: lower --max-new-tokens)"
+                : " (the prompt alone fills it: shorten the prompt)"));
 }
 
 void validate_requests(const ModelSpec& spec, std::span<const Request> requests, bool have_tokenizer) {
@@ -82,30 +82,40 @@ uint64_t u(int64_t v) { return static_cast<uint64_t>(std::max<int64_t>(v, 0)); }
 
 }  // namespace
 
-uint64_t kv_cache_bytes(const ModelSpec& spec, int64_t slots, int64_t capacity) {
-  const uint64_t per_token = mul_sat(2 * u(spec.num_kv_heads) * u(spec.head_dim), u(spec.num_layers), 4);
+uint64_t kv_cache_bytes(const ModelSpec& spec, int64_t slots, int64_t capacity, DType dtype) {
+  const uint64_t per_token =
+      mul_sat(2 * u(spec.num_kv_heads) * u(spec.head_dim), u(spec.num_layers), dtype_size(dtype));
   return mul_sat(per_token, u(slots), u(capacity));
 }
 
-MemoryPlan plan_cpu_generation(const ModelSpec& spec, WeightHome weights, DType weight_dtype, const RunShape& shape) {
+MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stored_dtype,
+                           const ComputePlacement& compute, const RunShape& shape) {
   MemoryPlan plan;
-  const uint64_t weight_bytes = mul_sat(u(spec.num_params()), dtype_size(weight_dtype));
-  plan.add("weights", weights == WeightHome::Generated ? Tier::Cpu : Tier::Mmap, weight_bytes,
-           std::string(dtype_name(weight_dtype)) + ", " + std::to_string(spec.num_params()) + " parameters");
-  const uint64_t per_token = kv_cache_bytes(spec, 1, 1);
-  plan.add("KV cache", Tier::Cpu, kv_cache_bytes(spec, shape.cache_slots, shape.cache_capacity),
+  const bool gpu = compute.tier == Tier::Gpu;
+  const std::string params = std::to_string(spec.num_params()) + " parameters";
+  plan.add("weights", weights == WeightHome::Generated ? Tier::Cpu : Tier::Mmap,
+           mul_sat(u(spec.num_params()), dtype_size(stored_dtype)),
+           std::string(dtype_name(stored_dtype)) + ", " + params);
+  if (gpu)
+    plan.add("weights on the GPU", Tier::Gpu, mul_sat(u(spec.num_params()), dtype_size(compute.weights)),
+             std::string(dtype_name(compute.weights)) + ", " + params);
+  const uint64_t per_token = kv_cache_bytes(spec, 1, 1, compute.kv_cache);
+  plan.add("KV cache", compute.tier, kv_cache_bytes(spec, shape.cache_slots, shape.cache_capacity, compute.kv_cache),
            count(shape.cache_slots, "sequence") + " x " + count(shape.cache_capacity, "token") + " x " +
                format_bytes(per_token));
-  // One decoder layer's activations in f32 at the largest step (earlier layers' are released):
-  // attention's normed input, q, k, v, its output and projection, the MLP's normed input, gate, up
-  // and output, and the hidden state itself.
+  // One decoder layer's activations at the largest step (earlier layers' are released): attention's
+  // normed input, q, k, v, its output and projection, the MLP's normed input, gate, up and output,
+  // and the hidden state itself.
   const int64_t C = spec.hidden_size, q = spec.num_heads * spec.head_dim, kv = spec.num_kv_heads * spec.head_dim;
-  const uint64_t per_row = 4 * (5 * u(C) + 2 * u(q) + 2 * u(kv) + 2 * u(spec.intermediate_size));
-  plan.add("activations", Tier::Cpu, mul_sat(per_row, u(shape.max_step_tokens)),
+  const uint64_t per_row =
+      dtype_size(compute.activations) * (5 * u(C) + 2 * u(q) + 2 * u(kv) + 2 * u(spec.intermediate_size));
+  plan.add("activations", compute.tier, mul_sat(per_row, u(shape.max_step_tokens)),
            count(shape.max_step_tokens, "token") + " in the largest step");
-  // Logits on the backend and their host copy.
-  plan.add("logits", Tier::Cpu, mul_sat(u(shape.max_logit_rows), u(spec.vocab_size), 8),
+  // f32 logits where they are computed, and their host copy for the sampler.
+  const uint64_t logits = mul_sat(u(shape.max_logit_rows), u(spec.vocab_size), 4);
+  plan.add("logits", compute.tier, logits,
            count(shape.max_logit_rows, "row") + " x " + std::to_string(spec.vocab_size));
+  plan.add("logits on the host", Tier::Cpu, logits);
   return plan;
 }
 

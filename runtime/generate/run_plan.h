@@ -31,22 +31,32 @@ void validate_requests(const ModelSpec& spec, std::span<const Request> requests,
 void check_tokenizer(const Tokenizer& tokenizer, const ModelSpec& spec);
 
 struct RunShape {
-  int64_t cache_slots = 0;     // sequences held at once: the largest block
-  int64_t cache_capacity = 0;  // tokens per slot: the longest prompt + max_new_tokens of any request
-  int64_t max_step_tokens = 0; // rows of the largest step: a block's prefill, all its prompt tokens
-  int64_t max_logit_rows = 0;  // sequences in the largest block
+  int64_t cache_slots = 0;      // sequences held at once: the largest block
+  int64_t cache_capacity = 0;   // tokens per slot: the longest prompt + max_new_tokens of any request
+  int64_t max_step_tokens = 0;  // rows of the largest step: a block's prefill, all its prompt tokens
+  int64_t max_logit_rows = 0;   // sequences in the largest block
 };
 
 // Requests run in blocks of `max_batch` in order (Generator::generate).
 RunShape run_shape(std::span<const Request> requests, int64_t max_batch);
 
-// Bytes of an f32 KV cache of `slots` x `capacity` tokens over all of the model's layers.
-uint64_t kv_cache_bytes(const ModelSpec& spec, int64_t slots, int64_t capacity);
+// Bytes of a KV cache of `slots` x `capacity` tokens over all of the model's layers.
+uint64_t kv_cache_bytes(const ModelSpec& spec, int64_t slots, int64_t capacity, DType dtype = DType::F32);
 
 // Where the weights come from: generated in host memory (dummy weights) or mapped from a checkpoint.
 enum class WeightHome { Generated, Mapped };
 
-// The host memory of a CPU run: weights, KV cache, the largest step's activations and logits.
-MemoryPlan plan_cpu_generation(const ModelSpec& spec, WeightHome weights, DType weight_dtype, const RunShape& shape);
+// Where a run computes and in which dtypes.
+struct ComputePlacement {
+  Tier tier = Tier::Cpu;       // Cpu, or Gpu (weights uploaded, cache and activations there)
+  DType weights = DType::F32;  // as held by the compute tier (the checkpoint's dtype on the CPU)
+  DType activations = DType::F32;
+  DType kv_cache = DType::F32;
+};
+
+// The memory of a generation run: weights (their host copy, and the GPU copy when computing there),
+// KV cache, the largest step's activations and the logits.
+MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stored_dtype,
+                           const ComputePlacement& compute, const RunShape& shape);
 
 }  // namespace tiergen

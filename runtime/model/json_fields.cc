@@ -119,9 +119,7 @@ std::optional<double> Fields::optional_number(std::string_view key) const {
   return v->get<double>();
 }
 
-bool Fields::bool_or(std::string_view key, bool fallback) const {
-  return optional_bool(key).value_or(fallback);
-}
+bool Fields::bool_or(std::string_view key, bool fallback) const { return optional_bool(key).value_or(fallback); }
 
 std::optional<bool> Fields::optional_bool(std::string_view key) const {
   const Json* v = find(key);

@@ -95,4 +95,11 @@ void MemoryPlan::check_host(const HostMemory& host, const std::string& hint) con
                          format_bytes(host.available) + " is " + host.source + ". " + hint);
 }
 
+void MemoryPlan::check_device(uint64_t free_bytes, const std::string& device, const std::string& hint) const {
+  const uint64_t need = total(Tier::Gpu);
+  if (need <= free_bytes) return;
+  throw OutOfMemoryError("this run needs " + format_bytes(need) + " of GPU memory [" + describe() + "], but " + device +
+                         " has " + format_bytes(free_bytes) + " free. " + hint);
+}
+
 }  // namespace tiergen

@@ -44,6 +44,8 @@ class MemoryPlan {
   // OutOfMemoryError when the host tiers (Cpu + PinnedCpu) need more than `host.available`:
   // "this run needs X of host memory (items); Y is available (source). hint".
   void check_host(const HostMemory& host, const std::string& hint) const;
+  // OutOfMemoryError when the Gpu tier needs more than `free_bytes` of `device`.
+  void check_device(uint64_t free_bytes, const std::string& device, const std::string& hint) const;
 
  private:
   std::vector<MemoryItem> items_;

@@ -1,9 +1,9 @@
-// Micro-benchmark entry: select OpenBLAS's kernels for this CPU first (kernels/cpu/blas_setup.h).
+// Micro-benchmark entry: select OpenBLAS's kernels for this CPU first (kernels/cpu_setup.h).
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
 
-#include "kernels/cpu/blas_setup.h"
+#include "kernels/cpu_setup.h"
 
 int main(int argc, char** argv) {
   tiergen::kernels::cpu::reexec_with_blas_coretype(argv);

@@ -9,8 +9,8 @@ namespace tiergen::testing {
 struct CliRun {
   int status = -1;  // exit status, or 128 + signal
   std::string out, err;
-  double seconds = 0;     // wall time
-  long max_rss_kb = 0;    // peak resident set of the process
+  double seconds = 0;   // wall time
+  long max_rss_kb = 0;  // peak resident set of the process
 };
 
 // `args` are shell words, already quoted; TIERGEN_BINARY is the executable under test.

@@ -1,7 +1,7 @@
-// Test entry: OpenBLAS kernels for this CPU first (kernels/cpu/blas_setup.h), then GoogleTest.
+// Test entry: OpenBLAS kernels for this CPU first (kernels/cpu_setup.h), then GoogleTest.
 #include <gtest/gtest.h>
 
-#include "kernels/cpu/blas_setup.h"
+#include "kernels/cpu_setup.h"
 
 int main(int argc, char** argv) {
   tiergen::kernels::cpu::reexec_with_blas_coretype(argv);

@@ -2,14 +2,23 @@
 
 #include <unistd.h>
 #include <atomic>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
 namespace tiergen::testing {
 
-std::filesystem::path data_dir() { return TIERGEN_TEST_DATA; }
+// The checkout the tests were built in, unless TIERGEN_SOURCE_DIR names another copy of it (a build
+// carried to a GPU host runs against the checkout there: scripts/gpu-test.sh run sets it).
+std::filesystem::path source_dir() {
+  const char* env = std::getenv("TIERGEN_SOURCE_DIR");
+  return env && *env ? std::filesystem::path(env) : std::filesystem::path(TIERGEN_SOURCE_DIR);
+}
+std::filesystem::path data_dir() {
+  const char* env = std::getenv("TIERGEN_SOURCE_DIR");
+  return env && *env ? std::filesystem::path(env) / "tests" / "data" : std::filesystem::path(TIERGEN_TEST_DATA);
+}
 std::filesystem::path hf_model_dir(const std::string& name) { return data_dir() / "hf-reference" / "models" / name; }
-std::filesystem::path source_dir() { return TIERGEN_SOURCE_DIR; }
 
 TempDir::TempDir() {
   static std::atomic<int> counter{0};

@@ -176,7 +176,8 @@ TEST(CliErrors, PromptFilesAreNeverReplacedByStdin) {
 TEST(CliErrors, MissingFilesAreNamedInTheOrderThatMatters) {
   // A folder without config.json is named as such, not as a folder without a tokenizer.
   testing::TempDir dir;
-  testing::write_file(dir / "tokenizer.json", testing::read_file(std::filesystem::path(demo_model()) / "tokenizer.json"));
+  testing::write_file(dir / "tokenizer.json",
+                      testing::read_file(std::filesystem::path(demo_model()) / "tokenizer.json"));
   const CliRun r = run_tiergen("generate --model " + dir.path().string() + " Hello");
   expect_error(r, ErrorKind::NotFound, "has no config.json");
 }
@@ -189,7 +190,8 @@ TEST(CliErrors, TokenizerProblemsAreFoundAtLoadTime) {
   tok["added_tokens"] = nlohmann::json::array();
   tok["post_processor"] = nullptr;
   testing::write_file(empty.dir / "tokenizer.json", tok.dump());
-  for (const std::string& cmd : {"generate --model " + empty.path() + " Hello", "tokenize --model " + empty.path() + " Hello"})
+  for (const std::string& cmd :
+       {"generate --model " + empty.path() + " Hello", "tokenize --model " + empty.path() + " Hello"})
     expect_error(run_tiergen(cmd), ErrorKind::Format, "model.vocab");
 
   // A tokenizer whose ids reach past the model's embedding table.
@@ -201,7 +203,12 @@ TEST(CliErrors, TokenizerProblemsAreFoundAtLoadTime) {
 }
 
 TEST(CliErrors, UnsupportedAndUsageStatusesFollowTheTable) {
-  expect_error(run_tiergen("bench --device cuda --dummy opt-125m"), ErrorKind::Unsupported, "--device cuda");
+  // Without a GPU (or without CUDA in the build) --device cuda is unsupported here, either way.
+  expect_error(run_tiergen("bench --device cuda --dummy opt-125m"), ErrorKind::Unsupported, "CUDA");
+  expect_error(run_tiergen("bench --device cuda:x --dummy opt-125m"), ErrorKind::InvalidArgument,
+               "--device must be cpu, cuda or cuda:N, got 'cuda:x'");
+  expect_error(run_tiergen(generate("--dtype float16 Hi")), ErrorKind::Unsupported,
+               "--dtype float16: the CPU backend computes in float32");
   expect_error(run_tiergen("generate --dummy gpt-9 --input-ids 1"), ErrorKind::InvalidArgument, "gpt-9");
   const CliRun parse = run_tiergen("generate --no-such-flag");
   EXPECT_EQ(parse.status, cli::kExitUsage) << parse.err;

@@ -40,15 +40,15 @@ std::vector<std::string> shell_block_commands(const std::string& markdown, const
 
 TEST(CliReadme, EveryUsingItCommandRuns) {
   const std::filesystem::path root = testing::source_dir();
-  const std::vector<std::string> commands =
-      shell_block_commands(testing::read_file(root / "README.md"), "## Using it");
+  const std::vector<std::string> commands = shell_block_commands(testing::read_file(root / "README.md"), "## Using it");
   ASSERT_GE(commands.size(), 10u) << "the README's Using it block was not found or lost commands";
 
   // The repository root as the README assumes it: models/ and build/bin/tiergen.
   testing::TempDir work;
   std::filesystem::create_directory_symlink(root / "models", work / "models");
   std::filesystem::create_directories(work / "build" / "bin");
-  std::filesystem::create_symlink(std::filesystem::absolute(testing::tiergen_binary()), work / "build" / "bin" / "tiergen");
+  std::filesystem::create_symlink(std::filesystem::absolute(testing::tiergen_binary()),
+                                  work / "build" / "bin" / "tiergen");
 
   // One bash runs them in order (a command may use what an earlier one wrote or exported); after
   // each, its status is printed on a marker line.

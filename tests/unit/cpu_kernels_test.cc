@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
+#include "kernels/cpu/ops.h"
 #include "runtime/core/error.h"
 #include "runtime/engine/layer.h"
 #include "tests/testutil/testutil.h"
@@ -164,12 +165,13 @@ TEST(CpuKernels, EmbeddingGathersAndRejectsBadIds) {
   const Tensor tf = table.to_f32();
   const std::vector<int32_t> ids = {3, 0, 9, 3};
   Tensor out = Tensor::empty({4, 6});
-  be->embedding(out, table, ids);
+  kernels::cpu::embedding(out, table, ids);
   for (int64_t t = 0; t < 4; ++t)
     for (int64_t c = 0; c < 6; ++c) EXPECT_EQ(out.data<float>()[t * 6 + c], tf.data<float>()[ids[t] * 6 + c]);
   const std::vector<int32_t> bad = {10};
   Tensor one = Tensor::empty({1, 6});
-  EXPECT_THROW_WITH(be->embedding(one, table, bad), InvalidArgumentError, "token id 10 is outside the vocabulary");
+  EXPECT_THROW_WITH(kernels::cpu::embedding(one, table, bad), InvalidArgumentError,
+                    "token id 10 is outside the vocabulary");
 }
 
 TEST(CpuKernels, RopeRotatesHalves) {
@@ -179,7 +181,7 @@ TEST(CpuKernels, RopeRotatesHalves) {
   const std::vector<float> orig(x.data<float>(), x.data<float>() + x.numel());
   const std::vector<int64_t> pos = {0, 1, 7, 100};
   const std::vector<float> inv = {1.0f, 0.1f, 0.01f, 0.001f};
-  be->rope_(x, D, pos, inv);
+  kernels::cpu::rope_(x, D, pos, inv);
   for (int64_t t = 0; t < 4; ++t)
     for (int h = 0; h < H; ++h)
       for (int i = 0; i < D / 2; ++i) {
@@ -229,7 +231,7 @@ TEST(CpuKernels, AttentionRaggedGqaAlibi) {
     }
     Tensor q = random_tensor({rows, Hq * D}, DType::F32, 11), out = Tensor::empty({rows, Hq * D});
     kernels::AttentionParams p{Hq, Hkv, D, 0.4f, alibi ? slopes.data() : nullptr};
-    be->attention(out, q, seqs, p);
+    kernels::cpu::attention(out, q, seqs, p);
     for (const auto& s : seqs) {
       std::vector<double> ref;
       naive_attention(ref, q.data<float>() + s.q_begin * Hq * D, s.k.data<float>(), s.v.data<float>(), s.q_len,

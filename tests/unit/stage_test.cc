@@ -15,11 +15,8 @@ namespace {
 std::vector<float> prefill(std::vector<Stage*> stages, const std::vector<int32_t>& ids, int64_t hidden) {
   ForwardContext ctx;
   const int64_t n = static_cast<int64_t>(ids.size());
-  ctx.seqs.push_back({0, n, 0, 0});
-  ctx.token_ids = ids;
-  for (int64_t t = 0; t < n; ++t) ctx.positions.push_back(t);
-  ctx.logit_rows = {n - 1};
-  ctx.hidden = stages[0]->backend().alloc({n, hidden}, DType::F32);
+  ctx.plan.add_sequence(ids, 0, 0);
+  ctx.plan.logit_rows = {static_cast<int32_t>(n - 1)};
   for (Stage* s : stages) {
     s->allocate_cache(1, n);
     s->forward(ctx);

@@ -1,0 +1,32 @@
+#include "runtime/engine/kv_cache.h"
+
+#include <string>
+
+#include "runtime/core/error.h"
+
+namespace tiergen {
+
+uint64_t KvCache::bytes(int64_t slots, int64_t capacity) const {
+  uint64_t n = 0;
+  for (int64_t w : widths_) n += 2 * static_cast<uint64_t>(w) * static_cast<uint64_t>(slots * capacity);
+  return n * dtype_size(dtype_);
+}
+
+void KvCache::allocate(kernels::Backend& be, int64_t slots, int64_t capacity) {
+  if (slots <= 0 || capacity <= 0)
+    throw InvalidArgumentError("KV cache needs at least one slot and one token, got " + std::to_string(slots) + " x " +
+                               std::to_string(capacity));
+  if (slots == slots_ && capacity == capacity_) return;
+  layers_.clear();  // release the old cache before taking the new one
+  layers_.resize(widths_.size());
+  for (size_t i = 0; i < widths_.size(); ++i) {
+    if (widths_[i] == 0) continue;
+    layers_[i].k = be.alloc({slots * capacity, widths_[i]}, dtype_);
+    layers_[i].v = be.alloc({slots * capacity, widths_[i]}, dtype_);
+    layers_[i].capacity = capacity;
+  }
+  slots_ = slots;
+  capacity_ = capacity;
+}
+
+}  // namespace tiergen

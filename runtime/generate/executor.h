@@ -1,0 +1,41 @@
+// Executor: what the Generator drives. It takes one step's batch layout (kernels::StepPlan) and
+// returns the logits of the rows that need them; how the layers run (one stage, a pipeline of
+// stages, FlexGen's layer-outer loop with prefetch) is its business, so every such schedule drives
+// the same layers and the Generator never changes with them.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "runtime/model/spec.h"
+#include "stage/stage.h"
+
+namespace tiergen {
+
+class Executor {
+ public:
+  virtual ~Executor() = default;
+  virtual const ModelSpec& spec() const = 0;
+  // Sizes every KV cache for the run: `slots` sequences of up to `capacity` tokens.
+  virtual void allocate_cache(int64_t slots, int64_t capacity) = 0;
+  // One forward step of `plan`; the logits of plan.logit_rows, (R, V) f32 on the host.
+  virtual Tensor forward(const kernels::StepPlan& plan) = 0;
+};
+
+// The stages of one process run one after another, each on its own backend; the hidden state moves
+// between backends where two neighbours differ. One stage over every layer is the single-device
+// engine: a pipeline of one, not a second code path.
+class LocalPipeline final : public Executor {
+ public:
+  // Stages in layer order, together covering the model (not owned).
+  explicit LocalPipeline(std::vector<Stage*> stages);
+  const ModelSpec& spec() const override { return stages_.front()->model().spec(); }
+  void allocate_cache(int64_t slots, int64_t capacity) override;
+  Tensor forward(const kernels::StepPlan& plan) override;
+
+ private:
+  std::vector<Stage*> stages_;
+};
+
+}  // namespace tiergen

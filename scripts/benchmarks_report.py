@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Rebuilds the GPU section of docs/benchmarks.md and docs/benchmarks/total-throughput.svg from
+docs/benchmarks/results.jsonl (one JSON object per reported run: ours and the baselines').
+
+usage: python3 scripts/benchmarks_report.py        (standard library only)
+
+The table lists every run by scenario, with each system's ratio to FlexGen in the same scenario and,
+where the row carries one, the share of the roofline bound. The text between the two marker lines
+in docs/benchmarks.md is replaced; everything else in the file is left alone."""
+import json
+import pathlib
+from collections import defaultdict
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs/benchmarks/results.jsonl"
+DOC = ROOT / "docs/benchmarks.md"
+SVG = ROOT / "docs/benchmarks/total-throughput.svg"
+BEGIN, END = "<!-- results.jsonl: begin (scripts/benchmarks_report.py) -->", "<!-- results.jsonl: end -->"
+
+
+def load():
+    rows = []
+    for n, line in enumerate(RESULTS.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"{RESULTS}:{n}: not JSON: {e}")
+    return rows
+
+
+def table(rows):
+    by_scenario = defaultdict(list)
+    for r in rows:
+        by_scenario[r["scenario"]].append(r)
+    out = ["| scenario | system | device | batch | prefill tok/s | decode tok/s | total tok/s | vs FlexGen | "
+           "of roofline | peak GPU GB | date |", "|" + "---|" * 11]
+    for scenario in sorted(by_scenario):
+        runs = by_scenario[scenario]
+        flexgen = next((r for r in runs if r["system"] == "flexgen"), None)
+        for r in sorted(runs, key=lambda r: -r["total_throughput"]):
+            ratio = f"{r['total_throughput'] / flexgen['total_throughput']:.2f}x" if flexgen else "-"
+            roof = r.get("roofline_total_throughput")
+            share = f"{100 * r['total_throughput'] / roof:.0f}%" if roof else "not measured"
+            peak = r.get("peak_gpu_bytes")
+            out.append(f"| {scenario} | {r['system']} | {r['device']} | {r['policy'].get('gpu_batch_size', '-')} | "
+                       f"{r['prefill_throughput']:.0f} | {r['decode_throughput']:.0f} | {r['total_throughput']:.1f} | "
+                       f"{ratio} | {share} | {peak / 1e9:.1f} | {r['date']} |" if peak else
+                       f"| {scenario} | {r['system']} | {r['device']} | - | - | - | {r['total_throughput']:.1f} | "
+                       f"{ratio} | {share} | - | {r['date']} |")
+    return "\n".join(out)
+
+
+def svg(rows):
+    # One horizontal bar per run, total throughput, grouped by scenario.
+    rows = sorted(rows, key=lambda r: (r["scenario"], -r["total_throughput"]))
+    colors = {"tiergen": "#2b6cb0", "flexgen": "#dd6b20", "transformers": "#718096"}
+    width, bar, gap, left = 760, 22, 8, 300
+    top = 40
+    height = top + len(rows) * (bar + gap) + 30
+    vmax = max(r["total_throughput"] for r in rows)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+             f'font-size="12">',
+             f'<text x="10" y="20" font-size="14">Total throughput, tokens/s (prompt 512, 32 generated; '
+             f'{RESULTS.name})</text>']
+    for i, r in enumerate(rows):
+        y = top + i * (bar + gap)
+        w = (width - left - 80) * r["total_throughput"] / vmax
+        label = f"{r['scenario']} · {r['system']} · b{r['policy'].get('gpu_batch_size', '?')}"
+        parts.append(f'<text x="{left - 8}" y="{y + bar * 0.7}" text-anchor="end">{label}</text>')
+        parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar}" '
+                     f'fill="{colors.get(r["system"], "#4a5568")}"/>')
+        parts.append(f'<text x="{left + w + 6:.1f}" y="{y + bar * 0.7}">{r["total_throughput"]:.0f}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def main():
+    rows = load()
+    SVG.write_text(svg(rows))
+    doc = DOC.read_text()
+    section = (f"{BEGIN}\n{table(rows)}\n\n![Total throughput by run]"
+               f"(benchmarks/{SVG.name})\n{END}")
+    if BEGIN in doc and END in doc:
+        doc = doc[:doc.index(BEGIN)] + section + doc[doc.index(END) + len(END):]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + section + "\n"
+    DOC.write_text(doc)
+    print(f"{DOC.relative_to(ROOT)} and {SVG.relative_to(ROOT)} rebuilt from {len(rows)} runs")
+
+
+if __name__ == "__main__":
+    main()
