@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
-#include "runtime/engine/architecture.h"
+#include "runtime/model/architecture.h"
 #include "runtime/engine/weights.h"
 #include "runtime/model/spec.h"
 

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "runtime/core/error.h"
+#include "runtime/model/families.h"
 #include "runtime/model/json_fields.h"
 #include "runtime/model/spec.h"
 
@@ -23,7 +24,6 @@ constexpr int64_t kMaxWidth = int64_t{1} << 20;
 constexpr int64_t kMaxVocab = int64_t{1} << 24;
 constexpr int64_t kMaxPositions = int64_t{1} << 24;
 
-constexpr const char* kSupportedModelTypes = "opt, llama, mistral, qwen2, bloom";
 
 // transformers' ACT2FN names, restricted to what the kernels implement. "gelu" is the exact (erf)
 // GELU; gelu_new, gelu_pytorch_tanh and gelu_fast are all the tanh approximation.
@@ -69,7 +69,9 @@ void set_heads(const Fields& f, ModelSpec& s, const char* heads_key, int64_t kv_
   s.num_kv_heads = kv_heads;
 }
 
-void parse_opt(const Fields& f, ModelSpec& s) {
+}  // namespace
+
+void parse_opt_config(const Fields& f, ModelSpec& s) {
   s.family = Family::Opt;
   s.vocab_size = f.positive_int("vocab_size", kMaxVocab);
   s.hidden_size = f.positive_int("hidden_size", kMaxWidth);
@@ -102,6 +104,8 @@ void parse_opt(const Fields& f, ModelSpec& s) {
   s.qkv_bias = s.o_bias = s.mlp_bias = bias;
   s.tie_word_embeddings = f.bool_or("tie_word_embeddings", true);
 }
+
+namespace {
 
 // RoPE as transformers 5 reads it (RotaryEmbeddingConfigMixin): a non-empty legacy `rope_scaling`
 // replaces `rope_parameters`; `rope_theta` inside the dict wins over the top-level one, which wins
@@ -234,7 +238,9 @@ void parse_rope_decoder(const Fields& f, ModelSpec& s) {
   }
 }
 
-void parse_bloom(const Fields& f, ModelSpec& s) {
+}  // namespace
+
+void parse_bloom_config(const Fields& f, ModelSpec& s) {
   s.family = Family::Bloom;
   s.vocab_size = f.positive_int("vocab_size", kMaxVocab);
   // BloomConfig: a legacy `n_embed` overrides hidden_size; num_hidden_layers / num_attention_heads
@@ -266,40 +272,18 @@ void parse_bloom(const Fields& f, ModelSpec& s) {
   s.tie_word_embeddings = f.bool_or("tie_word_embeddings", true);
 }
 
-// Special-token ids when config.json leaves them out: the transformers 5 class defaults.
-struct TokenDefaults {
-  std::optional<int64_t> bos, pad, eos;
-};
-TokenDefaults token_defaults(Family f) {
-  switch (f) {
-    case Family::Opt:
-      return {2, 1, 2};
-    case Family::Qwen2:
-      return {std::nullopt, std::nullopt, std::nullopt};
-    case Family::Llama:
-    case Family::Mistral:
-    case Family::Bloom:
-      return {1, std::nullopt, 2};
-  }
-  return {};
+
+void parse_llama_config(const Fields& f, ModelSpec& s) {
+  s.family = Family::Llama;
+  parse_rope_decoder(f, s);
 }
-
-}  // namespace
-
-const char* family_name(Family f) {
-  switch (f) {
-    case Family::Opt:
-      return "opt";
-    case Family::Llama:
-      return "llama";
-    case Family::Mistral:
-      return "mistral";
-    case Family::Qwen2:
-      return "qwen2";
-    case Family::Bloom:
-      return "bloom";
-  }
-  return "unknown";
+void parse_mistral_config(const Fields& f, ModelSpec& s) {
+  s.family = Family::Mistral;
+  parse_rope_decoder(f, s);
+}
+void parse_qwen2_config(const Fields& f, ModelSpec& s) {
+  s.family = Family::Qwen2;
+  parse_rope_decoder(f, s);
 }
 
 ModelSpec parse_model_config(const std::string& json_text, const std::string& origin) {
@@ -307,30 +291,22 @@ ModelSpec parse_model_config(const std::string& json_text, const std::string& or
   Fields f(doc, origin);
 
   if (!f.has("model_type")) {
-    throw FormatError(origin + ": field 'model_type' is missing (supported: " + kSupportedModelTypes + ")");
+    throw FormatError(origin + ": field 'model_type' is missing (supported: " + supported_model_types() + ")");
   }
   ModelSpec s;
   s.model_type = f.optional_string("model_type").value_or("");
-  if (s.model_type == "opt") {
-    parse_opt(f, s);
-  } else if (s.model_type == "llama" || s.model_type == "mistral" || s.model_type == "qwen2") {
-    s.family = s.model_type == "llama"     ? Family::Llama
-               : s.model_type == "mistral" ? Family::Mistral
-                                           : Family::Qwen2;
-    parse_rope_decoder(f, s);
-  } else if (s.model_type == "bloom") {
-    parse_bloom(f, s);
-  } else {
+  const FamilyInfo* family = find_family(s.model_type);
+  if (!family)
     throw UnsupportedError(origin + ": model_type '" + s.model_type +
-                           "' is not supported (supported: " + kSupportedModelTypes + ")");
-  }
+                           "' is not supported (supported: " + supported_model_types() + ")");
+  family->parse(f, s);
   // GPTQ/AWQ/bitsandbytes checkpoints keep these shapes but store packed integer weights.
   if (f.has("quantization_config")) {
     throw UnsupportedError(origin + ": quantized checkpoints (quantization_config) are not supported");
   }
 
   s.dtype = parse_dtype(f);
-  const TokenDefaults d = token_defaults(s.family);
+  const FamilyInfo& d = family_info(s.family);
   s.bos_token_id = f.written("bos_token_id") ? f.token_id("bos_token_id") : d.bos;
   s.pad_token_id = f.written("pad_token_id") ? f.token_id("pad_token_id") : d.pad;
   if (f.written("eos_token_id")) {

@@ -1,6 +1,6 @@
 // Qwen2: Llama's layout and names; differs only in data (q/k/v biases, tied embeddings, large RoPE
 // theta), which ModelSpec carries.
-#include "runtime/engine/architecture.h"
+#include "runtime/model/architecture.h"
 
 namespace tiergen {
 

@@ -1,7 +1,8 @@
 // Architecture: how a family's checkpoint names map onto the generic layer list
 //   [InputEmbed, (Attention_i, Mlp_i) x num_layers, OutputHead]
 // Attention and MLP are separate layers (FlexGen's granularity), so later offloading can stream and
-// place them independently. A family is data: one small family_*.cc that fills ArchitectureNames.
+// place them independently. A family is data: one small family_*.cc that fills ArchitectureNames,
+// registered with its config parser in runtime/model/families.cc.
 #pragma once
 
 #include <functional>

@@ -1,6 +1,6 @@
 // BLOOM: ALiBi instead of positions, LayerNorm after the embedding, fused query_key_value laid out
 // (n_heads, 3, head_dim), GELU (tanh) MLP, tied LM head.
-#include "runtime/engine/architecture.h"
+#include "runtime/model/architecture.h"
 
 namespace tiergen {
 

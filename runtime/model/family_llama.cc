@@ -1,6 +1,6 @@
 // Llama-2/3 and Mistral: RMSNorm, RoPE, SwiGLU MLP, optional GQA; no biases unless the config
 // says attention_bias / mlp_bias.
-#include "runtime/engine/architecture.h"
+#include "runtime/model/architecture.h"
 
 namespace tiergen {
 

@@ -1,6 +1,6 @@
 // OPT (facebook/opt-*): learned positions (offset 2), LayerNorm with bias, ReLU MLP, biases
 // everywhere; opt-350m's shape adds project_in/project_out and post-LayerNorm.
-#include "runtime/engine/architecture.h"
+#include "runtime/model/architecture.h"
 
 namespace tiergen {
 
