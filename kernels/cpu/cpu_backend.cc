@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "kernels/cpu/ops.h"
+#include "runtime/core/block_pool.h"
 #include "runtime/core/error.h"
 
 namespace tiergen::kernels {
@@ -28,10 +29,11 @@ class CpuBackend final : public Backend {
     }
     return Tensor(std::move(storage), 0, std::move(shape), dtype);
   }
-  // The host allocator already reuses freed blocks; activations are written before they are read.
+  // From a pool reused across steps: large activations would otherwise be fresh mmap'ed pages,
+  // page-faulted in again every step. Activations are written before they are read.
   Tensor scratch(Shape shape, DType dtype) override {
     const size_t nbytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
-    return Tensor(Storage::allocate_cpu(nbytes, /*zero=*/false), 0, std::move(shape), dtype);
+    return Tensor(pool_->get(nbytes), 0, std::move(shape), dtype);
   }
   void copy(Tensor& dst, const Tensor& src) override {
     cpu::check_host("copy", dst);
@@ -108,6 +110,9 @@ class CpuBackend final : public Backend {
       cpu::write_rows(out, r, x.slice_rows(src, src + 1));
     }
   }
+
+ private:
+  std::unique_ptr<BlockPool> pool_ = make_host_pool();
 };
 
 }  // namespace

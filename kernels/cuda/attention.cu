@@ -2,9 +2,10 @@
 // kernels/cpu/attention.cc. It checks the call and sends each sequence of the step to one of two
 // paths, decided per sequence on the device (the host knows only the step's maxima):
 //  - q_len == 1 (decode): attention_decode.cu, flash-decoding over the cache, split along the keys
-//    (SIMT, or tensor cores when F16/BF16 query heads share kv heads);
-//  - q_len > 1 (prefill, or a chunk of one): attention_prefill.cu (tensor cores, F16/BF16) or
-//    attention_prefill_simt.cu (f32 FMAs, for F32 and mixed dtype pairs).
+//    (SIMT, or tensor cores when F16/BF16 query heads share kv heads and head_dim % 16 == 0);
+//  - q_len > 1 (prefill, or a chunk of one): attention_prefill.cu (tensor cores, F16/BF16 with
+//    head_dim % 16 == 0) or attention_prefill_simt.cu (f32 FMAs, for F32, mixed dtype pairs and
+//    head_dim 8, which has no whole mma k-slice of 16).
 // A mixed step launches both; each kernel's blocks for the other kind of sequence return at once.
 #include <cstdint>
 #include <limits>
@@ -45,11 +46,12 @@ void attention(cudaStream_t stream, Workspace& ws, Tensor& out, const Tensor& q,
         "attention: the CUDA backend needs q and out of one dtype and K and V of one dtype, "
         "each F32, F16 or BF16; got q " +
         q.describe() + ", out " + out.describe() + ", k " + k_cache.describe() + ", v " + v_cache.describe());
-  if (D != 64 && D != 80 && D != 96 && D != 128 && D != 256)
+  if (!attn::supported_head_dim(D))
     throw UnsupportedError("attention: head_dim " + std::to_string(D) +
-                           " is not supported on the CUDA backend (64, 80, 96, 128, 256)");
-  // The kernels read 16-byte pieces of rows; every row starts on a 16-byte boundary when the
-  // tensors do, since a head's row is D * dtype_size bytes with D a multiple of 16.
+                           " is not supported on the CUDA backend (8, 16, 32, 64, 80, 96, 128, 256)");
+  // The kernels read 16-byte pieces of rows; every head's row starts on a 16-byte boundary when the
+  // tensors do, since it is D * dtype_size bytes with D a multiple of 8 (16 bytes at least in F16
+  // and BF16 for D = 8, 32 in F32).
   for (const Tensor* t : {static_cast<const Tensor*>(&out), &q, &k_cache, &v_cache})
     if (reinterpret_cast<uintptr_t>(t->raw()) % 16 != 0)
       throw InternalError("attention: " + t->describe() + " does not start on a 16-byte boundary");

@@ -10,7 +10,8 @@
 //    one coalesced segment) and keeps kUnroll keys of K and V in flight per thread before using
 //    any. Each key group keeps an online softmax over its keys; the block merges its groups in
 //    shared memory. Query heads sharing the kv head are scored against the same loaded rows.
-//  - tensor cores (shared kv heads, q and cache both F16 or both BF16): the kv head's query heads
+//  - tensor cores (shared kv heads, q and cache both F16 or both BF16, head_dim % 16 == 0, i.e.
+//    every supported head dim but 8, which the SIMT kernel takes): the kv head's query heads
 //    are the rows of mma tiles, K/V tiles stream through shared memory by cp.async (see
 //    decode_mma_kernel). Scoring several heads per key in SIMT costs a dot-product reduction and
 //    the softmax bookkeeping per head per key in every lane of a key group, which made GQA
@@ -54,6 +55,14 @@ struct Geom {
   static constexpr int kVpt = (kNv + kTpk - 1) / kTpk;                            // vectors per thread
   static constexpr int kGroups = kThreads / kTpk;                                 // keys side by side
   static constexpr int kSpan = kGroups * kUnroll;                                 // keys per iteration
+  // Small head dims have short rows: D = 8 in F16/BF16 is one vector, so a key group is a single
+  // thread (kTpk 1: no shuffles) and the block scores 128 keys side by side; D = 16 and 32 take 2
+  // and 4 threads per key (F32: twice as many). The merge's static shared memory grows as
+  // kGroups * (D + 2) floats per query head, kGroups * D = kThreads * kVec * kNv / kTpk being at
+  // most kThreads * kVec: 40 KB at most (GQ = 8, D = 8 in 16 bits: 32 KB of acc, 8 KB of m and l),
+  // under the 48 KB a kernel may have without opting in.
+  static constexpr size_t kMergeBytes = static_cast<size_t>(GQ) * kGroups * (2 + D) * sizeof(float);
+  static_assert(kMergeBytes <= 48 * 1024, "the key groups' merge fits in static shared memory");
 };
 
 // 16 bytes of the cache, read once per step: not kept in L1, and the L2 asked to fetch the whole
@@ -270,6 +279,9 @@ __global__ void __launch_bounds__(kThreads)
 // head, and the per-key work is a few mma instructions for all the group's heads together.
 template <int D>
 struct MmaTile {
+  // Q K^T takes the head dim in k-slices of 16 (D = 16, 32, 64, 80, 96, 128, 256; decode() sends
+  // head dim 8 to the SIMT kernel), P V in n-slices of 8; rows are whole 16-byte cp.async pieces.
+  static_assert(mma_head_dim(D), "the tensor-core decode needs head_dim % 16 == 0");
   static constexpr int kBK = 64;     // keys per tile, 16 per warp
   static constexpr int kLd = D + 8;  // shared row stride in elements (16 bytes of padding)
   static constexpr size_t kSmemBytes = static_cast<size_t>(16 + 2 * 2 * kBK) * kLd * 2;
@@ -507,16 +519,19 @@ int sm_count() {
 
 void decode(cudaStream_t stream, Workspace& ws, const Args& a, DType act, DType cache) {
   // MHA: one query head per block (the lightest in registers; memory-bound as it is). Shared kv
-  // heads with q and cache both F16 or both BF16: the tensor-core kernel, all of a kv head's query
-  // heads as the rows of one mma tile. Other shared cases: up to 8 query heads per SIMT block.
+  // heads with q and cache both F16 or both BF16 and head_dim % 16 == 0: the tensor-core kernel,
+  // all of a kv head's query heads as the rows of one mma tile. Other shared cases, head dim 8 in
+  // 16 bits among them (no mma k-slice of 16 fits it): up to 8 query heads per SIMT block.
   const bool shared_kv = a.n_heads != a.n_kv_heads;
-  if (shared_kv && act == cache && (act == DType::F16 || act == DType::BF16)) {
+  if (shared_kv && act == cache && (act == DType::F16 || act == DType::BF16) && mma_head_dim(a.head_dim)) {
     dispatch_head_dim(a.head_dim, [&](auto d) {
       constexpr int D = decltype(d)::value;
-      if (act == DType::F16)
-        launch_mma<__half, D>(stream, ws, a);
-      else
-        launch_mma<__nv_bfloat16, D>(stream, ws, a);
+      if constexpr (mma_head_dim(D)) {  // not instantiated for the others, which never get here
+        if (act == DType::F16)
+          launch_mma<__half, D>(stream, ws, a);
+        else
+          launch_mma<__nv_bfloat16, D>(stream, ws, a);
+      }
     });
     return;
   }

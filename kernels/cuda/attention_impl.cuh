@@ -31,17 +31,55 @@ struct Args {
 
 // Sequences with q_len == 1 (flash-decoding: keys split across blocks, partial softmaxes combined
 // by a second kernel; scratch from `ws`). SIMT, or tensor cores (attention_mma.cuh) for shared kv
-// heads with q and cache both F16 or both BF16. Other sequences are left to prefill().
+// heads with q and cache both F16 or both BF16 and a head dim that mma_head_dim() accepts. Other
+// sequences are left to prefill().
 void decode(cudaStream_t stream, Workspace& ws, const Args& a, DType act, DType cache);
 // Sequences with q_len > 1. Tensor cores (mma.sync, attention_prefill.cu) when q and the cache are
-// both F16 or both BF16; otherwise the f32 SIMT kernel (attention_prefill_simt.cu).
+// both F16 or both BF16 and mma_head_dim(head_dim); otherwise the f32 SIMT kernel
+// (attention_prefill_simt.cu).
 void prefill(cudaStream_t stream, const Args& a, DType act, DType cache);
 void prefill_simt(cudaStream_t stream, const Args& a, DType act, DType cache);
 
+// The head dims attention() takes (its check lists them in its error message). Each is a multiple
+// of 8, so a head's row is a whole number of 16-byte pieces in F16/BF16 (and in F32), which the
+// 16-byte loads of every kernel need.
+constexpr bool supported_head_dim(int head_dim) {
+  switch (head_dim) {
+    case 8:
+    case 16:
+    case 32:
+    case 64:
+    case 80:
+    case 96:
+    case 128:
+    case 256:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Whether the tensor-core kernels (prefill_mma, decode_mma) can take a head dim: Q K^T steps over
+// the head dim in mma.m16n8k16 k-slices of 16 (and P V in n-slices of 8). Head dim 8 has no whole
+// k-slice, so it goes to the SIMT kernels whatever the dtypes (attention_prefill.cu's prefill(),
+// attention_decode.cu's decode()).
+constexpr bool mma_head_dim(int head_dim) { return head_dim % 16 == 0; }
+
 // Calls f(std::integral_constant<int, D>{}) for the supported head dims; false for any other.
+// Every kernel instantiated through it must work for each of these D (or skip those it cannot
+// take with `if constexpr`, as the tensor-core launchers do with mma_head_dim).
 template <typename F>
 bool dispatch_head_dim(int head_dim, F&& f) {
   switch (head_dim) {
+    case 8:
+      f(std::integral_constant<int, 8>{});
+      return true;
+    case 16:
+      f(std::integral_constant<int, 16>{});
+      return true;
+    case 32:
+      f(std::integral_constant<int, 32>{});
+      return true;
     case 64:
       f(std::integral_constant<int, 64>{});
       return true;

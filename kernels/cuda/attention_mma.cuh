@@ -24,7 +24,9 @@ namespace tiergen::kernels::cuda::attn {
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src_bytes) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   // src_bytes 0 fills the 16 bytes with zeros and reads nothing. The L2 is asked to fetch whole
-  // 256-byte segments: the tiles read rows of D * 2 >= 128 contiguous bytes.
+  // 256-byte segments: the tiles read rows of D * 2 >= 128 contiguous bytes for D >= 64. For the
+  // short rows of D = 16 and 32 (32 and 64 bytes) it is only a prefetch hint, at worst bringing
+  // in the neighbouring heads' bytes of the same cache or q rows, which other blocks read.
   asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
@@ -71,9 +73,11 @@ __device__ __forceinline__ uint32_t lds32(const uint16_t* p) { return *reinterpr
 
 // Copies rows [0, n_rows) of a (rows x D) tile from global (row stride ld elements) into shared
 // (row stride kLd); rows n_rows.. of the tile are zero-filled without reading global memory.
-// A block of kThreads threads issues the copies.
+// A block of kThreads threads issues the copies. D and kLd multiples of 8 keep every piece on a
+// 16-byte boundary at both ends (the tensor-core kernels use D % 16 == 0, kLd = D + 8).
 template <int D, int kRows, int kLd, int kThreads>
 __device__ __forceinline__ void load_tile(uint16_t* sm, const uint16_t* g, int64_t ld, int n_rows) {
+  static_assert(D % 8 == 0 && kLd % 8 == 0, "rows of whole 16-byte pieces, on 16-byte boundaries");
   constexpr int kPerRow = D / 8;  // 16-byte pieces
   for (int i = threadIdx.x; i < kRows * kPerRow; i += kThreads) {
     const int r = i / kPerRow, c = (i % kPerRow) * 8;

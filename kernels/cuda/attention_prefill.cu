@@ -1,6 +1,7 @@
 // Prefill attention (sequences with q_len > 1) on the tensor cores, FlashAttention-2 style. CPU
-// reference: kernels/cpu/attention.cc. Used when q and the cache are both F16 or both BF16; other
-// dtype pairs go to the f32 SIMT kernel (attention_prefill_simt.cu).
+// reference: kernels/cpu/attention.cc. Used when q and the cache are both F16 or both BF16 and the
+// head dim is a multiple of 16 (16, 32, 64, 80, 96, 128, 256); other dtype pairs, and head dim 8,
+// go to the f32 SIMT kernel (attention_prefill_simt.cu).
 //
 // A block of 4 warps takes 64 query rows of one head of one sequence; each warp owns 16 rows. Key
 // tiles of kBK rows of K and V are copied into shared memory with cp.async, two stages deep, so the
@@ -34,6 +35,9 @@ constexpr unsigned kFull = 0xffffffffu;
 
 template <int D>
 struct Tile {
+  // Q K^T takes the head dim in k-slices of 16 (D = 16, 32, 64, 80, 96, 128, 256; head dim 8 goes
+  // to the SIMT kernel), P V in n-slices of 8; rows are whole 16-byte cp.async pieces.
+  static_assert(mma_head_dim(D), "the tensor-core prefill needs head_dim % 16 == 0");
   // 64 keys per tile, 32 for D = 256 (its O accumulator alone is 128 registers per thread).
   static constexpr int kBK = D > 128 ? 32 : 64;
   static constexpr int kLd = D + 8;  // shared row stride in elements: 16 bytes of padding
@@ -205,16 +209,21 @@ void launch_mma(cudaStream_t stream, const Args& a) {
 }  // namespace
 
 void prefill(cudaStream_t stream, const Args& a, DType act, DType cache) {
-  if (act != cache || (act != DType::F16 && act != DType::BF16)) {
+  // The tensor cores take equal 16-bit pairs with head_dim % 16 == 0. The SIMT kernel takes the
+  // rest: F32 or mixed pairs at any head dim, and head dim 8 in every pair (no mma k-slice of 16
+  // fits it; its rows are too short for the tensor cores to matter).
+  if (act != cache || (act != DType::F16 && act != DType::BF16) || !mma_head_dim(a.head_dim)) {
     prefill_simt(stream, a, act, cache);
     return;
   }
   dispatch_head_dim(a.head_dim, [&](auto d) {
     constexpr int D = decltype(d)::value;
-    if (act == DType::F16)
-      launch_mma<__half, D>(stream, a);
-    else
-      launch_mma<__nv_bfloat16, D>(stream, a);
+    if constexpr (mma_head_dim(D)) {  // not instantiated for the others, which never get here
+      if (act == DType::F16)
+        launch_mma<__half, D>(stream, a);
+      else
+        launch_mma<__nv_bfloat16, D>(stream, a);
+    }
   });
 }
 

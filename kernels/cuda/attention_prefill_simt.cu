@@ -1,6 +1,7 @@
 // Prefill attention (sequences with q_len > 1) without tensor cores: the path for F32 activations
-// or caches and for mixed pairs (e.g. BF16 q with an F16 cache). CPU reference:
-// kernels/cpu/attention.cc. Same tiling idea as attention_prefill.cu, in plain f32 FMAs:
+// or caches, for mixed pairs (e.g. BF16 q with an F16 cache) and, in every pair, for head dim 8
+// (no mma k-slice of 16 fits it). CPU reference: kernels/cpu/attention.cc. Same tiling idea as
+// attention_prefill.cu, in plain f32 FMAs:
 //
 // A block of 4 warps takes 16 query rows (4 per warp) of one head of one sequence; the rows sit in
 // shared memory widened to f32. Key tiles of 32 rows of K and V are widened into shared memory
@@ -9,6 +10,10 @@
 // per row (max and sum by shuffles), writes the tile's weights to shared memory, and then each lane
 // accumulates its output dims (lane, lane + 32, ...) over the 32 keys. Scores never leave the
 // warp; nothing of size T x T exists.
+//
+// Head dims: any multiple of 8 (K and V rows are read in 16-byte pieces: D * sizeof(Tc) is a
+// multiple of 16 for D % 8 == 0 in every dtype). For D < 32 (8, 16) only lanes 0..D-1 accumulate
+// output dims; the scoring still puts one key on each of the 32 lanes.
 #include <string>
 
 #include "kernels/cuda/attention_impl.cuh"
@@ -48,6 +53,7 @@ template <typename Tq, typename Tc, int D>
 __global__ void __launch_bounds__(kThreads) prefill_simt_kernel(Args a) {
   using SM = Smem<D>;
   constexpr int kVec = 16 / sizeof(Tc);
+  static_assert(D % kVec == 0, "a K/V row is whole 16-byte pieces");
   constexpr int kDpl = (D + 31) / 32;  // output dims per lane
   const int s = blockIdx.z, h = blockIdx.y;
   const int q_len = a.seqs.q_len[s];
@@ -186,12 +192,15 @@ void prefill_simt(cudaStream_t stream, const Args& a, DType act, DType cache) {
     dispatch_float(cache, "attention", [&](auto tc) {
       using Tq = typename decltype(tq)::type;
       using Tc = typename decltype(tc)::type;
-      // Equal 16-bit pairs run on the tensor cores (attention_prefill.cu); not instantiated here.
-      if constexpr (std::is_same_v<Tq, Tc> && !std::is_same_v<Tq, float>) {
-        throw InternalError("attention: the SIMT prefill was asked for a tensor-core dtype pair");
-      } else {
-        dispatch_head_dim(a.head_dim, [&](auto d) { launch_simt<Tq, Tc, decltype(d)::value>(stream, a); });
-      }
+      // Equal 16-bit pairs run on the tensor cores (attention_prefill.cu) wherever mma_head_dim()
+      // holds; here they are instantiated only for the head dims it rejects (8).
+      dispatch_head_dim(a.head_dim, [&](auto d) {
+        constexpr int D = decltype(d)::value;
+        if constexpr (std::is_same_v<Tq, Tc> && !std::is_same_v<Tq, float> && mma_head_dim(D))
+          throw InternalError("attention: the SIMT prefill was asked for a tensor-core dtype pair and head dim");
+        else
+          launch_simt<Tq, Tc, D>(stream, a);
+      });
     });
   });
 }

@@ -108,14 +108,17 @@ using Batch = std::vector<std::pair<int, int> >;
 //   - the GPU's online rescales exp(m_old - m_new), 4u each, shared by l and acc so they only
 //     perturb the weights of the keys seen before them: at most n / 8 + 2 per key (every kernel
 //     takes at least 8 keys per rescale) plus a merge of key groups and one of chunks: 4u (n/8 + 4);
-//   - the tensor-core kernels (q and cache both F16 or both BF16: prefill, q_len > 1, and decode
-//     when query heads share kv heads) round P to that dtype before P V and sum l over the rounded
-//     P: u_p = unit roundoff of the dtype; 0 otherwise.
+//   - the tensor-core kernels (q and cache both F16 or both BF16 and head_dim % 16 == 0: prefill,
+//     q_len > 1, and decode when query heads share kv heads) round P to that dtype before P V and
+//     sum l over the rounded P: u_p = unit roundoff of the dtype; 0 otherwise (head dim 8 goes to
+//     the SIMT kernels in every dtype pair).
 //   So eps = u ((3D + 4) scale A + 4 |slope| pos + n/2 + 26) + u_p, and sum|dw| * max|v| bounds the
 //   error it causes, max|v| over the visible rows of V in dim d's kv head (Mv).
 //  Sums (relative to sum_j w_j |v_j| <= Mv): the CPU's f32 accumulation of n products, (n + 1) u;
-//   the GPU's accumulation and its sum l, each a rounding per key and per rescale plus up to 32
-//   key-group and chunk merges, (2n + 40) u each (l's error is a common factor on the output);
+//   the GPU's accumulation and its sum l, each a rounding per key and per rescale plus the
+//   key-group and chunk merges, (2n + 40) u each (l's error is a common factor on the output; a
+//   merge adds rounding only where both sides are nonzero, so even the 128 key groups of the SIMT
+//   decode at head dim 8 add at most one rounding per key seen);
 //   the rounding of s_j - m on each side, u |s_j - m| on a weight e^(s_j - m) / L, at most u / e
 //   per key: n u over both sides. Total (6n + 81) u Mv.
 //  Output: the GPU rounds once to its dtype, u_out |out|, plus half a subnormal in underflow.
@@ -176,7 +179,8 @@ void check_attention(const AttnCase& c, const Batch& batch, uint32_t seed, doubl
   ASSERT_TRUE(out.read(got));
 
   const double u = kU32, u_out = unit_roundoff(c.act);
-  const bool tensor_cores = c.act == c.cache && c.act != DType::F32;
+  // As attention_prefill.cu's prefill() and attention_decode.cu's decode() dispatch.
+  const bool tensor_cores = c.act == c.cache && c.act != DType::F32 && D % 16 == 0;
   std::vector<double> tol(got.size());
   for (int s = 0; s < S; ++s) {
     const int q_len = plan.q_len[s], kv_len = plan.kv_len[s];
@@ -250,8 +254,12 @@ TEST_P(AttentionConformance, RaggedBatchesMatchCpuReference) {
 std::vector<AttnCase> attention_cases() {
   std::vector<AttnCase> cases;
   const std::pair<int, int> heads[] = {{4, 4}, {8, 2}, {12, 1}};  // GQA ratio 1, 4, MQA (12 > 8 per block)
+  // Head dims 8, 16 and 32 are those of small models (the Hugging Face reference models of
+  // tests/data/hf-reference have 8 and 16): 8 runs on the SIMT kernels in every dtype pair (no
+  // mma k-slice of 16 fits it; in 16 bits its key groups are single threads), 16 and 32 on the
+  // tensor cores where the pair is 16-bit (short tile rows, few key groups per warp in SIMT).
   for (DType dt : {DType::F32, DType::F16, DType::BF16})
-    for (int D : {64, 80, 128, 256})
+    for (int D : {8, 16, 32, 64, 80, 128, 256})
       for (const auto& [hq, hkv] : heads)
         for (bool alibi : {false, true}) cases.push_back({dt, dt, D, hq, hkv, alibi});
   // The remaining head dim, and mixed dtype pairs (the SIMT prefill and mixed decode loads).
@@ -260,6 +268,15 @@ std::vector<AttnCase> attention_cases() {
   for (const auto& [act, cache] :
        {std::pair{DType::F16, DType::F32}, std::pair{DType::BF16, DType::F16}, std::pair{DType::F32, DType::BF16}})
     for (int D : {64, 128}) cases.push_back({act, cache, D, 8, 2, D == 128});
+  // Every mixed pair at the small head dims, MHA (one query head per SIMT decode block) and GQA
+  // with ALiBi (8 per block): the loads of 8- and 16-byte q pieces against 16-byte cache pieces.
+  for (const auto& [act, cache] :
+       {std::pair{DType::F16, DType::F32}, std::pair{DType::BF16, DType::F32}, std::pair{DType::F32, DType::F16},
+        std::pair{DType::F32, DType::BF16}, std::pair{DType::F16, DType::BF16}, std::pair{DType::BF16, DType::F16}})
+    for (int D : {8, 16, 32}) {
+      cases.push_back({act, cache, D, 4, 4, false});
+      cases.push_back({act, cache, D, 8, 2, true});
+    }
   return cases;
 }
 
@@ -281,7 +298,10 @@ INSTANTIATE_TEST_SUITE_P(Cuda, AttentionLongContext,
                                            AttnCase{DType::F16, DType::F16, 128, 8, 2, false},
                                            AttnCase{DType::BF16, DType::BF16, 128, 8, 2, true},
                                            AttnCase{DType::F16, DType::F16, 128, 8, 8, true},
-                                           AttnCase{DType::BF16, DType::BF16, 64, 16, 1, false}),
+                                           AttnCase{DType::BF16, DType::BF16, 64, 16, 1, false},
+                                           AttnCase{DType::F16, DType::F16, 8, 8, 2, true},
+                                           AttnCase{DType::BF16, DType::BF16, 16, 16, 1, false},
+                                           AttnCase{DType::F32, DType::F32, 32, 8, 8, true}),
                          attn_name);
 
 TEST_F(CudaTest, AttentionRejectsBadCalls) {
@@ -301,6 +321,11 @@ TEST_F(CudaTest, AttentionRejectsBadCalls) {
   Tensor q48 = gpu().alloc({3, 4 * 48}, DType::F16), o48 = gpu().alloc({3, 4 * 48}, DType::F16);
   Tensor k48 = gpu().alloc({20, 2 * 48}, DType::F16);
   EXPECT_THROW_WITH(run(o48, q48, k48, 10, {4, 2, 48, 1.f, nullptr}), UnsupportedError, "head_dim 48");
+  // A multiple of 8 (whole 16-byte pieces) that no kernel is built for; the message lists those that are.
+  Tensor q24 = gpu().alloc({3, 4 * 24}, DType::F16), o24 = gpu().alloc({3, 4 * 24}, DType::F16);
+  Tensor k24 = gpu().alloc({20, 2 * 24}, DType::F16);
+  EXPECT_THROW_WITH(run(o24, q24, k24, 10, {4, 2, 24, 1.f, nullptr}), UnsupportedError,
+                    "head_dim 24 is not supported on the CUDA backend (8, 16, 32, 64, 80, 96, 128, 256)");
   const Tensor q_host = Tensor::empty({3, 4 * 64}, DType::F16);
   EXPECT_THROW_WITH(run(out, q_host, k, 10, {4, 2, 64, 1.f, nullptr}), InternalError, "not in GPU memory");
 }
@@ -351,8 +376,14 @@ TEST_F(CudaTest, AttentionThroughput) {
   time_it("decode", 32, 1, 544, 32, 8, 128, kv_bytes(32, 544, 8, 128), 0);
   time_it("decode", 32, 1, 1024, 64, 8, 128, kv_bytes(32, 1024, 8, 128), 0);
   time_it("decode", 8, 1, 4096, 32, 32, 128, kv_bytes(8, 4096, 32, 128), 0);
+  // Small head dims (the reference models' 8 and 16, and 32): SIMT decode at 8, tensor cores at 16.
+  time_it("decode", 32, 1, 1024, 8, 2, 8, kv_bytes(32, 1024, 2, 8), 0);
+  time_it("decode", 32, 1, 1024, 8, 2, 16, kv_bytes(32, 1024, 2, 16), 0);
+  time_it("decode", 32, 1, 1024, 32, 32, 32, kv_bytes(32, 1024, 32, 32), 0);
   // Causal prefill: per head, 4 D flops for each of the L (L + 1) / 2 visible (query, key) pairs.
   time_it("prefill", 4, 512, 512, 32, 32, 128, 0, 4.0 * 32 * 4 * 128 * 512.0 * 513 / 2);
+  time_it("prefill", 4, 512, 512, 8, 2, 8, 0, 4.0 * 8 * 4 * 8 * 512.0 * 513 / 2);
+  time_it("prefill", 4, 512, 512, 16, 4, 32, 0, 4.0 * 16 * 4 * 32 * 512.0 * 513 / 2);
 }
 
 // ---------------------------------------------------------------------------------------------
