@@ -30,30 +30,33 @@ def load():
 
 
 def table(rows):
+    # Ratios compare systems measured in the same run (one command on one host) only.
     by_scenario = defaultdict(list)
     for r in rows:
-        by_scenario[r["scenario"]].append(r)
-    out = ["| scenario | system | device | batch | prefill tok/s | decode tok/s | total tok/s | vs FlexGen | "
-           "of roofline | peak GPU GB | date |", "|" + "---|" * 11]
-    for scenario in sorted(by_scenario):
-        runs = by_scenario[scenario]
+        by_scenario[(r.get("run", r["date"]), r["scenario"])].append(r)
+    out = ["| run | scenario | system | batch | prefill tok/s | decode tok/s | total tok/s | vs FlexGen | "
+           "of roofline | peak GPU GB | device |", "|" + "---|" * 11]
+    for key in sorted(by_scenario):
+        run, scenario = key
+        runs = by_scenario[key]
         flexgen = next((r for r in runs if r["system"] == "flexgen"), None)
         for r in sorted(runs, key=lambda r: -r["total_throughput"]):
             ratio = f"{r['total_throughput'] / flexgen['total_throughput']:.2f}x" if flexgen else "-"
             roof = r.get("roofline_total_throughput")
             share = f"{100 * r['total_throughput'] / roof:.0f}%" if roof else "not measured"
             peak = r.get("peak_gpu_bytes")
-            out.append(f"| {scenario} | {r['system']} | {r['device']} | {r['policy'].get('gpu_batch_size', '-')} | "
+            peak_gb = f"{peak / 1e9:.1f}" if peak else "-"
+            out.append(f"| {run} | {scenario} | {r['system']} | {r['policy'].get('gpu_batch_size', '-')} | "
                        f"{r['prefill_throughput']:.0f} | {r['decode_throughput']:.0f} | {r['total_throughput']:.1f} | "
-                       f"{ratio} | {share} | {peak / 1e9:.1f} | {r['date']} |" if peak else
-                       f"| {scenario} | {r['system']} | {r['device']} | - | - | - | {r['total_throughput']:.1f} | "
-                       f"{ratio} | {share} | - | {r['date']} |")
+                       f"{ratio} | {share} | {peak_gb} | {r['device']} |")
     return "\n".join(out)
 
 
 def svg(rows):
     # One horizontal bar per run, total throughput, grouped by scenario.
-    rows = sorted(rows, key=lambda r: (r["scenario"], -r["total_throughput"]))
+    latest = max(r.get("run", r["date"]) for r in rows)  # the plot shows the latest run
+    rows = sorted((r for r in rows if r.get("run", r["date"]) == latest),
+                  key=lambda r: (r["scenario"], -r["total_throughput"]))
     colors = {"tiergen": "#2b6cb0", "flexgen": "#dd6b20", "transformers": "#718096"}
     width, bar, gap, left = 760, 22, 8, 300
     top = 40
@@ -62,7 +65,7 @@ def svg(rows):
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
              f'font-size="12">',
              f'<text x="10" y="20" font-size="14">Total throughput, tokens/s (prompt 512, 32 generated; '
-             f'{RESULTS.name})</text>']
+             f'run {latest})</text>']
     for i, r in enumerate(rows):
         y = top + i * (bar + gap)
         w = (width - left - 80) * r["total_throughput"] / vmax
