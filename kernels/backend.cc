@@ -6,37 +6,13 @@
 #include "runtime/core/error.h"
 
 #ifdef TIERGEN_HAVE_CUDA
-#include "kernels/cuda/cuda_backend.h"
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <filesystem>
 #endif
 
 namespace tiergen::kernels {
-
-int64_t StepPlan::add_sequence(std::span<const int32_t> tokens, int64_t past_len, int64_t slot_index) {
-  const int64_t row = num_tokens();
-  const auto n = static_cast<int32_t>(tokens.size());
-  for (int32_t i = 0; i < n; ++i) {
-    token_ids.push_back(tokens[static_cast<size_t>(i)]);
-    positions.push_back(static_cast<int32_t>(past_len) + i);
-    row_slot.push_back(static_cast<int32_t>(slot_index));
-  }
-  q_begin.push_back(static_cast<int32_t>(row));
-  q_len.push_back(n);
-  kv_len.push_back(static_cast<int32_t>(past_len) + n);
-  slot.push_back(static_cast<int32_t>(slot_index));
-  return row;
-}
-
-int StepPlan::max_q_len() const {
-  int m = 0;
-  for (int32_t n : q_len) m = std::max(m, n);
-  return m;
-}
-
-int StepPlan::max_kv_len() const {
-  int m = 0;
-  for (int32_t n : kv_len) m = std::max(m, n);
-  return m;
-}
 
 Tensor Backend::upload(const Tensor& host, DType dtype) {
   if (!host_addressable(host.tier())) throw InternalError("upload: " + host.describe() + " is not on the host");
@@ -53,9 +29,54 @@ Tensor Backend::upload(const Tensor& host, DType dtype) {
   return out;
 }
 
+#ifdef TIERGEN_HAVE_CUDA
+namespace {
+
+// The CUDA backend's C entry points (kernels/cuda/module/entry.cc).
+struct CudaEntry {
+  bool (*available)() = nullptr;
+  Backend* (*make)(int) = nullptr;
+  std::string error;  // why it could not be found
+};
+
+std::string module_path() {
+  if (const char* env = std::getenv("TIERGEN_CUDA_MODULE"); env && *env) return env;
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  const std::filesystem::path dir = ec ? std::filesystem::path(".") : exe.parent_path();
+  for (const auto& p : {dir / ".." / "lib" / "libtiergen_cuda.so", dir / "libtiergen_cuda.so"})
+    if (std::filesystem::exists(p, ec)) return p.string();
+  return (dir / ".." / "lib" / "libtiergen_cuda.so").string();
+}
+
+const CudaEntry& cuda_entry() {
+  static const CudaEntry entry = [] {
+    CudaEntry e;
+    void* handle = RTLD_DEFAULT;  // linked into this process (the GPU tests)?
+    if (!dlsym(handle, "tiergen_cuda_make_backend")) {
+      const std::string path = module_path();
+      handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);  // never closed: its code owns live tensors
+      if (!handle) {
+        const char* why = dlerror();
+        e.error = "cannot load the CUDA backend module " + path + ": " + (why ? why : "unknown error");
+        return e;
+      }
+    }
+    e.available = reinterpret_cast<bool (*)()>(dlsym(handle, "tiergen_cuda_device_available"));
+    e.make = reinterpret_cast<Backend* (*)(int)>(dlsym(handle, "tiergen_cuda_make_backend"));
+    if (!e.available || !e.make) e.error = "the CUDA backend module lacks its entry points";
+    return e;
+  }();
+  return entry;
+}
+
+}  // namespace
+#endif
+
 bool cuda_available() {
 #ifdef TIERGEN_HAVE_CUDA
-  return cuda::device_available();
+  const CudaEntry& e = cuda_entry();
+  return e.available && e.available();
 #else
   return false;
 #endif
@@ -63,7 +84,9 @@ bool cuda_available() {
 
 std::unique_ptr<Backend> make_cuda_backend(int device) {
 #ifdef TIERGEN_HAVE_CUDA
-  return cuda::make_backend(device);
+  const CudaEntry& e = cuda_entry();
+  if (!e.make) throw UnsupportedError(e.error);
+  return std::unique_ptr<Backend>(e.make(device));
 #else
   (void)device;
   throw UnsupportedError(

@@ -5,6 +5,7 @@
 // InternalError naming the op. The engine never calls a kernel except through this interface.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -59,9 +60,23 @@ struct StepPlan {
   int64_t num_seqs() const { return static_cast<int64_t>(q_len.size()); }
   // Appends a sequence whose new tokens follow `past_len` cached ones in KV slot `slot`; returns
   // the row of its first new token.
-  int64_t add_sequence(std::span<const int32_t> tokens, int64_t past_len, int64_t slot);
-  int max_q_len() const;
-  int max_kv_len() const;
+  int64_t add_sequence(std::span<const int32_t> tokens, int64_t past_len, int64_t slot_index) {
+    const int64_t row = num_tokens();
+    const auto n = static_cast<int32_t>(tokens.size());
+    for (int32_t i = 0; i < n; ++i) {
+      token_ids.push_back(tokens[static_cast<size_t>(i)]);
+      positions.push_back(static_cast<int32_t>(past_len) + i);
+      row_slot.push_back(static_cast<int32_t>(slot_index));
+    }
+    q_begin.push_back(static_cast<int32_t>(row));
+    q_len.push_back(n);
+    kv_len.push_back(static_cast<int32_t>(past_len) + n);
+    slot.push_back(static_cast<int32_t>(slot_index));
+    return row;
+  }
+  // Inline, like everything here the CUDA backend module uses: it links no other part of tiergen.
+  int max_q_len() const { return q_len.empty() ? 0 : *std::max_element(q_len.begin(), q_len.end()); }
+  int max_kv_len() const { return kv_len.empty() ? 0 : *std::max_element(kv_len.begin(), kv_len.end()); }
 };
 
 // A StepPlan in a backend's tier: I32 tensors of the shapes above (host views on the CPU).
@@ -142,7 +157,11 @@ class Backend {
 std::unique_ptr<Backend> make_cpu_backend();
 // True when this build has CUDA and a device is visible.
 bool cuda_available();
-// Throws UnsupportedError when built without CUDA or no device is visible.
+// Throws UnsupportedError when built without CUDA, when the CUDA backend module cannot be loaded,
+// or when no device is visible. The CUDA backend lives in a module, libtiergen_cuda.so, loaded on
+// first use from the executable's ../lib or its own folder (or $TIERGEN_CUDA_MODULE); a process
+// that links it (the GPU tests) uses its own copy. CPU-only runs never map CUDA or cuBLAS, which
+// alone take 0.3 s and over 200 MB of resident memory to load.
 std::unique_ptr<Backend> make_cuda_backend(int device = 0);
 
 }  // namespace tiergen::kernels

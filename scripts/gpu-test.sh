@@ -71,12 +71,16 @@ pack() {
   mkdir -p "$BIN/tools"
   cp "$TREE/bin/tiergen" "$TREE/tests/tiergen_microbench" "$BIN/tools/"
   strip "$BIN/tools/"*
+  # The CUDA backend module, which tools/tiergen loads from ../lib for --device cuda.
+  mkdir -p "$BIN/lib"
+  cp "$TREE/lib/libtiergen_cuda.so" "$BIN/lib/"
+  strip "$BIN/lib/libtiergen_cuda.so"
 
   # Libraries to leave out: glibc's (the GPU host's must be at least as new, and must match its
   # loader) and the CUDA toolkit and driver libraries (they are there, and must match its driver).
   local skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|libresolv\.so|libcuda|libcudart|libcublas|libnvidia|libnvrtc|libnccl)'
   local name path
-  for exe in "${tests[@]/#/$BIN/}" "$BIN"/tools/*; do
+  for exe in "${tests[@]/#/$BIN/}" "$BIN"/tools/* "$BIN"/lib/*.so; do
     if ldd "$exe" | grep -q 'not found'; then
       ldd "$exe" | grep 'not found' >&2
       exit 1
