@@ -186,9 +186,18 @@ class CudaBackend final : public Backend {
 
  private:
   // The calling thread may have another device current (several backends in one thread); the
-  // stream belongs to device_, and launching on it from another device is an error. cudaSetDevice
-  // to the already-current device costs nanoseconds.
-  void activate() { CUDA_CHECK(cudaSetDevice(device_)); }
+  // stream belongs to device_, and launching on it from another device is an error. Every op calls
+  // this, so it asks first: cudaGetDevice reads the runtime's per-thread state, while cudaSetDevice
+  // goes to the driver (its context) even when the device is already current. No cached copy of
+  // the current device: anything else in the thread (cuBLAS, another backend, the caller) may set it.
+  void activate() {
+    int current = -1;
+    if (cudaGetDevice(&current) != cudaSuccess) {
+      (void)cudaGetLastError();  // not this op's error: let cudaSetDevice report what is wrong
+      current = -1;
+    }
+    if (current != device_) CUDA_CHECK(cudaSetDevice(device_));
+  }
 
   int device_;
   std::string name_;

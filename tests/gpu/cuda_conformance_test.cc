@@ -59,14 +59,15 @@ class LinearConformance : public CudaTest, public ::testing::WithParamInterface<
 //    accumulator before that rounding): u_out·|ref| (plus u_out times the error above, inside the
 //    same margin), or half a subnormal in f16's gradual underflow.
 // So |gpu - cpu| <= u_out·|ref| + 4(K+1)·u·S + underflow_slack(out).
-void check_linear(const LinearCase& c, int64_t M, int64_t K, int64_t N, double& worst) {
-  SCOPED_TRACE("M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" + std::to_string(N));
-  std::mt19937 rng(static_cast<uint32_t>(M * 1000003 + K * 1009 + N) ^ (static_cast<uint32_t>(c.in) << 20) ^
-                   (static_cast<uint32_t>(c.out) << 24) ^ (c.bias ? 1u << 28 : 0u));
-  const HostInput x = random_input({M, K}, c.in, -1.f, 1.f, rng);
-  const HostInput w = random_input({N, K}, c.in, -1.f, 1.f, rng);
-  const HostInput b = random_input({N}, c.in, -1.f, 1.f, rng);
-
+// Runs linear on the GPU over the given inputs (x and w (M, K), (N, K) in c.in; b (N)) and checks
+// it against the CPU; `ref` and `tol` get the reference and the tolerance of every element.
+// `terms`: how many of the K products in a row of x may be nonzero (K unless x has zero columns:
+// adding an exact zero does not round, so the error bound counts only the other terms).
+void check_linear_inputs(const LinearCase& c, const HostInput& x, const HostInput& w, const HostInput& b, double& worst,
+                         std::vector<float>* ref_out = nullptr, std::vector<double>* tol_out = nullptr,
+                         int64_t terms = -1) {
+  const int64_t M = x.f32.dim(0), N = w.f32.dim(0);
+  const int64_t K = terms >= 0 ? terms : x.f32.dim(1);
   Tensor ref = Tensor::empty({M, N}, DType::F32);
   Tensor mag = Tensor::empty({M, N}, DType::F32);  // S for every output element
   const Tensor b_abs = abs_of(b.native);
@@ -85,6 +86,18 @@ void check_linear(const LinearCase& c, int64_t M, int64_t K, int64_t N, double& 
     tol[i] = u_out * std::fabs(ref.data<float>()[i]) + 4.0 * static_cast<double>(K + 1) * kU32 * mag.data<float>()[i] +
              underflow_slack(c.out);
   EXPECT_TRUE(all_close(got, ref.data<float>(), tol, static_cast<size_t>(N), worst));
+  if (ref_out) ref_out->assign(ref.data<float>(), ref.data<float>() + ref.numel());
+  if (tol_out) *tol_out = std::move(tol);
+}
+
+void check_linear(const LinearCase& c, int64_t M, int64_t K, int64_t N, double& worst) {
+  SCOPED_TRACE("M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" + std::to_string(N));
+  std::mt19937 rng(static_cast<uint32_t>(M * 1000003 + K * 1009 + N) ^ (static_cast<uint32_t>(c.in) << 20) ^
+                   (static_cast<uint32_t>(c.out) << 24) ^ (c.bias ? 1u << 28 : 0u));
+  const HostInput x = random_input({M, K}, c.in, -1.f, 1.f, rng);
+  const HostInput w = random_input({N, K}, c.in, -1.f, 1.f, rng);
+  const HostInput b = random_input({N}, c.in, -1.f, 1.f, rng);
+  check_linear_inputs(c, x, w, b, worst);
 }
 
 TEST_P(LinearConformance, MatchesCpuReference) {
@@ -100,13 +113,72 @@ TEST_P(LinearConformance, MatchesCpuReference) {
   std::cout << "[ linear " << linear_name({c, 0}) << " ] " << cases << " shapes, max |err|/tol " << worst << "\n";
 }
 
-// A bias with a 16-bit out goes through an f32 scratch in row chunks of 32 MiB: 2100 x 4096 f32
-// rows need two chunks.
+// A bias with a 16-bit out and many rows: a BF16 out goes through an f32 scratch in row chunks of
+// 32 MiB (2100 x 4096 f32 rows need two chunks), an F16 out through one cuBLASLt bias epilogue.
 TEST_F(CudaTest, LinearBiasOverSeveralScratchChunks) {
   double worst = 0;
   check_linear({DType::BF16, DType::BF16, true}, 2100, 64, 4096, worst);
   check_linear({DType::F16, DType::F16, true}, 2100, 64, 4096, worst);
   std::cout << "[ linear chunked bias ] max |err|/tol " << worst << "\n";
+}
+
+// The bias must be added to the f32 accumulator before the one rounding to the 16-bit out. Near
+// cancellation that is visible: every row of x is the same row, so acc[m, n] = acc[n], and the bias
+// is -round(acc[n]); the exact result acc - round(acc) is a fraction of an ulp of acc, while a GEMM
+// that rounded its product to 16 bits before adding the bias would return exactly 0, off by up to
+// u_out·|acc|. The tolerance grows with the number of products, so the engine's shapes (K = 4096,
+// 16384: other GEMM kernels, split-K among them) use a row of x with 8 nonzeros: the GEMM still
+// runs over all K, while the error bound counts 8 terms. The test checks that a double-rounded
+// output would fail every case, so each has the power to catch such an epilogue.
+TEST_F(CudaTest, LinearBiasRoundsOnceNearCancellation) {
+  struct Shape3 {
+    int64_t M, K, N, nonzeros;  // nonzeros per row of x (K: dense)
+  };
+  const Shape3 shapes[] = {{1, 7, 64, 7},        {1, 64, 1000, 64},     {40, 7, 1000, 7},
+                           {40, 64, 64, 64},     {32, 4096, 4096, 8},   {32, 4096, 16384, 8},
+                           {32, 16384, 4096, 8}, {2048, 4096, 4096, 8}, {512, 4096, 16384, 8}};
+  for (const DType dt : {DType::F16, DType::BF16}) {
+    double worst = 0;
+    int caught = 0, cases = 0;
+    for (const Shape3& sh : shapes) {
+      const int64_t M = sh.M, K = sh.K, N = sh.N;
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " M=" + std::to_string(M) + " K=" + std::to_string(K) +
+                   " N=" + std::to_string(N) + " nonzeros=" + std::to_string(sh.nonzeros));
+      std::mt19937 rng(static_cast<uint32_t>(M * 7919 + K * 104729 + N) ^ (static_cast<uint32_t>(dt) << 20));
+      HostInput row = random_input({1, K}, dt, -1.f, 1.f, rng);
+      if (sh.nonzeros < K) {  // keep every (K / nonzeros)-th element
+        const int64_t stride = K / sh.nonzeros;
+        for (int64_t k = 0; k < K; ++k)
+          if (k % stride != 0 || k / stride >= sh.nonzeros) row.f32.data<float>()[k] = 0.f;
+        convert_from_f32(row.native.raw(), dt, row.f32.data<float>(), static_cast<size_t>(K));
+      }
+      const HostInput w = random_input({N, K}, dt, -1.f, 1.f, rng);
+      HostInput x{Tensor::empty({M, K}, dt), Tensor::empty({M, K}, DType::F32)};
+      for (int64_t m = 0; m < M; ++m) {
+        std::memcpy(static_cast<char*>(x.native.raw()) + m * row.native.nbytes(), row.native.raw(),
+                    row.native.nbytes());
+        std::memcpy(x.f32.data<float>() + m * K, row.f32.data<float>(), row.f32.nbytes());
+      }
+      Tensor acc = Tensor::empty({1, N}, DType::F32);
+      cpu().linear(acc, row.f32, w.native, nullptr);
+      HostInput b{Tensor::empty({N}, dt), Tensor::empty({N}, DType::F32)};
+      for (int64_t n = 0; n < N; ++n) b.f32.data<float>()[n] = -acc.data<float>()[n];
+      convert_from_f32(b.native.raw(), dt, b.f32.data<float>(), static_cast<size_t>(N));
+      convert_to_f32(b.f32.data<float>(), b.native.raw(), dt, static_cast<size_t>(N));
+
+      std::vector<float> ref;
+      std::vector<double> tol;
+      check_linear_inputs({dt, dt, true}, x, w, b, worst, &ref, &tol, sh.nonzeros);
+      // round(acc) + bias is exactly 0: what rounding before the bias would give.
+      double unused = 0;
+      const std::vector<float> rounded_twice(ref.size(), 0.f);
+      caught += !all_close(rounded_twice, ref.data(), tol, static_cast<size_t>(N), unused);
+      ++cases;
+    }
+    EXPECT_EQ(caught, cases) << dtype_name(dt) << ": a double rounding would pass some cases; they test nothing";
+    std::cout << "[ linear bias near cancellation " << dtype_name(dt) << " ] " << cases << " shapes, max |err|/tol "
+              << worst << "\n";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
