@@ -26,17 +26,17 @@
 #                              prints `nvidia-smi -L`, runs every build-gpu/*_test directly (the
 #                              build's CMake paths point at the build machine's checkout, so nothing
 #                              may depend on them) and then `ctest -R _test` over build-gpu/. Logs
-#                              go to the folder $OUT when it is set. Exit status: non-zero when any
+#                              go to the folder $TIERGEN_LOG_DIR when it is set. Exit status: non-zero when any
 #                              test failed.
 #   scripts/gpu-test.sh bench  GPU HOST, after run: CPU throughput of a Llama-2-7b-shaped dummy model
 #                              (`tiergen bench --device cpu`, batch 1 and 16, prompt 512, gen 32)
-#                              and the kernel micro-benchmarks; logs to $OUT when set.
+#                              and the kernel micro-benchmarks; logs to $TIERGEN_LOG_DIR when set.
 #   scripts/gpu-test.sh bench-gpu  GPU HOST: the GPU engine on OPT-6.7B and Llama-2-7B shapes (dummy
 #                              weights, prompt 512, gen 32) at batch 32, 64 and 128, then the baselines
 #                              in the same run: Hugging Face transformers fp16 (tests/bench/hf_baseline.py)
 #                              and, when FLEXGEN_HARNESS names a FlexGen baseline harness folder
 #                              (flexgen_baseline.sh, with FLEXGEN_SRC and SHIM_TOK_DIR set as it asks),
-#                              upstream FlexGen at 32 and 128. Logs to $OUT when set.
+#                              upstream FlexGen at 32 and 128. Logs to $TIERGEN_LOG_DIR when set.
 # build-gpu/, build-gpu-tree/ (/build*/) and .devlibs/ are ignored by .gitignore.
 set -euo pipefail
 
@@ -129,7 +129,7 @@ unpack_libs() {
 
 bench() {
   unpack_libs
-  local out="${OUT:-}"
+  local out="${TIERGEN_LOG_DIR:-}"
   echo "== host $(hostname): $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
   "$BIN/tools/tiergen_microbench" --benchmark_min_time=0.2 2>&1 | tee ${out:+"$out/microbench.txt"}
   "$BIN/tools/tiergen" bench --device cpu --dummy llama-2-7b --batch-size 1,16 --prompt-len 512 --gen-len 32 --json \
@@ -138,7 +138,7 @@ bench() {
 
 bench_gpu() {
   unpack_libs
-  local out="${OUT:-/tmp/tiergen-bench}" t="$BIN/tools/tiergen"
+  local out="${TIERGEN_LOG_DIR:-/tmp/tiergen-bench}" t="$BIN/tools/tiergen"
   mkdir -p "$out"
   nvidia-smi -L | tee "$out/nvidia-smi.txt"
   "$t" bench --device cuda --dummy opt-6.7b --batch-size 32,64,128 --prompt-len 512 --gen-len 32 --json 2>&1 |
@@ -150,13 +150,14 @@ bench_gpu() {
       tee "$out/hf-opt-6.7b.txt"
   fi
   if [[ -n "${FLEXGEN_HARNESS:-}" ]]; then
+    # The harness writes its logs to the folder its OUT variable names.
     OUT="$out" T="${T:-300}" bash "$FLEXGEN_HARNESS/flexgen_baseline.sh" 67b_gpu 67b_gpu128 2>&1 | tee "$out/flexgen.txt"
   fi
 }
 
 run() {
   unpack_libs
-  local out="${OUT:-}"
+  local out="${TIERGEN_LOG_DIR:-}"
 
   echo "== host $(hostname)"
   nvidia-smi -L | tee ${out:+"$out/nvidia-smi.txt"}
