@@ -2,10 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
-#include <mutex>
 #include <string>
-#include <unordered_map>
-#include <vector>
 
 #include "kernels/cuda/cuda_check.h"
 #include "runtime/core/error.h"
@@ -58,81 +55,27 @@ std::shared_ptr<Storage> allocate_device(size_t nbytes, int device) {
   return Storage::wrap(p, nbytes, Tier::Gpu, [p, n, device] { free_on(p, n, device); });
 }
 
-struct DevicePool::State {
-  int device;
-  std::mutex mu;
-  std::unordered_map<size_t, std::vector<void*>> free;  // rounded size -> cached blocks
-  uint64_t cached = 0;
-};
-
-namespace {
-
-// Sizes are rounded so that nearby requests share a bucket: 512 B below 1 MiB, 2 MiB above.
-size_t pool_bucket(size_t nbytes) {
-  const size_t g = nbytes < (size_t{1} << 20) ? 512 : (size_t{2} << 20);
-  return (std::max<size_t>(nbytes, 1) + g - 1) / g * g;
-}
-
-}  // namespace
-
-DevicePool::DevicePool(int device) : state_(std::make_shared<State>()) { state_->device = device; }
-
-std::shared_ptr<Storage> DevicePool::allocate(size_t nbytes) {
-  const size_t size = pool_bucket(nbytes);
-  void* p = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(state_->mu);
-    auto it = state_->free.find(size);
-    if (it != state_->free.end() && !it->second.empty()) {
-      p = it->second.back();
-      it->second.pop_back();
-      state_->cached -= size;
-    }
-  }
-  if (!p) {
-    CUDA_CHECK(cudaSetDevice(state_->device));
-    cudaError_t err = cudaMalloc(&p, size);
-    if (err == cudaErrorMemoryAllocation) {
-      (void)cudaGetLastError();
-      release_cached();
-      err = cudaMalloc(&p, size);
-    }
-    if (err == cudaErrorMemoryAllocation) {
-      (void)cudaGetLastError();
-      size_t free_b = 0, total_b = 0;
-      (void)cudaMemGetInfo(&free_b, &total_b);
-      throw OutOfMemoryError("cudaMalloc of " + std::to_string(size) +
-                             " bytes on cuda:" + std::to_string(state_->device) + " failed: " + std::to_string(free_b) +
-                             " of " + std::to_string(total_b) + " bytes free");
-    }
-    CUDA_CHECK(err);
-    count_alloc(state_->device, size);
-  }
-  std::weak_ptr<State> weak = state_;
-  const int device = state_->device;
-  return Storage::wrap(p, nbytes, Tier::Gpu, [weak, p, size, device] {
-    if (auto st = weak.lock()) {
-      std::lock_guard<std::mutex> lock(st->mu);
-      st->free[size].push_back(p);
-      st->cached += size;
-    } else {
-      free_on(p, size, device);  // the pool is gone: give the block back to the driver
-    }
-  });
-}
-
-void DevicePool::release_cached() {
-  std::lock_guard<std::mutex> lock(state_->mu);
-  for (auto& [size, blocks] : state_->free)
-    for (void* p : blocks) free_on(p, size, state_->device);
-  state_->free.clear();
-  state_->cached = 0;
-}
-
-uint64_t DevicePool::cached_bytes() const {
-  std::lock_guard<std::mutex> lock(state_->mu);
-  return state_->cached;
-}
+DevicePool::DevicePool(int device)
+    : pool_(
+          [device](size_t n) -> void* {
+            void* p = nullptr;
+            CUDA_CHECK(cudaSetDevice(device));
+            const cudaError_t err = cudaMalloc(&p, n);
+            if (err == cudaErrorMemoryAllocation) {
+              (void)cudaGetLastError();  // not sticky: the pool frees its cache and retries
+              return nullptr;
+            }
+            CUDA_CHECK(err);
+            count_alloc(device, n);
+            return p;
+          },
+          [device](void* p, size_t n) { free_on(p, n, device); }, Tier::Gpu,
+          [device](size_t n) {
+            size_t free_b = 0, total_b = 0;
+            (void)cudaMemGetInfo(&free_b, &total_b);
+            return "cudaMalloc of " + std::to_string(n) + " bytes on cuda:" + std::to_string(device) +
+                   " failed: " + std::to_string(free_b) + " of " + std::to_string(total_b) + " bytes free";
+          }) {}
 
 uint64_t peak_device_bytes(int device) { return device >= 0 && device < kMaxDevices ? g_peak[device].load() : 0; }
 

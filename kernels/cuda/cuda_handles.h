@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <memory>
 
+#include "runtime/core/block_pool.h"
 #include "runtime/core/tensor.h"
 
 namespace tiergen::kernels::cuda {
@@ -75,17 +76,13 @@ class CublasHandle {
 class DevicePool {
  public:
   explicit DevicePool(int device);
-  ~DevicePool() { release_cached(); }
-  DevicePool(const DevicePool&) = delete;
-  DevicePool& operator=(const DevicePool&) = delete;
-  std::shared_ptr<Storage> allocate(size_t nbytes);
+  std::shared_ptr<Storage> allocate(size_t nbytes) { return pool_.get(nbytes); }
   // Returns every cached block to the driver.
-  void release_cached();
-  uint64_t cached_bytes() const;
+  void release_cached() { pool_.trim(); }
+  uint64_t cached_bytes() const { return pool_.cached_bytes(); }
 
  private:
-  struct State;
-  std::shared_ptr<State> state_;  // shared with the release callbacks of the blocks handed out
+  BlockPool pool_;  // the free lists, over cudaMalloc / cudaFree on one device
 };
 
 // A grow-only device scratch buffer owned by one backend and used on its stream only. It grows to

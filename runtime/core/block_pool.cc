@@ -14,6 +14,7 @@ struct BlockPool::State {
   std::function<void*(size_t)> allocate;
   std::function<void(void*, size_t)> release;
   Tier tier;
+  std::function<std::string(size_t)> describe_failure;
   std::mutex mu;
   std::unordered_map<size_t, std::vector<void*>> free;  // rounded size -> cached blocks
   size_t cached = 0;
@@ -29,11 +30,13 @@ size_t bucket(size_t nbytes) {
 
 }  // namespace
 
-BlockPool::BlockPool(std::function<void*(size_t)> allocate, std::function<void(void*, size_t)> release, Tier tier)
+BlockPool::BlockPool(std::function<void*(size_t)> allocate, std::function<void(void*, size_t)> release, Tier tier,
+                     std::function<std::string(size_t)> describe_failure)
     : state_(std::make_shared<State>()) {
   state_->allocate = std::move(allocate);
   state_->release = std::move(release);
   state_->tier = tier;
+  state_->describe_failure = std::move(describe_failure);
 }
 
 BlockPool::~BlockPool() { trim(); }
@@ -55,7 +58,9 @@ std::shared_ptr<Storage> BlockPool::get(size_t nbytes) {
     trim();
     p = state_->allocate(size);
   }
-  if (!p) throw OutOfMemoryError("allocation of " + std::to_string(size) + " bytes failed");
+  if (!p)
+    throw OutOfMemoryError(state_->describe_failure ? state_->describe_failure(size)
+                                                    : "allocation of " + std::to_string(size) + " bytes failed");
   std::weak_ptr<State> weak = state_;
   auto release = state_->release;
   return Storage::wrap(p, nbytes, state_->tier, [weak, release, p, size] {

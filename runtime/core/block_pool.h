@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "runtime/core/tensor.h"
 
@@ -15,7 +16,9 @@ namespace tiergen {
 class BlockPool {
  public:
   // `allocate(n)` returns n bytes or null; `release(p, n)` frees them. `tier` labels the Storage.
-  BlockPool(std::function<void*(size_t)> allocate, std::function<void(void*, size_t)> release, Tier tier);
+  // `describe_failure(n)`, when given, words the OutOfMemoryError of a failed n-byte allocation.
+  BlockPool(std::function<void*(size_t)> allocate, std::function<void(void*, size_t)> release, Tier tier,
+            std::function<std::string(size_t)> describe_failure = {});
   ~BlockPool();
   BlockPool(const BlockPool&) = delete;
   BlockPool& operator=(const BlockPool&) = delete;
