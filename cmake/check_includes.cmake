@@ -6,7 +6,7 @@
 set(allowed_runtime_core "runtime/core")
 set(allowed_runtime_model "runtime/core;runtime/model")
 set(allowed_runtime_tokenizer "runtime/core;runtime/tokenizer")
-set(allowed_runtime_policy "runtime/core;runtime/policy")
+set(allowed_runtime_policy "runtime/core;runtime/model;runtime/policy")
 set(allowed_kernels "runtime/core;kernels")
 set(allowed_kernels_cpu "runtime/core;kernels;kernels/cpu")
 set(allowed_kernels_cuda "runtime/core;kernels;kernels/cuda")

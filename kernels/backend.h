@@ -120,6 +120,8 @@ class Backend {
   virtual std::optional<uint64_t> free_memory() const { return std::nullopt; }
   // The most of its own memory the process has held at once (GPU), or nothing on the host.
   virtual std::optional<uint64_t> peak_memory() const { return std::nullopt; }
+  // Starts peak_memory() over from what is held now (a measurement's buffers are not the run's).
+  virtual void reset_peak_memory() {}
   // The step's layout in this backend's tier, uploaded once (one copy on the GPU).
   virtual StepTensors upload_step(const StepPlan& plan) = 0;
   // A host tensor's copy in this backend's tier, converted to `dtype` (weights, tables).
@@ -129,6 +131,12 @@ class Backend {
   // out (M, N) = x (M, K) · w (N, K)^T + bias (N), accumulated in f32.
   // CPU: x, out f32; w f32, f16 or bf16. CUDA: x and w of one dtype, out that dtype or f32.
   virtual void linear(Tensor& out, const Tensor& x, const Tensor& w, const Tensor* bias) = 0;
+  // out = act(x · w^T + bias): linear then activation_, which a backend may fuse (the CUDA backend
+  // applies ReLU in the GEMM's epilogue, saving a pass over an (M, F) activation).
+  virtual void linear_act(Tensor& out, const Tensor& x, const Tensor& w, const Tensor* bias, Act act) {
+    linear(out, x, w, bias);
+    activation_(out, act);
+  }
   // out (M, C) = x / sqrt(mean(x^2) + eps) * w (C)
   virtual void rms_norm(Tensor& out, const Tensor& x, const Tensor& w, float eps) = 0;
   // out (M, C) = (x - mean) / sqrt(var + eps) * w (C) + b (C)
@@ -152,6 +160,15 @@ class Backend {
                          const AttentionShape& shape) = 0;
   // out (R, C) = x (T, C)[step.logit_rows]
   virtual void gather_rows(Tensor& out, const Tensor& x, const Tensor& rows) = 0;
+  // ids (R) I32 = the column of each row's largest value in logits (R, V): the first one on ties,
+  // 0 for a row that starts with NaN, NaN elsewhere skipped (std::max_element's answers, which
+  // the CPU sampler gives). Greedy selection where the logits live, so they need not cross to the host.
+  virtual void argmax_rows(Tensor& ids, const Tensor& logits) = 0;
+
+  // ---- measurement ----
+  // Reads every byte of x, as fast as the backend's memory allows, and writes nothing of note: the
+  // memory read rate of the roofline bound is timed over it (runtime/generate/rates.h).
+  virtual void read_probe(const Tensor& x) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

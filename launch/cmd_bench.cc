@@ -13,6 +13,7 @@
 #include "launch/flag_checks.h"
 #include "runtime/core/error.h"
 #include "runtime/generate/generator.h"
+#include "runtime/generate/rates.h"
 #include "stage/stage.h"
 
 namespace tiergen::cli {
@@ -24,7 +25,7 @@ struct BenchArgs {
   std::vector<int64_t> batch_sizes = {1};
   int64_t prompt_len = 512, gen_len = 32;
   uint64_t seed = 0;
-  bool json = false, warmup = true;
+  bool json = false, warmup = true, roofline = true;
   int threads = 0;
   std::optional<std::string> cpu_mem;
 };
@@ -43,6 +44,14 @@ int run_bench(BenchArgs& a) {
                           backend.get());
   auto model = a.engine.load(a.source, *backend, compute);
   Stage stage(*model, *backend, StageDtypes{compute.activations, compute.kv_cache});
+  std::optional<DeviceRates> rates;
+  if (a.roofline) {
+    // Measured here, on this device, before the runs (and outside them): each run is reported as a
+    // share of the bound these rates give for its workload.
+    rates = measure_rates(*backend, compute.activations, compute.weights);
+    std::cout << "roofline rates: GEMM " << rates->gemm_flops / 1e12 << " TFLOP/s (" << dtype_name(compute.activations)
+              << "), memory read " << rates->read_bytes / 1e9 << " GB/s, measured now\n";
+  }
   Rng rng(a.seed);
   for (int64_t bs : a.batch_sizes) {
     std::vector<Request> reqs(static_cast<size_t>(bs));
@@ -84,6 +93,18 @@ int run_bench(BenchArgs& a) {
         << " token/s\n"
         << "total latency: " << total << " s\ttotal throughput: " << static_cast<double>(st.generated_tokens) / total
         << " token/s\n";
+    std::optional<RooflineBound> bound;
+    if (rates) {
+      bound = roofline_bound(s, Workload{bs, a.prompt_len, a.gen_len, compute.weights, compute.kv_cache}, *rates);
+      auto share = [](double measured, double most) { return most > 0 ? 100.0 * measured / most : 0.0; };
+      log.precision(1);
+      log << "roofline bound: total " << bound->total_throughput << " token/s (prefill " << bound->prefill_throughput
+          << ", decode " << bound->decode_throughput << ")\tmeasured / bound: total "
+          << share(static_cast<double>(st.generated_tokens) / total, bound->total_throughput) << "%, prefill "
+          << share(static_cast<double>(st.prompt_tokens) / st.prefill_seconds, bound->prefill_throughput)
+          << "%, decode "
+          << share(st.decode_seconds > 0 ? decode_tokens / st.decode_seconds : 0.0, bound->decode_throughput) << "%\n";
+    }
     std::cout << log.str();
     if (a.json) {
       nlohmann::json j = {{"model", a.source.name()},
@@ -99,6 +120,13 @@ int run_bench(BenchArgs& a) {
                           {"decode_tokens_per_s", st.decode_seconds > 0 ? decode_tokens / st.decode_seconds : 0.0},
                           {"total_tokens_per_s", static_cast<double>(st.generated_tokens) / total}};
       if (auto peak = backend->peak_memory()) j["peak_gpu_bytes"] = *peak;
+      if (bound) {
+        j["roofline_total_tokens_per_s"] = bound->total_throughput;
+        j["roofline_prefill_tokens_per_s"] = bound->prefill_throughput;
+        j["roofline_decode_tokens_per_s"] = bound->decode_throughput;
+        j["gemm_flops_per_s"] = rates->gemm_flops;
+        j["read_bytes_per_s"] = rates->read_bytes;
+      }
       std::cout << j.dump() << "\n";
     }
     std::cout.flush();
@@ -123,6 +151,8 @@ Command add_bench(CLI::App& app) {
       ->check(integer_in(1, INT32_MAX));
   cmd->add_option("--seed", a->seed, "Seed of the random prompts")->check(seed_value());
   cmd->add_flag("--json", a->json, "Also print one JSON line per run");
+  cmd->add_flag("!--no-roofline", a->roofline,
+                "Skip measuring the GEMM and memory read rates, and the roofline bound from them");
   cmd->add_flag("!--no-warmup", a->warmup, "Time the first run too (by default each batch size runs once untimed first)");
   add_threads_flag(*cmd, a->threads);
   add_memory_flags(*cmd, a->cpu_mem);

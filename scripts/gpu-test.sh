@@ -32,11 +32,14 @@
 #                              (`tiergen bench --device cpu`, batch 1 and 16, prompt 512, gen 32)
 #                              and the kernel micro-benchmarks; logs to $TIERGEN_LOG_DIR when set.
 #   scripts/gpu-test.sh bench-gpu  GPU HOST: the GPU engine on OPT-6.7B and Llama-2-7B shapes (dummy
-#                              weights, prompt 512, gen 32) at batch 32, 64 and 128, then the baselines
+#                              weights, prompt 512, gen 32) at batch 32, 64 and 128 (TIERGEN_BATCHES
+#                              overrides the OPT list), then the baselines
 #                              in the same run: Hugging Face transformers fp16 (tests/bench/hf_baseline.py)
 #                              and, when FLEXGEN_HARNESS names a FlexGen baseline harness folder
 #                              (flexgen_baseline.sh, with FLEXGEN_SRC and SHIM_TOK_DIR set as it asks),
-#                              upstream FlexGen at 32 and 128. Logs to $TIERGEN_LOG_DIR when set.
+#                              upstream FlexGen at 32 and 128 (FLEXGEN_CASES overrides the harness
+#                              cases). Every bench prints the roofline rates it measured and each
+#                              run's share of its bound. Logs to $TIERGEN_LOG_DIR when set.
 # build-gpu/, build-gpu-tree/ (/build*/) and .devlibs/ are ignored by .gitignore.
 set -euo pipefail
 
@@ -141,7 +144,7 @@ bench_gpu() {
   local out="${TIERGEN_LOG_DIR:-/tmp/tiergen-bench}" t="$BIN/tools/tiergen"
   mkdir -p "$out"
   nvidia-smi -L | tee "$out/nvidia-smi.txt"
-  "$t" bench --device cuda --dummy opt-6.7b --batch-size 32,64,128 --prompt-len 512 --gen-len 32 --json 2>&1 |
+  "$t" bench --device cuda --dummy opt-6.7b --batch-size "${TIERGEN_BATCHES:-32,64,128}" --prompt-len 512 --gen-len 32 --json 2>&1 |
     tee "$out/tiergen-opt-6.7b.txt"
   "$t" bench --device cuda --dummy llama-2-7b --batch-size 32 --prompt-len 512 --gen-len 32 --json 2>&1 |
     tee "$out/tiergen-llama-2-7b.txt"
@@ -151,7 +154,10 @@ bench_gpu() {
   fi
   if [[ -n "${FLEXGEN_HARNESS:-}" ]]; then
     # The harness writes its logs to the folder its OUT variable names.
-    OUT="$out" T="${T:-300}" bash "$FLEXGEN_HARNESS/flexgen_baseline.sh" 67b_gpu 67b_gpu128 2>&1 | tee "$out/flexgen.txt"
+    # FLEXGEN_CASES: the harness's cases to run (default: batch 32 and 128, all on the GPU).
+    # shellcheck disable=SC2086  # a list of case names
+    OUT="$out" T="${T:-300}" bash "$FLEXGEN_HARNESS/flexgen_baseline.sh" ${FLEXGEN_CASES:-67b_gpu 67b_gpu128} 2>&1 |
+      tee "$out/flexgen.txt"
   fi
 }
 

@@ -2,7 +2,7 @@
 // ops it replaces, kernels/cpu/elementwise.cc (add_) then kernels/cpu/norm.cc (rms_norm or
 // layer_norm). The updated residual h is rounded to its dtype before the norm reads it, so the
 // result is the one the unfused pair gives (add_ stores h, the norm loads it); only the
-// accumulation order of the row sums differs from rms_norm.cu / layer_norm.cu.
+// accumulation order of the row sums differs from norm.cu.
 #include <limits>
 #include <string>
 

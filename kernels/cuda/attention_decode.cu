@@ -510,13 +510,6 @@ void launch_mma(cudaStream_t stream, Workspace& ws, const Args& a) {
 
 }  // namespace
 
-int sm_count() {
-  int device = 0, n = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-  return n;
-}
-
 void decode(cudaStream_t stream, Workspace& ws, const Args& a, DType act, DType cache) {
   // MHA: one query head per block (the lightest in registers; memory-bound as it is). Shared kv
   // heads with q and cache both F16 or both BF16 and head_dim % 16 == 0: the tensor-core kernel,

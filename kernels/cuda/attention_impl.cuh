@@ -141,7 +141,4 @@ __device__ __forceinline__ void widen16(const uint4& w, float* f) {
 // exp(x - base) is 0, never NaN, for x = -inf.
 __device__ __forceinline__ float safe_base(float m) { return m == -INFINITY ? 0.f : m; }
 
-// The SM count of the current device (launch sizing).
-int sm_count();
-
 }  // namespace tiergen::kernels::cuda::attn

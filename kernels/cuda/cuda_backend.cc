@@ -79,6 +79,7 @@ class CudaBackend final : public Backend {
   }
 
   std::optional<uint64_t> peak_memory() const override { return peak_device_bytes(device_); }
+  void reset_peak_memory() override { reset_peak_device_bytes(device_); }
 
   void synchronize() override {
     activate();
@@ -88,6 +89,11 @@ class CudaBackend final : public Backend {
   void linear(Tensor& out, const Tensor& x, const Tensor& w, const Tensor* bias) override {
     activate();
     cuda::linear(stream_.get(), cublas_.get(), workspace_, out, x, w, bias);
+  }
+  void linear_act(Tensor& out, const Tensor& x, const Tensor& w, const Tensor* bias, Act act) override {
+    if (act != Act::Relu) return Backend::linear_act(out, x, w, bias, act);
+    activate();
+    cuda::linear(stream_.get(), cublas_.get(), workspace_, out, x, w, bias, /*relu=*/true);
   }
   void rms_norm(Tensor& out, const Tensor& x, const Tensor& w, float eps) override {
     activate();
@@ -183,6 +189,16 @@ class CudaBackend final : public Backend {
     check_numel("gather_rows", "rows", rows, out.dim(0));
     cuda::gather_rows(stream_.get(), out, x, rows.data<int32_t>());
   }
+  void argmax_rows(Tensor& ids, const Tensor& logits) override {
+    activate();
+    check_numel("argmax_rows", "ids", ids, logits.dim(0));
+    cuda::argmax_rows(stream_.get(), ids.data<int32_t>(), logits);
+  }
+  void read_probe(const Tensor& x) override {
+    activate();
+    if (!probe_sink_.defined()) probe_sink_ = alloc({1}, DType::I32);
+    cuda::read_probe(stream_.get(), x, static_cast<unsigned*>(probe_sink_.raw()));
+  }
 
  private:
   // The calling thread may have another device current (several backends in one thread); the
@@ -208,6 +224,7 @@ class CudaBackend final : public Backend {
   Event step_copied_;                     // the last upload_step's copy
   std::shared_ptr<Storage> step_host_;    // pinned staging for the step metadata
   std::shared_ptr<Storage> step_device_;  // its device copy
+  Tensor probe_sink_;                     // read_probe's never-written word
 };
 
 }  // namespace

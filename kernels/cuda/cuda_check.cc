@@ -31,4 +31,11 @@ void throw_cublas_error(cublasStatus_t status, const char* call, const char* fil
                     cublasGetStatusString(status) + ")");
 }
 
+int sm_count() {
+  int device = 0, n = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+  return n;
+}
+
 }  // namespace tiergen::kernels::cuda

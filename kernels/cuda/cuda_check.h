@@ -12,6 +12,9 @@ namespace tiergen::kernels::cuda {
 [[noreturn]] void throw_cuda_error(cudaError_t err, const char* call, const char* file, int line);
 [[noreturn]] void throw_cublas_error(cublasStatus_t status, const char* call, const char* file, int line);
 
+// The SM count of the current device (launch sizing).
+int sm_count();
+
 }  // namespace tiergen::kernels::cuda
 
 #define CUDA_CHECK(call)                                                              \

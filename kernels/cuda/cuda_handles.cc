@@ -79,6 +79,10 @@ DevicePool::DevicePool(int device)
 
 uint64_t peak_device_bytes(int device) { return device >= 0 && device < kMaxDevices ? g_peak[device].load() : 0; }
 
+void reset_peak_device_bytes(int device) {
+  if (device >= 0 && device < kMaxDevices) g_peak[device].store(g_in_use[device].load());
+}
+
 Stream::Stream(int device) {
   CUDA_CHECK(cudaSetDevice(device));
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));

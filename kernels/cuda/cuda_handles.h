@@ -22,6 +22,8 @@ std::shared_ptr<Storage> allocate_device(size_t nbytes, int device);
 // The most device memory this process has held from cudaMalloc at once on `device` (allocations
 // through allocate_device and DevicePool), as FlexGen reports its peak GPU memory.
 uint64_t peak_device_bytes(int device);
+// Starts the high-water mark over from what is held now.
+void reset_peak_device_bytes(int device);
 
 // `nbytes` of page-locked host memory (cudaHostAlloc), Tier::PinnedCpu: the source of async H2D
 // copies that the DMA engine reads while the host goes on. Freed with cudaFreeHost.

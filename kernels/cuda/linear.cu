@@ -8,19 +8,27 @@
 // and the row-major out (M, N) = x · w^T is the column-major out^T (N, M) = w · x^T:
 // cublasGemmEx(T, N, m = N, n = M, k = K). No data is transposed.
 //
+// Every GEMM goes through cublasLtMatmul where cuBLASLt takes the combination (cublasGemmEx
+// otherwise), with an epilogue: DEFAULT, BIAS, RELU or RELU_BIAS. The matmul descriptor, layouts
+// and algorithm are cached per shape, dtypes, epilogue and alignments. Large shapes (the engine's:
+// 32 x 4096 x 4096 and up) time the heuristic's first eight algorithms on the first call and keep
+// the fastest, per power-of-two bucket of M, so a ragged batch's new M reuses its bucket's choice.
+// Every candidate reduces split-K partial sums in f32 (REDUCTION_SCHEME_COMPUTE_TYPE, never in
+// place in a 16-bit output), so the choice changes speed only.
+//
 // Bias: added to the f32 accumulator, then rounded once to out's dtype, as on the CPU.
-//  - out F16 or F32: one cublasLtMatmul with CUBLASLT_EPILOGUE_BIAS. The epilogue adds the bias
-//    (one per row of the column-major out^T, i.e. per output column n) to the f32 accumulator in
-//    the f32 scale type and rounds once when it stores D; split-K partial sums are reduced in the
-//    compute type only (REDUCTION_SCHEME_COMPUTE_TYPE, never in place in the 16-bit output).
-//    tests/gpu/cuda_conformance_test.cc checks the single rounding, near cancellation too. The
-//    matmul descriptor, layouts and algorithm are cached per shape, dtypes and alignments.
-//  - out BF16 (its bias epilogue rounds before the add, see gemm_bias_lt), or where cuBLASLt has
-//    no algorithm for the combination (e.g. a 16-bit bias with an f32 out): out F32: the GEMM
-//    writes out, a small kernel adds the bias in place; out F16/BF16: the GEMM writes an f32
-//    scratch (row chunks of at most kChunkBytes, in the backend's grow-only Workspace), the kernel
-//    adds the bias and rounds into out.
-//  - no bias: cublasGemmEx writes out directly and its epilogue rounds once (checked by the test).
+//  - out F16 or F32: the BIAS epilogue adds the bias (one per row of the column-major out^T, i.e.
+//    per output column n) to the f32 accumulator in the f32 scale type and rounds once when it
+//    stores D. tests/gpu/cuda_conformance_test.cc checks the single rounding, near cancellation too.
+//  - out BF16 (its bias epilogue rounds before the add, see gemm_lt), or where cuBLASLt has no
+//    algorithm for the combination (e.g. a 16-bit bias with an f32 out): out F32: the GEMM writes
+//    out, a small kernel adds the bias in place; out F16/BF16: the GEMM writes an f32 scratch (row
+//    chunks of at most kChunkBytes, in the backend's grow-only Workspace), the kernel adds the bias
+//    and rounds into out.
+//  - no bias: the GEMM writes out directly and its epilogue rounds once (checked by the test).
+// ReLU (linear_act): the RELU / RELU_BIAS epilogue applies it to the f32 sum before the rounding
+// (ReLU and rounding commute: both are monotone and fix 0); on the fallback paths the elementwise
+// ReLU runs after the GEMM.
 // Not cuBLAS's own epilogue with beta = 1 over a bias pre-broadcast into out: on the H100 its
 // tensor-core kernels with a 16-bit C round the product to 16 bits before adding C (several ulps
 // off near cancellation; tests/gpu/cuda_conformance_test.cc caught it).
@@ -29,6 +37,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -92,7 +101,7 @@ uint32_t alignment_of(const void* p) {
 
 struct LtKey {
   int64_t M, N, K;
-  int32_t device, in_type, out_type, bias_type;
+  int32_t device, in_type, out_type, bias_type, epilogue;
   uint32_t align_x, align_w, align_out, align_bias;
   bool operator==(const LtKey&) const = default;
 };
@@ -101,7 +110,7 @@ struct LtKeyHash {
   size_t operator()(const LtKey& k) const {
     size_t h = 0;
     for (const uint64_t v : {static_cast<uint64_t>(k.M), static_cast<uint64_t>(k.N), static_cast<uint64_t>(k.K),
-                             static_cast<uint64_t>(k.device),
+                             static_cast<uint64_t>(k.device) | static_cast<uint64_t>(k.epilogue) << 32,
                              static_cast<uint64_t>(k.in_type) | static_cast<uint64_t>(k.out_type) << 16 |
                                  static_cast<uint64_t>(k.bias_type) << 32,
                              static_cast<uint64_t>(k.align_x) | static_cast<uint64_t>(k.align_w) << 16 |
@@ -140,15 +149,61 @@ void set_pref(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAttribute
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &v, sizeof(v)));
 }
 
-std::unique_ptr<LtPlan> make_lt_plan(cublasLtHandle_t lt, const LtKey& k, const void* bias) {
+// One stream-ordered timing of `run` (a few calls, after one untimed): milliseconds per call.
+template <typename Run>
+float time_calls(cudaStream_t stream, Run run) {
+  struct TimingEvent {
+    cudaEvent_t e = nullptr;
+    TimingEvent() { CUDA_CHECK(cudaEventCreate(&e)); }
+    ~TimingEvent() { (void)cudaEventDestroy(e); }
+    TimingEvent(const TimingEvent&) = delete;
+    TimingEvent& operator=(const TimingEvent&) = delete;
+  } start, stop;
+  constexpr int kCalls = 3;
+  run();
+  CUDA_CHECK(cudaEventRecord(start.e, stream));
+  for (int i = 0; i < kCalls; ++i) run();
+  CUDA_CHECK(cudaEventRecord(stop.e, stream));
+  CUDA_CHECK(cudaEventSynchronize(stop.e));
+  float ms = 0;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, start.e, stop.e));
+  return ms / kCalls;
+}
+
+// What a GEMM call needs besides its plan: the operands (the tuner times candidates on them; the
+// call that follows overwrites out) and where to queue.
+struct LtCall {
+  cudaStream_t stream;
+  cublasLtHandle_t lt;
+  Workspace& ws;
+  const void *x, *w, *bias;
+  void* out;
+};
+
+void run_lt(const LtCall& c, const LtPlan& p, const cublasLtMatmulAlgo_t& algo, size_t workspace_bytes) {
+  void* workspace = workspace_bytes ? c.ws.get(workspace_bytes, c.stream) : nullptr;
+  const float alpha = 1.0f, beta = 0.0f;
+  CUBLAS_CHECK(cublasLtMatmul(c.lt, p.desc, &alpha, c.w, p.w, c.x, p.x, &beta, c.out, p.out, c.out, p.out, &algo,
+                              workspace, workspace_bytes, c.stream));
+}
+
+// Shapes whose GEMM takes long enough that the heuristic's first choice is worth checking against
+// its runners-up, timed (about 2^31 multiply-adds: a few microseconds at the H100's rate, while the
+// engine's shapes, 32 x 4096 x 4096 and up, are where a better kernel pays on every step).
+constexpr double kTuneMinMacs = 2.0 * (1 << 30);
+constexpr int kTuneCandidates = 8;
+
+std::unique_ptr<LtPlan> make_lt_plan(const LtKey& k, const LtCall& call) {
   auto p = std::make_unique<LtPlan>();
   // f32 accumulation and f32 alpha/beta/epilogue; for f32 inputs no TF32 (CUBLAS_COMPUTE_32F).
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   set_desc(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, CUBLAS_OP_T);
   set_desc(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
-  set_desc(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS);
-  set_desc(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, k.bias_type);
-  set_desc(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);  // the heuristic reads its alignment
+  set_desc(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, static_cast<cublasLtEpilogue_t>(k.epilogue));
+  if (call.bias) {
+    set_desc(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, k.bias_type);
+    set_desc(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, call.bias);  // the heuristic reads its alignment
+  }
   const auto in = static_cast<cudaDataType_t>(k.in_type), out = static_cast<cudaDataType_t>(k.out_type);
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->w, in, static_cast<uint64_t>(k.K), static_cast<uint64_t>(k.N), k.K));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->x, in, static_cast<uint64_t>(k.K), static_cast<uint64_t>(k.M), k.K));
@@ -156,7 +211,7 @@ std::unique_ptr<LtPlan> make_lt_plan(cublasLtHandle_t lt, const LtKey& k, const 
 
   cublasLtMatmulPreference_t pref = nullptr;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-  cublasLtMatmulHeuristicResult_t result{};
+  cublasLtMatmulHeuristicResult_t results[kTuneCandidates] = {};
   int found = 0;
   cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
   try {
@@ -168,62 +223,100 @@ std::unique_ptr<LtPlan> make_lt_plan(cublasLtHandle_t lt, const LtKey& k, const 
     set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, k.align_x);
     set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, k.align_out);
     set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, k.align_out);
-    st = cublasLtMatmulAlgoGetHeuristic(lt, p->desc, p->w, p->x, p->out, p->out, pref, 1, &result, &found);
+    const double macs = static_cast<double>(k.M) * static_cast<double>(k.N) * static_cast<double>(k.K);
+    const int want = macs >= kTuneMinMacs ? kTuneCandidates : 1;
+    st = cublasLtMatmulAlgoGetHeuristic(call.lt, p->desc, p->w, p->x, p->out, p->out, pref, want, results, &found);
   } catch (...) {
     (void)cublasLtMatmulPreferenceDestroy(pref);
     throw;
   }
   (void)cublasLtMatmulPreferenceDestroy(pref);
-  if (st == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS) {
-    p->algo = result.algo;
-    p->workspace = result.workspaceSize;
-    p->usable = true;
-  } else if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED && st != CUBLAS_STATUS_INVALID_VALUE) {
+  if (st != CUBLAS_STATUS_SUCCESS && st != CUBLAS_STATUS_NOT_SUPPORTED && st != CUBLAS_STATUS_INVALID_VALUE)
     CUBLAS_CHECK(st);
+  if (st != CUBLAS_STATUS_SUCCESS) return p;
+  // A ragged batch brings a new M with every block: the algorithm timed for the nearest power of
+  // two at or above M serves it when cuBLASLt confirms it supports this M (the timing is paid once
+  // per bucket, not per block).
+  LtKey bucket = k;
+  bucket.M = std::bit_ceil(static_cast<uint64_t>(k.M));
+  thread_local std::unordered_map<LtKey, cublasLtMatmulAlgo_t, LtKeyHash> tuned;
+  if (found > 1) {
+    if (auto t = tuned.find(bucket); t != tuned.end()) {
+      cublasLtMatmulHeuristicResult_t check{};
+      if (cublasLtMatmulAlgoCheck(call.lt, p->desc, p->w, p->x, p->out, p->out, &t->second, &check) ==
+              CUBLAS_STATUS_SUCCESS &&
+          check.workspaceSize <= kLtWorkspaceBytes) {
+        p->algo = t->second;
+        p->workspace = check.workspaceSize;
+        p->usable = true;
+        return p;
+      }
+    }
+  }
+  // The heuristic's order, then by measured time where it offered several: the fastest wins. Every
+  // candidate honours the preferences above (the f32 split-K reduction among them), so the choice
+  // changes speed only, never the rounding the tests check.
+  float best_ms = 0;
+  for (int i = 0; i < found; ++i) {
+    if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+    const float ms = found > 1 ? time_calls(call.stream, [&] { run_lt(call, *p, results[i].algo, results[i].workspaceSize); })
+                               : 0.f;
+    if (!p->usable || ms < best_ms) {
+      p->algo = results[i].algo;
+      p->workspace = results[i].workspaceSize;
+      p->usable = true;
+      best_ms = ms;
+    }
+  }
+  if (found > 1 && p->usable) {
+    if (tuned.size() >= 4096) tuned.clear();
+    tuned[bucket] = p->algo;
   }
   return p;
 }
 
-// out (M, N) = x (M, K) · w (N, K)^T + bias (N) in one cublasLtMatmul; false (nothing queued) when
-// cuBLASLt has no algorithm for this combination. A cublasHandle_t is a valid cublasLtHandle_t
-// (cuBLAS documents the cast); the stream and the workspace are passed per call.
-bool gemm_bias_lt(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x,
-                  const Tensor& w, const Tensor& bias, int64_t M, int64_t N, int64_t K) {
-  // Not for a BF16 out: on the H100 (cuBLAS 13.0) the kernels it picked for the test's shapes with
-  // M >= 17 round the product to bf16 before their epilogue adds the bias, several bf16 ulps off
-  // near cancellation (tests/gpu/cuda_conformance_test.cc caught it, as it did for beta = 1 above).
-  // F16 and F32 outs pass the same tests; a BF16 out takes the f32 scratch below.
-  if (out.dtype() == DType::BF16) return false;
+// out (M, N) = x (M, K) · w (N, K)^T (+ bias (N) when given), ReLU'd when `relu`, in one
+// cublasLtMatmul; false (nothing queued) when cuBLASLt has no algorithm for this combination. A
+// cublasHandle_t is a valid cublasLtHandle_t (cuBLAS documents the cast); the stream and the
+// workspace are passed per call.
+bool gemm_lt(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x, const Tensor& w,
+             const Tensor* bias, bool relu, int64_t M, int64_t N, int64_t K) {
+  // Not a bias with a BF16 out: on the H100 (cuBLAS 13.0) the kernels it picked for the test's
+  // shapes with M >= 17 round the product to bf16 before their epilogue adds the bias, several bf16
+  // ulps off near cancellation (tests/gpu/cuda_conformance_test.cc caught it, as it did for beta = 1
+  // above). F16 and F32 outs pass the same tests; a BF16 out with a bias takes the f32 scratch below.
+  if (bias && out.dtype() == DType::BF16) return false;
   // Plans are per thread: the bias pointer is set on the cached descriptor at each call. Ragged
   // batches bring new row counts M; past kMaxPlans shapes the cache starts over.
   constexpr size_t kMaxPlans = 4096;
   thread_local std::unordered_map<LtKey, std::unique_ptr<LtPlan>, LtKeyHash> plans;
   int device = 0;
   CUDA_CHECK(cudaGetDevice(&device));  // an algorithm is chosen for one device's architecture
+  const cublasLtEpilogue_t epilogue = bias ? (relu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS)
+                                           : (relu ? CUBLASLT_EPILOGUE_RELU : CUBLASLT_EPILOGUE_DEFAULT);
   const LtKey key{M,
                   N,
                   K,
                   device,
                   static_cast<int32_t>(cuda_type(x.dtype())),
                   static_cast<int32_t>(cuda_type(out.dtype())),
-                  static_cast<int32_t>(cuda_type(bias.dtype())),
+                  bias ? static_cast<int32_t>(cuda_type(bias->dtype())) : -1,
+                  static_cast<int32_t>(epilogue),
                   alignment_of(x.raw()),
                   alignment_of(w.raw()),
                   alignment_of(out.raw()),
-                  alignment_of(bias.raw())};
-  auto lt = reinterpret_cast<cublasLtHandle_t>(cublas);
+                  bias ? alignment_of(bias->raw()) : 0};
+  const LtCall call{stream, reinterpret_cast<cublasLtHandle_t>(cublas), ws, x.raw(), w.raw(),
+                    bias ? bias->raw() : nullptr, out.raw()};
   auto it = plans.find(key);
   if (it == plans.end()) {
     if (plans.size() >= kMaxPlans) plans.clear();
-    it = plans.emplace(key, make_lt_plan(lt, key, bias.raw())).first;
+    it = plans.emplace(key, make_lt_plan(key, call)).first;
   }
   LtPlan& p = *it->second;
   if (!p.usable) return false;
-  set_desc(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias.raw());
-  void* workspace = p.workspace ? ws.get(p.workspace, stream) : nullptr;
-  const float alpha = 1.0f, beta = 0.0f;
-  CUBLAS_CHECK(cublasLtMatmul(lt, p.desc, &alpha, w.raw(), p.w, x.raw(), p.x, &beta, out.raw(), p.out, out.raw(), p.out,
-                              &p.algo, workspace, p.workspace, stream));
+  if (bias) set_desc(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias->raw());
+  run_lt(call, p, p.algo, p.workspace);
   return true;
 }
 
@@ -244,10 +337,42 @@ void add_bias(cudaStream_t stream, void* out, DType out_type, const float* acc, 
   });
 }
 
+// out = x · w^T + bias on the first path that takes the combination (see the top of the file).
+void linear_bias(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x,
+                 const Tensor& w, const Tensor* bias, int64_t M, int64_t N, int64_t K) {
+  const cudaDataType_t in_type = cuda_type(x.dtype()), out_type = cuda_type(out.dtype());
+  if (K == 0) {  // an empty sum: out is the bias, or zero (all-zero bits are 0.0 in every float type)
+    if (bias)
+      add_bias(stream, out.raw(), out.dtype(), nullptr, *bias, M, N);
+    else
+      CUDA_CHECK(cudaMemsetAsync(out.raw(), 0, out.nbytes(), stream));
+    return;
+  }
+  if (gemm_lt(stream, cublas, ws, out, x, w, bias, /*relu=*/false, M, N, K)) {
+    return;
+  } else if (!bias) {
+    gemm(cublas, out.raw(), out_type, x.raw(), w.raw(), in_type, M, N, K);
+  } else if (out.dtype() == DType::F32) {
+    gemm(cublas, out.raw(), out_type, x.raw(), w.raw(), in_type, M, N, K);
+    add_bias(stream, out.raw(), out.dtype(), out.data<float>(), *bias, M, N);
+  } else {
+    const int64_t row_bytes = N * static_cast<int64_t>(sizeof(float));
+    const int64_t rows = std::clamp<int64_t>(static_cast<int64_t>(kChunkBytes) / row_bytes, 1, M);
+    float* acc = static_cast<float*>(ws.get(static_cast<size_t>(rows * row_bytes), stream));
+    const size_t x_row = static_cast<size_t>(K) * dtype_size(x.dtype());
+    const size_t out_row = static_cast<size_t>(N) * dtype_size(out.dtype());
+    for (int64_t r0 = 0; r0 < M; r0 += rows) {
+      const int64_t mc = std::min(rows, M - r0);
+      gemm(cublas, acc, CUDA_R_32F, static_cast<const char*>(x.raw()) + r0 * x_row, w.raw(), in_type, mc, N, K);
+      add_bias(stream, static_cast<char*>(out.raw()) + r0 * out_row, out.dtype(), acc, *bias, mc, N);
+    }
+  }
+}
+
 }  // namespace
 
 void linear(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x, const Tensor& w,
-            const Tensor* bias) {
+            const Tensor* bias, bool relu) {
   static constexpr const char* op = "linear";
   check_device(op, "out", out);
   check_device(op, "x", x);
@@ -271,34 +396,9 @@ void linear(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& o
     throw UnsupportedError("linear: dimensions beyond 2^31 - 1 (M=" + std::to_string(M) + ", N=" + std::to_string(N) +
                            ", K=" + std::to_string(K) + ")");
   if (M == 0 || N == 0) return;
-
-  const cudaDataType_t in_type = cuda_type(x.dtype()), out_type = cuda_type(out.dtype());
-  if (K == 0) {  // an empty sum: out is the bias, or zero (all-zero bits are 0.0 in every float type)
-    if (bias)
-      add_bias(stream, out.raw(), out.dtype(), nullptr, *bias, M, N);
-    else
-      CUDA_CHECK(cudaMemsetAsync(out.raw(), 0, out.nbytes(), stream));
-    return;
-  }
-  if (!bias) {
-    gemm(cublas, out.raw(), out_type, x.raw(), w.raw(), in_type, M, N, K);
-  } else if (gemm_bias_lt(stream, cublas, ws, out, x, w, *bias, M, N, K)) {
-    return;
-  } else if (out.dtype() == DType::F32) {
-    gemm(cublas, out.raw(), out_type, x.raw(), w.raw(), in_type, M, N, K);
-    add_bias(stream, out.raw(), out.dtype(), out.data<float>(), *bias, M, N);
-  } else {
-    const int64_t row_bytes = N * static_cast<int64_t>(sizeof(float));
-    const int64_t rows = std::clamp<int64_t>(static_cast<int64_t>(kChunkBytes) / row_bytes, 1, M);
-    float* acc = static_cast<float*>(ws.get(static_cast<size_t>(rows * row_bytes), stream));
-    const size_t x_row = static_cast<size_t>(K) * dtype_size(x.dtype());
-    const size_t out_row = static_cast<size_t>(N) * dtype_size(out.dtype());
-    for (int64_t r0 = 0; r0 < M; r0 += rows) {
-      const int64_t mc = std::min(rows, M - r0);
-      gemm(cublas, acc, CUDA_R_32F, static_cast<const char*>(x.raw()) + r0 * x_row, w.raw(), in_type, mc, N, K);
-      add_bias(stream, static_cast<char*>(out.raw()) + r0 * out_row, out.dtype(), acc, *bias, mc, N);
-    }
-  }
+  if (relu && K > 0 && gemm_lt(stream, cublas, ws, out, x, w, bias, /*relu=*/true, M, N, K)) return;
+  linear_bias(stream, cublas, ws, out, x, w, bias, M, N, K);
+  if (relu) activation_(stream, out, Act::Relu);
 }
 
 }  // namespace tiergen::kernels::cuda

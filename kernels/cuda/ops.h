@@ -1,5 +1,5 @@
 // CUDA ops behind the Backend interface: launchers over device tensors, one file per op
-// (linear.cu, rms_norm.cu), each kernel next to a comment naming its CPU reference in kernels/cpu.
+// (linear.cu, norm.cu), each kernel next to a comment naming its CPU reference in kernels/cpu.
 // Launchers check shapes (InternalError naming the op) and dtypes (UnsupportedError for a
 // combination this backend does not run), then queue work on `stream`; none of them synchronizes.
 #pragma once
@@ -13,10 +13,10 @@
 
 namespace tiergen::kernels::cuda {
 
-// linear: out (M, N) = x (M, K) · w (N, K)^T + bias (N). `cublas` is bound to `stream`; `ws` holds
-// the f32 accumulator when a bias meets a 16-bit out.
+// linear: out (M, N) = x (M, K) · w (N, K)^T + bias (N), then ReLU when `relu`. `cublas` is bound
+// to `stream`; `ws` holds the f32 accumulator when a bias meets a 16-bit out.
 void linear(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x, const Tensor& w,
-            const Tensor* bias);
+            const Tensor* bias, bool relu = false);
 // rms_norm: out (M, C) = x / sqrt(mean(x^2) + eps) * w (C). out may alias x.
 void rms_norm(cudaStream_t stream, Tensor& out, const Tensor& x, const Tensor& w, float eps);
 
@@ -58,6 +58,9 @@ void silu_mul_(cudaStream_t stream, Tensor& gate, const Tensor& up);
 void gather_rows(cudaStream_t stream, Tensor& out, const Tensor& x, const int32_t* rows);
 // ids[r] = argmax_v logits (R, V)[r, v], lowest index on ties (as the CPU sampler); device int32 out.
 void argmax_rows(cudaStream_t stream, int32_t* ids, const Tensor& logits);
+// read_probe: reads every byte of x (16-byte aligned); `sink` (device, one word) is never written
+// in practice. The memory read rate of the roofline bound is timed over it.
+void read_probe(cudaStream_t stream, const Tensor& x, unsigned* sink);
 // out = x converted to out's dtype (same element count), rounding to nearest even.
 void cast(cudaStream_t stream, Tensor& out, const Tensor& x);
 // Rotary embedding in place on x (T, H * head_dim), rotate-half layout, angle = float(positions[t])

@@ -1,4 +1,4 @@
-// Block-wide reductions shared by the row kernels (rms_norm.cu, layer_norm.cu, add_norm.cu).
+// Block-wide reductions shared by the row kernels (norm.cu, add_norm.cu).
 #pragma once
 
 #include <cuda_runtime.h>

@@ -93,6 +93,10 @@ struct Norm : WeightAndBias {
 struct Linear : WeightAndBias {
   void load(WeightSource& src, const std::string& prefix, int64_t out, int64_t in, bool bias);
   void apply(kernels::Backend& be, Tensor& y, const Tensor& x) const { be.linear(y, x, w, b.defined() ? &b : nullptr); }
+  // y = act(x · w^T + b), fused where the backend can.
+  void apply(kernels::Backend& be, Tensor& y, const Tensor& x, kernels::Act act) const {
+    be.linear_act(y, x, w, b.defined() ? &b : nullptr, act);
+  }
 };
 
 }  // namespace tiergen

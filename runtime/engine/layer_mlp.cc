@@ -48,14 +48,14 @@ class MlpLayer final : public Layer {
     Tensor& h = ctx.hidden;  // (T, C)
     const Tensor x = spec_.pre_norm ? norm_(be, h, spec_) : h;
     Tensor a = be.scratch({T, F}, ctx.act_dtype);  // (T, F)
-    fc1_.apply(be, a, x);
     if (spec_.gated_mlp) {
+      fc1_.apply(be, a, x);
       Tensor u = be.scratch({T, F}, ctx.act_dtype);
       up_.apply(be, u, x);
       if (spec_.activation != Activation::Silu) throw UnsupportedError(name() + ": gated MLP supports SiLU only");
       be.silu_mul_(a, u);
     } else {
-      be.activation_(a, to_act(spec_.activation));
+      fc1_.apply(be, a, x, to_act(spec_.activation));
     }
     Tensor y = be.scratch({T, C}, ctx.act_dtype);
     fc2_.apply(be, y, a);

@@ -12,7 +12,7 @@ void LocalPipeline::allocate_cache(int64_t slots, int64_t capacity) {
   for (Stage* s : stages_) s->allocate_cache(slots, capacity);
 }
 
-Tensor LocalPipeline::forward(const kernels::StepPlan& plan) {
+ForwardContext LocalPipeline::run(const kernels::StepPlan& plan) {
   ForwardContext ctx;
   ctx.plan = plan;
   for (size_t i = 0; i < stages_.size(); ++i) {
@@ -24,9 +24,25 @@ Tensor LocalPipeline::forward(const kernels::StepPlan& plan) {
     }
     stages_[i]->forward(ctx);
   }
+  return ctx;
+}
+
+Tensor LocalPipeline::forward(const kernels::StepPlan& plan) {
+  const ForwardContext ctx = run(plan);
   Tensor logits = Tensor::empty(ctx.logits.shape(), DType::F32);  // (R, V) on the host
   stages_.back()->backend().copy(logits, ctx.logits);
   return logits;
+}
+
+std::vector<int32_t> LocalPipeline::forward_greedy(const kernels::StepPlan& plan) {
+  const ForwardContext ctx = run(plan);
+  kernels::Backend& be = stages_.back()->backend();
+  const int64_t R = ctx.logits.dim(0);
+  Tensor ids = be.scratch({R}, DType::I32);
+  be.argmax_rows(ids, ctx.logits);
+  Tensor host = Tensor::empty({R}, DType::I32);  // (R) on the host
+  be.copy(host, ids);
+  return {host.data<int32_t>(), host.data<int32_t>() + R};
 }
 
 }  // namespace tiergen

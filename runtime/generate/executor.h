@@ -21,6 +21,9 @@ class Executor {
   virtual void allocate_cache(int64_t slots, int64_t capacity) = 0;
   // One forward step of `plan`; the logits of plan.logit_rows, (R, V) f32 on the host.
   virtual Tensor forward(const kernels::StepPlan& plan) = 0;
+  // One forward step of `plan`; the argmax of each logit row (R), chosen where the logits were
+  // computed: greedy decoding moves R ids to the host instead of R x V floats.
+  virtual std::vector<int32_t> forward_greedy(const kernels::StepPlan& plan) = 0;
 };
 
 // The stages of one process run one after another, each on its own backend; the hidden state moves
@@ -33,8 +36,12 @@ class LocalPipeline final : public Executor {
   const ModelSpec& spec() const override { return stages_.front()->model().spec(); }
   void allocate_cache(int64_t slots, int64_t capacity) override;
   Tensor forward(const kernels::StepPlan& plan) override;
+  std::vector<int32_t> forward_greedy(const kernels::StepPlan& plan) override;
 
  private:
+  // Runs every stage; the context holds the last stage's logits in its backend's tier.
+  ForwardContext run(const kernels::StepPlan& plan);
+
   std::vector<Stage*> stages_;
 };
 

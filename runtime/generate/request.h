@@ -30,6 +30,8 @@ struct Result {
 struct GenerateStats {
   int64_t prompt_tokens = 0;
   int64_t generated_tokens = 0;
+  // Wall time of the prefill step and of the decode steps, each from building the step's plan to
+  // its last token chosen (sampling and bookkeeping included, as a user waits for them).
   double prefill_seconds = 0;
   double decode_seconds = 0;
 };

@@ -20,6 +20,7 @@
 
 #include "kernels/backend.h"
 #include "runtime/core/error.h"
+#include "runtime/generate/rates.h"
 #include "tests/gpu/gpu_check.h"
 #include "tests/testutil/testutil.h"
 
@@ -29,22 +30,25 @@ namespace {
 using namespace gpu_test;  // NOLINT(google-build-using-namespace): a test file
 
 // ---------------------------------------------------------------------------------------------
-// linear: out (M, N) = x (M, K) · w (N, K)^T + bias (N)
+// linear: out (M, N) = x (M, K) · w (N, K)^T + bias (N); linear_act with ReLU: relu of that
 
 struct LinearCase {
   DType in;   // x, w and bias
   DType out;  // `in` or F32
   bool bias;
+  bool relu = false;  // through linear_act(..., Act::Relu): the GEMM's epilogue where cuBLASLt has one
 };
 
 // What gtest prints for GetParam(), e.g. {in=F16, out=F32, bias=true}.
 void PrintTo(const LinearCase& c, std::ostream* os) {
-  *os << "{in=" << dtype_name(c.in) << ", out=" << dtype_name(c.out) << ", bias=" << (c.bias ? "true" : "false") << "}";
+  *os << "{in=" << dtype_name(c.in) << ", out=" << dtype_name(c.out) << ", bias=" << (c.bias ? "true" : "false")
+      << ", relu=" << (c.relu ? "true" : "false") << "}";
 }
 
 std::string linear_name(const ::testing::TestParamInfo<LinearCase>& info) {
   const LinearCase& c = info.param;
-  return std::string(dtype_name(c.in)) + "_out" + dtype_name(c.out) + (c.bias ? "_bias" : "_nobias");
+  return std::string(dtype_name(c.in)) + "_out" + dtype_name(c.out) + (c.bias ? "_bias" : "_nobias") +
+         (c.relu ? "_relu" : "");
 }
 
 class LinearConformance : public CudaTest, public ::testing::WithParamInterface<LinearCase> {};
@@ -58,7 +62,9 @@ class LinearConformance : public CudaTest, public ::testing::WithParamInterface<
 //  - The GPU then rounds once to out's dtype (kernels/cuda/linear.cu adds the bias to the f32
 //    accumulator before that rounding): u_out·|ref| (plus u_out times the error above, inside the
 //    same margin), or half a subnormal in f16's gradual underflow.
-// So |gpu - cpu| <= u_out·|ref| + 4(K+1)·u·S + underflow_slack(out).
+// So |gpu - cpu| <= u_out·|ref| + 4(K+1)·u·S + underflow_slack(out). ReLU moves no two values
+// further apart (|relu(a) - relu(b)| <= |a - b|) and commutes with the rounding, so the same bound
+// holds after it, with ref the CPU's relu(linear).
 // Runs linear on the GPU over the given inputs (x and w (M, K), (N, K) in c.in; b (N)) and checks
 // it against the CPU; `ref` and `tol` get the reference and the tolerance of every element.
 // `terms`: how many of the K products in a row of x may be nonzero (K unless x has zero columns:
@@ -72,11 +78,15 @@ void check_linear_inputs(const LinearCase& c, const HostInput& x, const HostInpu
   Tensor mag = Tensor::empty({M, N}, DType::F32);  // S for every output element
   const Tensor b_abs = abs_of(b.native);
   cpu().linear(ref, x.f32, w.native, c.bias ? &b.native : nullptr);
+  if (c.relu) cpu().activation_(ref, Act::Relu);
   cpu().linear(mag, abs_of(x.f32), abs_of(w.native), c.bias ? &b_abs : nullptr);
 
   const Tensor xd = upload(x.native), wd = upload(w.native), bd = upload(b.native);
   GuardedOutput out({M, N}, c.out);
-  gpu().linear(out.view(), xd, wd, c.bias ? &bd : nullptr);
+  if (c.relu)
+    gpu().linear_act(out.view(), xd, wd, c.bias ? &bd : nullptr, Act::Relu);
+  else
+    gpu().linear(out.view(), xd, wd, c.bias ? &bd : nullptr);
   std::vector<float> got;
   ASSERT_TRUE(out.read(got));
 
@@ -93,7 +103,7 @@ void check_linear_inputs(const LinearCase& c, const HostInput& x, const HostInpu
 void check_linear(const LinearCase& c, int64_t M, int64_t K, int64_t N, double& worst) {
   SCOPED_TRACE("M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" + std::to_string(N));
   std::mt19937 rng(static_cast<uint32_t>(M * 1000003 + K * 1009 + N) ^ (static_cast<uint32_t>(c.in) << 20) ^
-                   (static_cast<uint32_t>(c.out) << 24) ^ (c.bias ? 1u << 28 : 0u));
+                   (static_cast<uint32_t>(c.out) << 24) ^ (c.bias ? 1u << 28 : 0u) ^ (c.relu ? 1u << 29 : 0u));
   const HostInput x = random_input({M, K}, c.in, -1.f, 1.f, rng);
   const HostInput w = random_input({N, K}, c.in, -1.f, 1.f, rng);
   const HostInput b = random_input({N}, c.in, -1.f, 1.f, rng);
@@ -189,7 +199,12 @@ INSTANTIATE_TEST_SUITE_P(
                       LinearCase{DType::BF16, DType::F32, false}, LinearCase{DType::BF16, DType::F32, true},
                       // f32 runs: products are no longer exact, each errs by u|x||w|, which adds K·u·S
                       // and stays inside the 4(K+1)·u·S term above.
-                      LinearCase{DType::F32, DType::F32, false}, LinearCase{DType::F32, DType::F32, true}),
+                      LinearCase{DType::F32, DType::F32, false}, LinearCase{DType::F32, DType::F32, true},
+                      // ReLU: fused into the bias epilogue (F16, F32 outs) or applied after (BF16
+                      // out, no bias).
+                      LinearCase{DType::F16, DType::F16, true, true}, LinearCase{DType::F16, DType::F32, true, true},
+                      LinearCase{DType::BF16, DType::BF16, true, true}, LinearCase{DType::F32, DType::F32, true, true},
+                      LinearCase{DType::F16, DType::F16, false, true}),
     linear_name);
 
 // ---------------------------------------------------------------------------------------------
@@ -213,7 +228,7 @@ class RmsNormConformance : public CudaTest, public ::testing::WithParamInterface
 
 // Error model, relative to |ref| elementwise (every step is a product or a sum of positive terms,
 // so nothing cancels). u = 2^-24.
-//  GPU (kernels/cuda/rms_norm.cu): sum of C squares in f32, any order, C·u; / C and + eps, 2u;
+//  GPU (kernels/cuda/norm.cu): sum of C squares in f32, any order, C·u; / C and + eps, 2u;
 //    so (C+2)·u on mean+eps, halved by the square root; rsqrtf is within 2 ulp, 4u; x·inv and
 //    w·(...), 2u: (C/2 + 7)·u. Then one rounding to out's dtype: u_out.
 //  CPU (kernels/cpu/norm.cc): double accumulation (negligible), inv rounded to f32, two f32
@@ -290,6 +305,24 @@ TEST_F(CudaTest, NamesItsDevice) {
   EXPECT_EQ(gpu().kind(), DeviceKind::Cuda);
   EXPECT_EQ(gpu().name().rfind("cuda:0 ", 0), 0u) << gpu().name();
   std::cout << "[ device ] " << gpu().name() << "\n";
+}
+
+// The roofline's rates, measured on the GPU: within what any GPU of the last decade and the next
+// can do (a probe that timed nothing, or mixed up units, lands outside), and printed for the log.
+// The read probe needs 16-byte alignment and says so; it leaves the peak memory where it was.
+TEST_F(CudaTest, RooflineRatesArePlausible) {
+  const uint64_t peak_before = gpu().peak_memory().value_or(0);
+  const DeviceRates r = measure_rates(gpu(), DType::F16, DType::F16);
+  std::cout << "[ rates ] GEMM " << r.gemm_flops / 1e12 << " TFLOP/s f16, memory read " << r.read_bytes / 1e9
+            << " GB/s\n";
+  EXPECT_GT(r.gemm_flops, 1e12);
+  EXPECT_LT(r.gemm_flops, 1e16);
+  EXPECT_GT(r.read_bytes, 1e11);
+  EXPECT_LT(r.read_bytes, 1e14);
+  // The probe's 2 GiB are gone from the peak (the GEMM's scratch stays pooled: at most 128 MiB).
+  EXPECT_LE(gpu().peak_memory().value_or(0), peak_before + (uint64_t{3} << 28));
+  const Tensor buf = gpu().alloc({64}, DType::U8);
+  EXPECT_THROW_WITH(gpu().read_probe(buf.slice_rows(1, 64)), InternalError, "16-byte aligned");
 }
 
 TEST_F(CudaTest, AllocIsZeroedAndCopiesRoundTrip) {

@@ -1,4 +1,4 @@
-// Conformance of the CUDA engine's norms, kernels/cuda/layer_norm.cu and add_norm.cu (the fused
+// Conformance of the CUDA engine's norms, kernels/cuda/norm.cu (layer_norm) and add_norm.cu (the fused
 // residual add + RMSNorm or LayerNorm), against the CPU reference, in the manner of
 // cuda_conformance_test.cc: a grid of shapes with odd sizes, seeded inputs rounded to the GPU dtype,
 // outputs in guarded buffers, a tolerance derived from each op's error model (stated above it) and
@@ -41,7 +41,7 @@ std::vector<double> rms_tol(const Tensor& ref, int64_t C, DType out) {
 
 // LayerNorm's bound. u = 2^-24; per row, with exact (double) mean, inv = 1/sqrt(var + eps),
 // A = mean(|x|) and n_c = (x_c - mean)·inv:
-//  GPU (kernels/cuda/layer_norm.cu): the f32 sum of C values errs by at most C·u·sum|x| in any
+//  GPU (kernels/cuda/norm.cu): the f32 sum of C values errs by at most C·u·sum|x| in any
 //    order, so |mean_g - mean| <= C·u·A. The squares of (x - mean_g), summed in f32, /C, + eps:
 //    (C + 4)·u relative (the shift by mean_g only adds (mean_g - mean)^2, second order); the square
 //    root halves it and rsqrtf adds 2 ulp = 4u: inv within (C/2 + 6)·u. The subtraction and the

@@ -114,8 +114,14 @@ TEST(Cli, BenchPrintsFlexGenLinesAndJson) {
       const auto j = nlohmann::json::parse(line);
       batches.push_back(j.at("batch_size").get<int>());
       EXPECT_GT(j.at("total_tokens_per_s").get<double>(), 0.0);
+      // The bound is at least what was measured (within the noise of timing a tiny run).
+      EXPECT_GT(j.at("roofline_total_tokens_per_s").get<double>(), 0.5 * j.at("total_tokens_per_s").get<double>());
+      EXPECT_GT(j.at("gemm_flops_per_s").get<double>(), 0.0);
+      EXPECT_GT(j.at("read_bytes_per_s").get<double>(), 0.0);
     }
   EXPECT_EQ(batches, (std::vector<int>{1, 2}));
+  EXPECT_NE(r.out.find("roofline rates: GEMM"), std::string::npos);
+  EXPECT_NE(r.out.find("measured / bound: total"), std::string::npos);
   expect_one_error_line(tiergen("bench --dummy opt-125m --prompt-len 2047 --gen-len 4"), 2, "context of 2048 tokens");
   expect_one_error_line(tiergen("bench --device cuda --dummy opt-125m"), 4, "CUDA");
 }

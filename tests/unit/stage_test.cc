@@ -2,9 +2,11 @@
 // gives the same logits and greedy tokens as one stage over every layer; dummy weights for presets.
 #include "stage/stage.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "runtime/core/error.h"
+#include "runtime/generate/executor.h"
 #include "runtime/generate/generator.h"
 #include "tests/testutil/testutil.h"
 
@@ -37,6 +39,44 @@ TEST(Stage, TwoStagesEqualOne) {
       EXPECT_EQ(prefill({&first, &second}, ids, model->spec().hidden_size), ref) << name << " cut at " << cut;
     }
   }
+}
+
+// The greedy path (argmax where the logits are) picks what the host sampler picks from the logits.
+TEST(LocalPipeline, GreedyIdsAreTheArgmaxOfTheLogits) {
+  for (const char* name : {"llama-tiny-gqa", "opt-tiny-postln-proj"}) {
+    auto model = Model::load(testing::hf_model_dir(name));
+    auto be = kernels::make_cpu_backend();
+    Stage whole(*model, *be);
+    LocalPipeline pipe({&whole});
+    pipe.allocate_cache(2, 8);
+    kernels::StepPlan plan;
+    const std::vector<int32_t> a = {5, 17, 3}, b = {99, 42};
+    plan.add_sequence(a, 0, 0);
+    plan.add_sequence(b, 0, 1);
+    plan.logit_rows = {2, 4};
+    const Tensor logits = pipe.forward(plan);  // (2, V)
+    const std::vector<int32_t> ids = pipe.forward_greedy(plan);
+    ASSERT_EQ(ids.size(), 2u);
+    const int64_t V = logits.dim(1);
+    for (int64_t r = 0; r < 2; ++r) {
+      const float* row = logits.data<float>() + r * V;
+      EXPECT_EQ(ids[static_cast<size_t>(r)], std::max_element(row, row + V) - row) << name << " row " << r;
+    }
+  }
+}
+
+TEST(CpuBackend, ArgmaxRowsTiesAndNaN) {
+  auto be = kernels::make_cpu_backend();
+  const float nan = std::nanf("");
+  // (4, 4): a tie (first wins), NaN first (answers 0), NaN later (skipped), all equal.
+  Tensor logits = Tensor::empty({4, 4}, DType::F32);
+  const float rows[16] = {1, 3, 3, 2, nan, 9, 1, 0, 1, nan, 5, 4, 7, 7, 7, 7};
+  std::copy(rows, rows + 16, logits.data<float>());
+  Tensor ids = Tensor::empty({4}, DType::I32);
+  be->argmax_rows(ids, logits);
+  EXPECT_EQ(std::vector<int32_t>(ids.data<int32_t>(), ids.data<int32_t>() + 4), (std::vector<int32_t>{1, 0, 2, 0}));
+  Tensor short_ids = Tensor::empty({3}, DType::I32);
+  EXPECT_THROW(be->argmax_rows(short_ids, logits), InternalError);
 }
 
 TEST(Stage, RejectsBadRangesAndSlots) {

@@ -1,0 +1,58 @@
+#include "runtime/generate/rates.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace tiergen {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The best rate (units per second) of `trials` timings, each of `op` repeated until at least
+// `min_seconds` passed; `units` per call of op.
+template <typename Op>
+double best_rate(kernels::Backend& be, Op op, double units, int trials, double min_seconds) {
+  op();  // first call: kernels loaded, algorithms chosen, pages touched
+  be.synchronize();
+  double best = 0;
+  for (int t = 0; t < trials; ++t) {
+    int calls = 0;
+    const auto t0 = Clock::now();
+    double elapsed = 0;
+    do {
+      op();
+      ++calls;
+      be.synchronize();
+      elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+    } while (elapsed < min_seconds);
+    best = std::max(best, units * calls / elapsed);
+  }
+  return best;
+}
+
+}  // namespace
+
+DeviceRates measure_rates(kernels::Backend& be, DType activations, DType weights) {
+  const bool gpu = be.kind() == kernels::DeviceKind::Cuda;
+  DeviceRates r;
+  {
+    // A square GEMM large enough to reach the device's peak: 8192^3 (1.1 TFLOP) on a GPU, 1024^3
+    // on a CPU (its peak is reached far sooner, and a small CI host would take seconds per call).
+    const int64_t n = gpu ? 8192 : 1024;
+    Tensor x = be.alloc({n, n}, activations), w = be.alloc({n, n}, weights), out = be.scratch({n, n}, activations);
+    r.gemm_flops = best_rate(be, [&] { be.linear(out, x, w, nullptr); }, 2.0 * static_cast<double>(n * n * n), 3,
+                             gpu ? 0.05 : 0.2);
+  }
+  {
+    // Far larger than any cache: 2 GiB on a GPU where half its free memory allows, 512 MiB on a CPU.
+    uint64_t bytes = gpu ? uint64_t{2} << 30 : uint64_t{512} << 20;
+    if (const auto free = be.free_memory()) bytes = std::min<uint64_t>(bytes, *free / 2);
+    bytes = std::max<uint64_t>(bytes / 16 * 16, 16);
+    const Tensor buf = be.alloc({static_cast<int64_t>(bytes / 4)}, DType::F32);
+    r.read_bytes = best_rate(be, [&] { be.read_probe(buf); }, static_cast<double>(bytes), 3, gpu ? 0.05 : 0.2);
+  }
+  be.reset_peak_memory();
+  return r;
+}
+
+}  // namespace tiergen

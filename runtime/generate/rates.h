@@ -1,0 +1,18 @@
+// The rates a roofline bound is computed from (runtime/policy/roofline.h), measured on the backend
+// that runs the workload, in the same process, just before it: dense GEMM FLOP/s in the run's
+// dtypes, and the memory read rate of a streaming read. Each is the best of several
+// timed trials, so the bound is as tight as the device showed it can be.
+#pragma once
+
+#include "kernels/backend.h"
+#include "runtime/policy/roofline.h"
+
+namespace tiergen {
+
+// Takes about a second on a GPU, a few on a small CPU. Leaves the backend's peak memory where it
+// found it (its buffers are freed, the high-water mark reset).
+// The GEMM is timed as the run's linear layers call it: activations of `activations`, weights of
+// `weights` (the same 16-bit type on a GPU; f32 activations over the checkpoint's type on a CPU).
+DeviceRates measure_rates(kernels::Backend& backend, DType activations, DType weights);
+
+}  // namespace tiergen

@@ -1,0 +1,61 @@
+#include "runtime/policy/roofline.h"
+
+#include <cmath>
+#include <string>
+
+#include "runtime/core/error.h"
+
+namespace tiergen {
+
+int64_t gemm_params_per_token(const ModelSpec& spec) {
+  const int64_t h = spec.hidden_size, q = spec.num_heads * spec.head_dim, kv = spec.num_kv_heads * spec.head_dim;
+  const int64_t mlp = (spec.gated_mlp ? 3 : 2) * h * spec.intermediate_size;
+  int64_t n = spec.num_layers * (h * q + 2 * h * kv + q * h + mlp);
+  n += spec.vocab_size * spec.word_embed_proj_dim;                                      // LM head
+  if (spec.word_embed_proj_dim != h) n += 2 * h * spec.word_embed_proj_dim;  // OPT project_in/out
+  return n;
+}
+
+double kv_bytes_per_token(const ModelSpec& spec, DType kv_cache) {
+  return 2.0 * static_cast<double>(spec.num_layers * spec.num_kv_heads * spec.head_dim) *
+         static_cast<double>(dtype_size(kv_cache));
+}
+
+double decode_weight_bytes(const ModelSpec& spec, DType weights) {
+  // Everything but the input embedding tables, which a step reads one row per sequence of; the LM
+  // head is a separate table only when untied, and read whole either way.
+  int64_t n = spec.num_params() - spec.vocab_size * spec.word_embed_proj_dim;
+  if (!spec.tie_word_embeddings) n -= spec.vocab_size * spec.word_embed_proj_dim;
+  if (spec.position == PositionKind::Learned) n -= (spec.max_position_embeddings + spec.position_offset) * spec.hidden_size;
+  n += spec.vocab_size * spec.word_embed_proj_dim;  // the LM head
+  return static_cast<double>(n) * static_cast<double>(dtype_size(weights));
+}
+
+RooflineBound roofline_bound(const ModelSpec& spec, const Workload& w, const DeviceRates& rates) {
+  if (!(rates.gemm_flops > 0) || !(rates.read_bytes > 0) || !std::isfinite(rates.gemm_flops) ||
+      !std::isfinite(rates.read_bytes))
+    throw InvalidArgumentError("roofline: rates must be positive (GEMM " + std::to_string(rates.gemm_flops) +
+                               " FLOP/s, read " + std::to_string(rates.read_bytes) + " B/s)");
+  if (w.batch <= 0 || w.prompt_len <= 0 || w.gen_len <= 0)
+    throw InvalidArgumentError("roofline: an empty workload (batch " + std::to_string(w.batch) + ", prompt " +
+                               std::to_string(w.prompt_len) + ", gen " + std::to_string(w.gen_len) + ")");
+  const auto B = static_cast<double>(w.batch), P = static_cast<double>(w.prompt_len);
+  const double head = static_cast<double>(spec.vocab_size * spec.word_embed_proj_dim);
+  const double body = static_cast<double>(gemm_params_per_token(spec)) - head;
+  // Causal attention: query i meets i + 1 keys, for q·k and for p·v, 2 FLOPs per multiply-add.
+  const double attention = 2.0 * P * (P + 1) * static_cast<double>(spec.num_heads * spec.head_dim) *
+                           static_cast<double>(spec.num_layers);
+  RooflineBound b;
+  b.prefill_flops = B * (2.0 * body * P + attention + 2.0 * head);
+  const double weights = decode_weight_bytes(spec, w.weights), per_token = kv_bytes_per_token(spec, w.kv_cache);
+  for (int64_t s = 1; s < w.gen_len; ++s)  // step s: the cache holds prompt + s tokens once written
+    b.decode_bytes += weights + B * (P + static_cast<double>(s)) * per_token;
+  b.prefill_seconds = b.prefill_flops / rates.gemm_flops;
+  b.decode_seconds = b.decode_bytes / rates.read_bytes;
+  b.total_throughput = B * static_cast<double>(w.gen_len) / b.seconds();
+  b.prefill_throughput = B * P / b.prefill_seconds;
+  b.decode_throughput = b.decode_seconds > 0 ? B * static_cast<double>(w.gen_len - 1) / b.decode_seconds : 0;
+  return b;
+}
+
+}  // namespace tiergen

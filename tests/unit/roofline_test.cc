@@ -1,0 +1,76 @@
+// The roofline bound (runtime/policy/roofline.h) against figures worked out by hand for OPT-6.7B
+// and a Llama shape, and the rates it is computed from (runtime/generate/rates.h) on the CPU.
+#include "runtime/policy/roofline.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "kernels/backend.h"
+#include "runtime/core/error.h"
+#include "runtime/generate/rates.h"
+#include "tests/testutil/testutil.h"
+
+namespace tiergen {
+namespace {
+
+TEST(Roofline, CountsOpt67bByHand) {
+  const ModelSpec s = preset_model_spec("opt-6.7b");
+  // 32 layers of q, k, v, o (4 x 4096^2) and fc1, fc2 (2 x 4096 x 16384), plus the LM head 50272 x 4096.
+  const int64_t layers = 32LL * (4 * 4096 * 4096 + 2 * 4096 * 16384);
+  EXPECT_EQ(gemm_params_per_token(s), layers + 50272LL * 4096);
+  // K and V, 4096 wide, per layer, in f16.
+  EXPECT_DOUBLE_EQ(kv_bytes_per_token(s, DType::F16), 2.0 * 32 * 4096 * 2);
+  // Everything but the learned position table (2050 x 4096); the tied table counts once, as the head.
+  EXPECT_DOUBLE_EQ(decode_weight_bytes(s, DType::F16), 2.0 * static_cast<double>(s.num_params() - 2050LL * 4096));
+
+  const DeviceRates rates{1e15, 3e12};  // 1 PFLOP/s, 3 TB/s
+  const RooflineBound b = roofline_bound(s, Workload{32, 512, 32, DType::F16, DType::F16}, rates);
+  const double attention = 2.0 * 512 * 513 * 4096 * 32;  // per sequence, causal
+  const double prefill = 32 * (2.0 * static_cast<double>(layers) * 512 + attention + 2.0 * 50272 * 4096);
+  EXPECT_DOUBLE_EQ(b.prefill_flops, prefill);
+  double decode = 0;
+  for (int step = 1; step < 32; ++step) decode += decode_weight_bytes(s, DType::F16) + 32.0 * (512 + step) * 2 * 32 * 4096 * 2;
+  EXPECT_DOUBLE_EQ(b.decode_bytes, decode);
+  EXPECT_DOUBLE_EQ(b.prefill_seconds, prefill / 1e15);
+  EXPECT_DOUBLE_EQ(b.decode_seconds, decode / 3e12);
+  EXPECT_DOUBLE_EQ(b.total_throughput, 32.0 * 32 / (b.prefill_seconds + b.decode_seconds));
+  EXPECT_DOUBLE_EQ(b.prefill_throughput, 32.0 * 512 / b.prefill_seconds);
+  EXPECT_DOUBLE_EQ(b.decode_throughput, 32.0 * 31 / b.decode_seconds);
+  // About 2,100 tokens/s on an H100-class device at batch 32: the figure the benchmarks quote.
+  EXPECT_GT(b.total_throughput, 1500);
+  EXPECT_LT(b.total_throughput, 3000);
+}
+
+TEST(Roofline, GqaAndUntiedHeadCountOnce) {
+  const ModelSpec s = preset_model_spec("llama-2-70b");  // 8 kv heads of 64, untied head, SwiGLU
+  EXPECT_DOUBLE_EQ(kv_bytes_per_token(s, DType::F16), 2.0 * 80 * 8 * 128 * 2);
+  // The input table is not read whole in decode; the separate LM head is.
+  EXPECT_DOUBLE_EQ(decode_weight_bytes(s, DType::BF16),
+                   2.0 * static_cast<double>(s.num_params() - s.vocab_size * s.hidden_size));
+}
+
+TEST(Roofline, OneTokenDecodesNothingAndBadRatesThrow) {
+  const ModelSpec s = preset_model_spec("opt-125m");
+  const RooflineBound b = roofline_bound(s, Workload{4, 16, 1, DType::F32, DType::F32}, DeviceRates{1e12, 1e11});
+  EXPECT_EQ(b.decode_bytes, 0);
+  EXPECT_EQ(b.decode_throughput, 0);
+  EXPECT_GT(b.total_throughput, 0);
+  EXPECT_THROW_WITH(roofline_bound(s, Workload{4, 16, 8}, DeviceRates{0, 1e11}), InvalidArgumentError, "rates");
+  EXPECT_THROW_WITH(roofline_bound(s, Workload{4, 16, 8}, DeviceRates{1e12, NAN}), InvalidArgumentError, "rates");
+  EXPECT_THROW_WITH(roofline_bound(s, Workload{0, 16, 8}, DeviceRates{1e12, 1e11}), InvalidArgumentError, "empty");
+}
+
+TEST(Rates, MeasuredOnTheCpuArePlausible) {
+  auto be = kernels::make_cpu_backend();
+  const DeviceRates r = measure_rates(*be, DType::F32, DType::F32);
+  // Any CPU this runs on does more than 1 GFLOP/s and reads more than 1 GB/s, and none does 1 PFLOP/s
+  // or reads 10 TB/s: a probe that timed nothing, or the wrong units, lands outside.
+  EXPECT_GT(r.gemm_flops, 1e9);
+  EXPECT_LT(r.gemm_flops, 1e15);
+  EXPECT_GT(r.read_bytes, 1e9);
+  EXPECT_LT(r.read_bytes, 1e13);
+}
+
+}  // namespace
+}  // namespace tiergen
