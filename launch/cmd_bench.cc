@@ -153,7 +153,8 @@ Command add_bench(CLI::App& app) {
   cmd->add_flag("--json", a->json, "Also print one JSON line per run");
   cmd->add_flag("!--no-roofline", a->roofline,
                 "Skip measuring the GEMM and memory read rates, and the roofline bound from them");
-  cmd->add_flag("!--no-warmup", a->warmup, "Time the first run too (by default each batch size runs once untimed first)");
+  cmd->add_flag("!--no-warmup", a->warmup,
+                "Time the first run too (by default each batch size runs once untimed first)");
   add_threads_flag(*cmd, a->threads);
   add_memory_flags(*cmd, a->cpu_mem);
   return {cmd, [a] { return run_bench(*a); }};

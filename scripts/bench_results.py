@@ -36,13 +36,17 @@ def flexgen_style(text):
     return got
 
 
-def row(scenario, system, device, model, batch, prefill, decode, total, peak_bytes, roofline, date, command, run):
+def row(scenario, system, device, model, batch, prefill, decode, total, peak_bytes, bound, date, command, run):
+    """`bound`: tiergen's JSON line for the same workload in this run (its roofline and rates), or None."""
     return {"scenario": scenario, "system": system, "device": device, "model": model,
             "policy": {"gpu_batch_size": batch, "num_gpu_batches": 1, "dtype": "float16", "placement": "all on the GPU"},
             "prompt_len": PROMPT, "gen_len": GEN, "prefill_throughput": round(prefill, 3),
             "decode_throughput": round(decode, 3), "total_throughput": round(total, 3),
-            "peak_gpu_bytes": peak_bytes, "roofline_total_throughput": roofline, "date": date, "command": command,
-            "run": run}
+            "peak_gpu_bytes": peak_bytes,
+            "roofline_total_throughput": round(bound["roofline_total_tokens_per_s"], 3) if bound else None,
+            "roofline_rates": {"gemm_flops_per_s": round(bound["gemm_flops_per_s"]),
+                               "read_bytes_per_s": round(bound["read_bytes_per_s"])} if bound else None,
+            "date": date, "command": command, "run": run}
 
 
 def tiergen_runs(path):
@@ -70,7 +74,7 @@ def main():
     a = p.parse_args()
     d = a.log_dir
     rows = []
-    bounds = {}  # (model, batch) -> tiergen's roofline total throughput
+    bounds = {}  # (model, batch) -> tiergen's JSON line (roofline and rates) for that workload
     device = None
     for model in ("opt-6.7b", "llama-2-7b"):
         f = d / f"tiergen-{model}.txt"
@@ -81,7 +85,7 @@ def main():
         best = max(runs, key=lambda r: r["total_tokens_per_s"])["batch_size"]
         for r in runs:
             device = r["device"].split(" ", 1)[1] if r["device"].startswith("cuda") else r["device"]
-            bounds[(model, r["batch_size"])] = r.get("roofline_total_tokens_per_s")
+            bounds[(model, r["batch_size"])] = r if "roofline_total_tokens_per_s" in r else None
             rows.append(row(label(model, r["batch_size"], best), "tiergen", device, model, r["batch_size"],
                             r["prefill_tokens_per_s"], r["decode_tokens_per_s"], r["total_tokens_per_s"],
                             r.get("peak_gpu_bytes"), bounds[(model, r["batch_size"])], a.date,

@@ -22,8 +22,8 @@ std::string where(const char* call, const char* file, int line) {
 }  // namespace
 
 void throw_cuda_error(cudaError_t err, const char* call, const char* file, int line) {
-  throw DeviceError(where(call, file, line) + " failed: " + cudaGetErrorName(err) + " (" +
-                    cudaGetErrorString(err) + ")");
+  throw DeviceError(where(call, file, line) + " failed: " + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) +
+                    ")");
 }
 
 void throw_cublas_error(cublasStatus_t status, const char* call, const char* file, int line) {

@@ -17,11 +17,10 @@ int sm_count();
 
 }  // namespace tiergen::kernels::cuda
 
-#define CUDA_CHECK(call)                                                              \
-  do {                                                                                \
-    const cudaError_t tg_err_ = (call);                                               \
-    if (tg_err_ != cudaSuccess)                                                       \
-      ::tiergen::kernels::cuda::throw_cuda_error(tg_err_, #call, __FILE__, __LINE__); \
+#define CUDA_CHECK(call)                                                                                        \
+  do {                                                                                                          \
+    const cudaError_t tg_err_ = (call);                                                                         \
+    if (tg_err_ != cudaSuccess) ::tiergen::kernels::cuda::throw_cuda_error(tg_err_, #call, __FILE__, __LINE__); \
   } while (0)
 
 #define CUBLAS_CHECK(call)                                                             \

@@ -259,8 +259,8 @@ std::unique_ptr<LtPlan> make_lt_plan(const LtKey& k, const LtCall& call) {
   float best_ms = 0;
   for (int i = 0; i < found; ++i) {
     if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
-    const float ms = found > 1 ? time_calls(call.stream, [&] { run_lt(call, *p, results[i].algo, results[i].workspaceSize); })
-                               : 0.f;
+    const float ms =
+        found > 1 ? time_calls(call.stream, [&] { run_lt(call, *p, results[i].algo, results[i].workspaceSize); }) : 0.f;
     if (!p->usable || ms < best_ms) {
       p->algo = results[i].algo;
       p->workspace = results[i].workspaceSize;
@@ -306,8 +306,9 @@ bool gemm_lt(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& 
                   alignment_of(w.raw()),
                   alignment_of(out.raw()),
                   bias ? alignment_of(bias->raw()) : 0};
-  const LtCall call{stream, reinterpret_cast<cublasLtHandle_t>(cublas), ws, x.raw(), w.raw(),
-                    bias ? bias->raw() : nullptr, out.raw()};
+  const LtCall call{
+      stream,   reinterpret_cast<cublasLtHandle_t>(cublas), ws, x.raw(), w.raw(), bias ? bias->raw() : nullptr,
+      out.raw()};
   auto it = plans.find(key);
   if (it == plans.end()) {
     if (plans.size() >= kMaxPlans) plans.clear();

@@ -48,8 +48,8 @@ void read_probe(cudaStream_t stream, const Tensor& x, unsigned* sink) {
   const size_t words = x.nbytes() / 16;
   // Enough blocks to fill every SM several times over; the grid-stride loop covers the rest.
   read_probe_kernel<<<sm_count() * 4, kThreads, 0, stream>>>(reinterpret_cast<const uint4*>(base),
-                                                            static_cast<int64_t>(words), base + words * 16,
-                                                            static_cast<int64_t>(x.nbytes() % 16), 0x9E3779B9u, sink);
+                                                             static_cast<int64_t>(words), base + words * 16,
+                                                             static_cast<int64_t>(x.nbytes() % 16), 0x9E3779B9u, sink);
   CUDA_CHECK_LAUNCH();
 }
 

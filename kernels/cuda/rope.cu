@@ -86,10 +86,10 @@ void rope_(cudaStream_t stream, Tensor& x, int head_dim, const int32_t* position
     const dim3 grid(static_cast<unsigned>(T), y);
     if (packed)
       rope_kernel<V, Tx><<<grid, kThreads, smem, stream>>>(x.data<Tx>(), x.dim(1), static_cast<int>(n_packs), n_half,
-                                                            positions, inv_freq);
+                                                           positions, inv_freq);
     else
       rope_kernel<1, Tx><<<grid, kThreads, smem, stream>>>(x.data<Tx>(), x.dim(1), static_cast<int>(n_packs), n_half,
-                                                            positions, inv_freq);
+                                                           positions, inv_freq);
     CUDA_CHECK_LAUNCH();
   });
 }

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "kernels/backend.h"
-#include "runtime/model/architecture.h"
 #include "runtime/engine/weights.h"
+#include "runtime/model/architecture.h"
 #include "runtime/model/spec.h"
 
 namespace tiergen {

@@ -40,8 +40,8 @@ DeviceRates measure_rates(kernels::Backend& be, DType activations, DType weights
     // on a CPU (its peak is reached far sooner, and a small CI host would take seconds per call).
     const int64_t n = gpu ? 8192 : 1024;
     Tensor x = be.alloc({n, n}, activations), w = be.alloc({n, n}, weights), out = be.scratch({n, n}, activations);
-    r.gemm_flops = best_rate(be, [&] { be.linear(out, x, w, nullptr); }, 2.0 * static_cast<double>(n * n * n), 3,
-                             gpu ? 0.05 : 0.2);
+    r.gemm_flops = best_rate(
+        be, [&] { be.linear(out, x, w, nullptr); }, 2.0 * static_cast<double>(n * n * n), 3, gpu ? 0.05 : 0.2);
   }
   {
     // Far larger than any cache: 2 GiB on a GPU where half its free memory allows, 512 MiB on a CPU.
@@ -49,7 +49,8 @@ DeviceRates measure_rates(kernels::Backend& be, DType activations, DType weights
     if (const auto free = be.free_memory()) bytes = std::min<uint64_t>(bytes, *free / 2);
     bytes = std::max<uint64_t>(bytes / 16 * 16, 16);
     const Tensor buf = be.alloc({static_cast<int64_t>(bytes / 4)}, DType::F32);
-    r.read_bytes = best_rate(be, [&] { be.read_probe(buf); }, static_cast<double>(bytes), 3, gpu ? 0.05 : 0.2);
+    r.read_bytes = best_rate(
+        be, [&] { be.read_probe(buf); }, static_cast<double>(bytes), 3, gpu ? 0.05 : 0.2);
   }
   be.reset_peak_memory();
   return r;

@@ -11,7 +11,7 @@ int64_t gemm_params_per_token(const ModelSpec& spec) {
   const int64_t h = spec.hidden_size, q = spec.num_heads * spec.head_dim, kv = spec.num_kv_heads * spec.head_dim;
   const int64_t mlp = (spec.gated_mlp ? 3 : 2) * h * spec.intermediate_size;
   int64_t n = spec.num_layers * (h * q + 2 * h * kv + q * h + mlp);
-  n += spec.vocab_size * spec.word_embed_proj_dim;                                      // LM head
+  n += spec.vocab_size * spec.word_embed_proj_dim;                           // LM head
   if (spec.word_embed_proj_dim != h) n += 2 * h * spec.word_embed_proj_dim;  // OPT project_in/out
   return n;
 }
@@ -26,7 +26,8 @@ double decode_weight_bytes(const ModelSpec& spec, DType weights) {
   // head is a separate table only when untied, and read whole either way.
   int64_t n = spec.num_params() - spec.vocab_size * spec.word_embed_proj_dim;
   if (!spec.tie_word_embeddings) n -= spec.vocab_size * spec.word_embed_proj_dim;
-  if (spec.position == PositionKind::Learned) n -= (spec.max_position_embeddings + spec.position_offset) * spec.hidden_size;
+  if (spec.position == PositionKind::Learned)
+    n -= (spec.max_position_embeddings + spec.position_offset) * spec.hidden_size;
   n += spec.vocab_size * spec.word_embed_proj_dim;  // the LM head
   return static_cast<double>(n) * static_cast<double>(dtype_size(weights));
 }
@@ -43,8 +44,8 @@ RooflineBound roofline_bound(const ModelSpec& spec, const Workload& w, const Dev
   const double head = static_cast<double>(spec.vocab_size * spec.word_embed_proj_dim);
   const double body = static_cast<double>(gemm_params_per_token(spec)) - head;
   // Causal attention: query i meets i + 1 keys, for q·k and for p·v, 2 FLOPs per multiply-add.
-  const double attention = 2.0 * P * (P + 1) * static_cast<double>(spec.num_heads * spec.head_dim) *
-                           static_cast<double>(spec.num_layers);
+  const double attention =
+      2.0 * P * (P + 1) * static_cast<double>(spec.num_heads * spec.head_dim) * static_cast<double>(spec.num_layers);
   RooflineBound b;
   b.prefill_flops = B * (2.0 * body * P + attention + 2.0 * head);
   const double weights = decode_weight_bytes(spec, w.weights), per_token = kv_bytes_per_token(spec, w.kv_cache);

@@ -29,7 +29,7 @@ struct Workload {
   int64_t batch = 0;
   int64_t prompt_len = 0;
   int64_t gen_len = 0;
-  DType weights = DType::F16;   // as read by the compute device
+  DType weights = DType::F16;  // as read by the compute device
   DType kv_cache = DType::F16;
 };
 

@@ -30,7 +30,8 @@ TEST(Roofline, CountsOpt67bByHand) {
   const double prefill = 32 * (2.0 * static_cast<double>(layers) * 512 + attention + 2.0 * 50272 * 4096);
   EXPECT_DOUBLE_EQ(b.prefill_flops, prefill);
   double decode = 0;
-  for (int step = 1; step < 32; ++step) decode += decode_weight_bytes(s, DType::F16) + 32.0 * (512 + step) * 2 * 32 * 4096 * 2;
+  for (int step = 1; step < 32; ++step)
+    decode += decode_weight_bytes(s, DType::F16) + 32.0 * (512 + step) * 2 * 32 * 4096 * 2;
   EXPECT_DOUBLE_EQ(b.decode_bytes, decode);
   EXPECT_DOUBLE_EQ(b.prefill_seconds, prefill / 1e15);
   EXPECT_DOUBLE_EQ(b.decode_seconds, decode / 3e12);
