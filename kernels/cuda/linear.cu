@@ -224,7 +224,9 @@ std::unique_ptr<LtPlan> make_lt_plan(const LtKey& k, const LtCall& call) {
     set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, k.align_out);
     set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, k.align_out);
     const double macs = static_cast<double>(k.M) * static_cast<double>(k.N) * static_cast<double>(k.K);
-    const int want = macs >= kTuneMinMacs ? kTuneCandidates : 1;
+    // Timing runs the candidates on the call's own operands: never where out is also an input.
+    const bool in_place = call.out == call.x || call.out == call.w || (call.bias && call.out == call.bias);
+    const int want = macs >= kTuneMinMacs && !in_place ? kTuneCandidates : 1;
     st = cublasLtMatmulAlgoGetHeuristic(call.lt, p->desc, p->w, p->x, p->out, p->out, pref, want, results, &found);
   } catch (...) {
     (void)cublasLtMatmulPreferenceDestroy(pref);
