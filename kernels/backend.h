@@ -137,6 +137,14 @@ class Backend {
     linear(out, x, w, bias);
     activation_(out, act);
   }
+  // out (M, N) += x · w^T + bias: a projection and the residual add after it, which a backend may
+  // fuse into the GEMM (one pass over out fewer). Here: linear into a scratch, then add_ (the
+  // product rounded to out's dtype, then added, as every fused form may do too).
+  virtual void linear_add_(Tensor& out, const Tensor& x, const Tensor& w, const Tensor* bias) {
+    Tensor y = scratch(out.shape(), out.dtype());
+    linear(y, x, w, bias);
+    add_(out, y);
+  }
   // out (M, C) = x / sqrt(mean(x^2) + eps) * w (C)
   virtual void rms_norm(Tensor& out, const Tensor& x, const Tensor& w, float eps) = 0;
   // out (M, C) = (x - mean) / sqrt(var + eps) * w (C) + b (C)

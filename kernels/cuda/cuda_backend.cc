@@ -95,6 +95,11 @@ class CudaBackend final : public Backend {
     activate();
     cuda::linear(stream_.get(), cublas_.get(), workspace_, out, x, w, bias, /*relu=*/true);
   }
+  void linear_add_(Tensor& out, const Tensor& x, const Tensor& w, const Tensor* bias) override {
+    activate();
+    if (!cuda::linear_accumulate(stream_.get(), cublas_.get(), workspace_, out, x, w, bias))
+      Backend::linear_add_(out, x, w, bias);
+  }
   void rms_norm(Tensor& out, const Tensor& x, const Tensor& w, float eps) override {
     activate();
     cuda::rms_norm(stream_.get(), out, x, w, eps);

@@ -29,6 +29,11 @@
 // ReLU (linear_act): the RELU / RELU_BIAS epilogue applies it to the f32 sum before the rounding
 // (ReLU and rounding commute: both are monotone and fix 0); on the fallback paths the elementwise
 // ReLU runs after the GEMM.
+// Accumulation (linear_accumulate, the residual add after a projection): beta = 1 with out as both
+// C and D, one pass over out instead of a GEMM and an add_. Its kernels may round the product to
+// out's dtype before adding C, as a GEMM then add_ does (tests/gpu/cuda_conformance_test.cc's
+// error model allows for it); it is never timed (each timed call would add to out again) and takes
+// the algorithm timed for the same GEMM without accumulation where one was.
 // Not cuBLAS's own epilogue with beta = 1 over a bias pre-broadcast into out: on the H100 its
 // tensor-core kernels with a 16-bit C round the product to 16 bits before adding C (several ulps
 // off near cancellation; tests/gpu/cuda_conformance_test.cc caught it).
@@ -37,6 +42,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstdint>
 #include <functional>
@@ -103,6 +109,7 @@ struct LtKey {
   int64_t M, N, K;
   int32_t device, in_type, out_type, bias_type, epilogue;
   uint32_t align_x, align_w, align_out, align_bias;
+  bool accumulate;  // beta = 1: out += the product (out is C and D)
   bool operator==(const LtKey&) const = default;
 };
 
@@ -110,7 +117,8 @@ struct LtKeyHash {
   size_t operator()(const LtKey& k) const {
     size_t h = 0;
     for (const uint64_t v : {static_cast<uint64_t>(k.M), static_cast<uint64_t>(k.N), static_cast<uint64_t>(k.K),
-                             static_cast<uint64_t>(k.device) | static_cast<uint64_t>(k.epilogue) << 32,
+                             static_cast<uint64_t>(k.device) | static_cast<uint64_t>(k.epilogue) << 32 |
+                                 static_cast<uint64_t>(k.accumulate) << 63,
                              static_cast<uint64_t>(k.in_type) | static_cast<uint64_t>(k.out_type) << 16 |
                                  static_cast<uint64_t>(k.bias_type) << 32,
                              static_cast<uint64_t>(k.align_x) | static_cast<uint64_t>(k.align_w) << 16 |
@@ -178,11 +186,12 @@ struct LtCall {
   Workspace& ws;
   const void *x, *w, *bias;
   void* out;
+  bool accumulate;  // out += product (beta = 1, C = D = out)
 };
 
 void run_lt(const LtCall& c, const LtPlan& p, const cublasLtMatmulAlgo_t& algo, size_t workspace_bytes) {
   void* workspace = workspace_bytes ? c.ws.get(workspace_bytes, c.stream) : nullptr;
-  const float alpha = 1.0f, beta = 0.0f;
+  const float alpha = 1.0f, beta = c.accumulate ? 1.0f : 0.0f;
   CUBLAS_CHECK(cublasLtMatmul(c.lt, p.desc, &alpha, c.w, p.w, c.x, p.x, &beta, c.out, p.out, c.out, p.out, &algo,
                               workspace, workspace_bytes, c.stream));
 }
@@ -224,8 +233,10 @@ std::unique_ptr<LtPlan> make_lt_plan(const LtKey& k, const LtCall& call) {
     set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, k.align_out);
     set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, k.align_out);
     const double macs = static_cast<double>(k.M) * static_cast<double>(k.N) * static_cast<double>(k.K);
-    // Timing runs the candidates on the call's own operands: never where out is also an input.
-    const bool in_place = call.out == call.x || call.out == call.w || (call.bias && call.out == call.bias);
+    // Timing runs the candidates on the call's own operands: never where out is also an input, nor
+    // where the call accumulates into out (each timed call would add to it again).
+    const bool in_place =
+        call.out == call.x || call.out == call.w || (call.bias && call.out == call.bias) || call.accumulate;
     const int want = macs >= kTuneMinMacs && !in_place ? kTuneCandidates : 1;
     st = cublasLtMatmulAlgoGetHeuristic(call.lt, p->desc, p->w, p->x, p->out, p->out, pref, want, results, &found);
   } catch (...) {
@@ -239,10 +250,13 @@ std::unique_ptr<LtPlan> make_lt_plan(const LtKey& k, const LtCall& call) {
   // A ragged batch brings a new M with every block: the algorithm timed for the nearest power of
   // two at or above M serves it when cuBLASLt confirms it supports this M (the timing is paid once
   // per bucket, not per block).
+  // An accumulating GEMM (not timed, see above) takes the algorithm timed for the same GEMM
+  // without accumulation where there is one: reading C changes the epilogue, not the main loop.
   LtKey bucket = k;
   bucket.M = std::bit_ceil(static_cast<uint64_t>(k.M));
+  bucket.accumulate = false;
   thread_local std::unordered_map<LtKey, cublasLtMatmulAlgo_t, LtKeyHash> tuned;
-  if (found > 1) {
+  if (found > 1 || k.accumulate) {
     if (auto t = tuned.find(bucket); t != tuned.end()) {
       cublasLtMatmulHeuristicResult_t check{};
       if (cublasLtMatmulAlgoCheck(call.lt, p->desc, p->w, p->x, p->out, p->out, &t->second, &check) ==
@@ -282,7 +296,7 @@ std::unique_ptr<LtPlan> make_lt_plan(const LtKey& k, const LtCall& call) {
 // cublasHandle_t is a valid cublasLtHandle_t (cuBLAS documents the cast); the stream and the
 // workspace are passed per call.
 bool gemm_lt(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x, const Tensor& w,
-             const Tensor* bias, bool relu, int64_t M, int64_t N, int64_t K) {
+             const Tensor* bias, bool relu, bool accumulate, int64_t M, int64_t N, int64_t K) {
   // Not a bias with a BF16 out: on the H100 (cuBLAS 13.0) the kernels it picked for the test's
   // shapes with M >= 17 round the product to bf16 before their epilogue adds the bias, several bf16
   // ulps off near cancellation (tests/gpu/cuda_conformance_test.cc caught it, as it did for beta = 1
@@ -307,10 +321,12 @@ bool gemm_lt(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& 
                   alignment_of(x.raw()),
                   alignment_of(w.raw()),
                   alignment_of(out.raw()),
-                  bias ? alignment_of(bias->raw()) : 0};
-  const LtCall call{
-      stream,   reinterpret_cast<cublasLtHandle_t>(cublas), ws, x.raw(), w.raw(), bias ? bias->raw() : nullptr,
-      out.raw()};
+                  bias ? alignment_of(bias->raw()) : 0,
+                  accumulate};
+  const LtCall call{stream,    reinterpret_cast<cublasLtHandle_t>(cublas),
+                    ws,        x.raw(),
+                    w.raw(),   bias ? bias->raw() : nullptr,
+                    out.raw(), accumulate};
   auto it = plans.find(key);
   if (it == plans.end()) {
     if (plans.size() >= kMaxPlans) plans.clear();
@@ -351,7 +367,7 @@ void linear_bias(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tens
       CUDA_CHECK(cudaMemsetAsync(out.raw(), 0, out.nbytes(), stream));
     return;
   }
-  if (gemm_lt(stream, cublas, ws, out, x, w, bias, /*relu=*/false, M, N, K)) {
+  if (gemm_lt(stream, cublas, ws, out, x, w, bias, /*relu=*/false, /*accumulate=*/false, M, N, K)) {
     return;
   } else if (!bias) {
     gemm(cublas, out.raw(), out_type, x.raw(), w.raw(), in_type, M, N, K);
@@ -372,11 +388,9 @@ void linear_bias(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tens
   }
 }
 
-}  // namespace
-
-void linear(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x, const Tensor& w,
-            const Tensor* bias, bool relu) {
-  static constexpr const char* op = "linear";
+// The checks both entry points share: devices, shapes, dtypes, sizes. Returns (M, N, K).
+std::array<int64_t, 3> check_linear(const char* op, const Tensor& out, const Tensor& x, const Tensor& w,
+                                    const Tensor* bias) {
   check_device(op, "out", out);
   check_device(op, "x", x);
   check_device(op, "w", w);
@@ -384,24 +398,41 @@ void linear(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& o
   if (bias) {
     check_device(op, "bias", *bias);
     if (!is_gpu_float(bias->dtype()))
-      throw UnsupportedError(std::string("linear: bias dtype ") + dtype_name(bias->dtype()) +
+      throw UnsupportedError(std::string(op) + ": bias dtype " + dtype_name(bias->dtype()) +
                              " is not supported on the CUDA backend");
   }
   // F32 x and w run as a plain f32 GEMM (CUBLAS_COMPUTE_32F without TF32: the float32 runs that must
   // match the CPU reference token for token).
   if (!is_gpu_float(x.dtype()) || w.dtype() != x.dtype() || (out.dtype() != x.dtype() && out.dtype() != DType::F32))
-    throw UnsupportedError(
-        "linear: the CUDA backend needs x and w of one dtype (F16, BF16 or F32) and out of their dtype "
-        "or F32; got x " +
-        x.describe() + ", w " + w.describe() + ", out " + out.describe());
+    throw UnsupportedError(std::string(op) +
+                           ": the CUDA backend needs x and w of one dtype (F16, BF16 or F32) and out of their dtype "
+                           "or F32; got x " +
+                           x.describe() + ", w " + w.describe() + ", out " + out.describe());
   constexpr int64_t kIntMax = std::numeric_limits<int>::max();
   if (M > kIntMax || N > kIntMax || K > kIntMax)
-    throw UnsupportedError("linear: dimensions beyond 2^31 - 1 (M=" + std::to_string(M) + ", N=" + std::to_string(N) +
-                           ", K=" + std::to_string(K) + ")");
+    throw UnsupportedError(std::string(op) + ": dimensions beyond 2^31 - 1 (M=" + std::to_string(M) +
+                           ", N=" + std::to_string(N) + ", K=" + std::to_string(K) + ")");
+  return {M, N, K};
+}
+
+}  // namespace
+
+void linear(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x, const Tensor& w,
+            const Tensor* bias, bool relu) {
+  const auto [M, N, K] = check_linear("linear", out, x, w, bias);
   if (M == 0 || N == 0) return;
-  if (relu && K > 0 && gemm_lt(stream, cublas, ws, out, x, w, bias, /*relu=*/true, M, N, K)) return;
+  if (relu && K > 0 && gemm_lt(stream, cublas, ws, out, x, w, bias, /*relu=*/true, /*accumulate=*/false, M, N, K))
+    return;
   linear_bias(stream, cublas, ws, out, x, w, bias, M, N, K);
   if (relu) activation_(stream, out, Act::Relu);
+}
+
+bool linear_accumulate(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x,
+                       const Tensor& w, const Tensor* bias) {
+  const auto [M, N, K] = check_linear("linear_add_", out, x, w, bias);
+  if (M == 0 || N == 0) return true;
+  if (K == 0) return false;
+  return gemm_lt(stream, cublas, ws, out, x, w, bias, /*relu=*/false, /*accumulate=*/true, M, N, K);
 }
 
 }  // namespace tiergen::kernels::cuda

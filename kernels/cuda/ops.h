@@ -17,6 +17,11 @@ namespace tiergen::kernels::cuda {
 // to `stream`; `ws` holds the f32 accumulator when a bias meets a 16-bit out.
 void linear(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x, const Tensor& w,
             const Tensor* bias, bool relu = false);
+// out (M, N) += x (M, K) · w (N, K)^T + bias (N) in one GEMM that reads out as its C (cuBLASLt,
+// beta = 1; it may round the product to out's dtype before the add, as linear then add_ does);
+// false, with nothing queued, where cuBLASLt has no algorithm for the operands.
+bool linear_accumulate(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x,
+                       const Tensor& w, const Tensor* bias);
 // rms_norm: out (M, C) = x / sqrt(mean(x^2) + eps) * w (C). out may alias x.
 void rms_norm(cudaStream_t stream, Tensor& out, const Tensor& x, const Tensor& w, float eps);
 

@@ -97,6 +97,10 @@ struct Linear : WeightAndBias {
   void apply(kernels::Backend& be, Tensor& y, const Tensor& x, kernels::Act act) const {
     be.linear_act(y, x, w, b.defined() ? &b : nullptr, act);
   }
+  // y += x · w^T + b: the projection and the residual add after it, fused where the backend can.
+  void apply_add(kernels::Backend& be, Tensor& y, const Tensor& x) const {
+    be.linear_add_(y, x, w, b.defined() ? &b : nullptr);
+  }
 };
 
 }  // namespace tiergen

@@ -62,7 +62,7 @@ class AttentionLayer final : public Layer {
   void forward(ForwardContext& ctx, kernels::LayerKv* kv) override {
     TIERGEN_CHECK(kv != nullptr, name() + " needs a KV cache");
     kernels::Backend& be = *ctx.backend;
-    const int64_t T = ctx.num_tokens(), C = spec_.hidden_size, D = spec_.head_dim;
+    const int64_t T = ctx.num_tokens(), D = spec_.head_dim;
     const int64_t q_out = spec_.num_heads * D, kv_out = spec_.num_kv_heads * D;
     const DType dt = ctx.act_dtype;
     Tensor& h = ctx.hidden;  // (T, C)
@@ -86,9 +86,7 @@ class AttentionLayer final : public Layer {
     shape.alibi_slopes = ctx.alibi_slopes;
     Tensor attn = be.scratch({T, q_out}, dt);
     be.attention(attn, q, *kv, ctx.step, shape);
-    Tensor o = be.scratch({T, C}, dt);
-    o_.apply(be, o, attn);
-    be.add_(h, o);
+    o_.apply_add(be, h, attn);  // h (T, C) += the output projection
     if (!spec_.pre_norm) h = norm_(be, h, spec_);
   }
 

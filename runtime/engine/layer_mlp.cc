@@ -44,7 +44,7 @@ class MlpLayer final : public Layer {
 
   void forward(ForwardContext& ctx, kernels::LayerKv*) override {
     kernels::Backend& be = *ctx.backend;
-    const int64_t T = ctx.num_tokens(), C = spec_.hidden_size, F = spec_.intermediate_size;
+    const int64_t T = ctx.num_tokens(), F = spec_.intermediate_size;
     Tensor& h = ctx.hidden;  // (T, C)
     const Tensor x = spec_.pre_norm ? norm_(be, h, spec_) : h;
     Tensor a = be.scratch({T, F}, ctx.act_dtype);  // (T, F)
@@ -57,9 +57,7 @@ class MlpLayer final : public Layer {
     } else {
       fc1_.apply(be, a, x, to_act(spec_.activation));
     }
-    Tensor y = be.scratch({T, C}, ctx.act_dtype);
-    fc2_.apply(be, y, a);
-    be.add_(h, y);
+    fc2_.apply_add(be, h, a);  // h (T, C) += fc2 (a)
     if (!spec_.pre_norm) h = norm_(be, h, spec_);
     if (ctx.observer) ctx.observer(index_ + 1, h);
   }

@@ -1,5 +1,7 @@
 #include "runtime/generate/rates.h"
 
+#include "runtime/engine/weights.h"
+
 #include <algorithm>
 #include <chrono>
 
@@ -38,8 +40,15 @@ DeviceRates measure_rates(kernels::Backend& be, DType activations, DType weights
   {
     // A square GEMM large enough to reach the device's peak: 8192^3 (1.1 TFLOP) on a GPU, 1024^3
     // on a CPU (its peak is reached far sooner, and a small CI host would take seconds per call).
+    // The operands hold random values (the dummy weights' distribution), not zeros: a GPU's tensor
+    // cores draw less power on zero operands and run at higher clocks, so a GEMM over zeros (what
+    // alloc gives) times up to a fifth faster than one over a model's numbers on an H100, and a
+    // bound from that rate is one no run could reach.
     const int64_t n = gpu ? 8192 : 1024;
-    Tensor x = be.alloc({n, n}, activations), w = be.alloc({n, n}, weights), out = be.scratch({n, n}, activations);
+    const auto values = dummy_weights(DType::F32, /*seed=*/1);
+    const Tensor x = be.upload(values->get("rates.x", {n, n}), activations);
+    const Tensor w = be.upload(values->get("rates.w", {n, n}), weights);
+    Tensor out = be.scratch({n, n}, activations);
     r.gemm_flops = best_rate(
         be, [&] { be.linear(out, x, w, nullptr); }, 2.0 * static_cast<double>(n * n * n), 3, gpu ? 0.05 : 0.2);
   }

@@ -30,25 +30,27 @@ namespace {
 using namespace gpu_test;  // NOLINT(google-build-using-namespace): a test file
 
 // ---------------------------------------------------------------------------------------------
-// linear: out (M, N) = x (M, K) · w (N, K)^T + bias (N); linear_act with ReLU: relu of that
+// linear: out (M, N) = x (M, K) · w (N, K)^T + bias (N); linear_act with ReLU: relu of that;
+// linear_add_: out += that
 
 struct LinearCase {
   DType in;   // x, w and bias
   DType out;  // `in` or F32
   bool bias;
-  bool relu = false;  // through linear_act(..., Act::Relu): the GEMM's epilogue where cuBLASLt has one
+  bool relu = false;        // through linear_act(..., Act::Relu): the GEMM's epilogue where cuBLASLt has one
+  bool accumulate = false;  // through linear_add_: out += the product (and bias)
 };
 
 // What gtest prints for GetParam(), e.g. {in=F16, out=F32, bias=true}.
 void PrintTo(const LinearCase& c, std::ostream* os) {
   *os << "{in=" << dtype_name(c.in) << ", out=" << dtype_name(c.out) << ", bias=" << (c.bias ? "true" : "false")
-      << ", relu=" << (c.relu ? "true" : "false") << "}";
+      << ", relu=" << (c.relu ? "true" : "false") << ", accumulate=" << (c.accumulate ? "true" : "false") << "}";
 }
 
 std::string linear_name(const ::testing::TestParamInfo<LinearCase>& info) {
   const LinearCase& c = info.param;
   return std::string(dtype_name(c.in)) + "_out" + dtype_name(c.out) + (c.bias ? "_bias" : "_nobias") +
-         (c.relu ? "_relu" : "");
+         (c.relu ? "_relu" : "") + (c.accumulate ? "_accumulate" : "");
 }
 
 class LinearConformance : public CudaTest, public ::testing::WithParamInterface<LinearCase> {};
@@ -65,13 +67,19 @@ class LinearConformance : public CudaTest, public ::testing::WithParamInterface<
 // So |gpu - cpu| <= u_out·|ref| + 4(K+1)·u·S + underflow_slack(out). ReLU moves no two values
 // further apart (|relu(a) - relu(b)| <= |a - b|) and commutes with the rounding, so the same bound
 // holds after it, with ref the CPU's relu(linear).
+// Accumulating (linear_add_), ref = out0 + round_out(linear), and the GPU adds the product, the
+// bias and out0 in an order of its own with a rounding to out's dtype between adds (linear then
+// add_ rounds the product plus bias; cuBLASLt's beta = 1 epilogue rounds the product, then adds
+// out0 and the bias): up to two more roundings of partial sums bounded by |out0| + S, so
+// 2·u_out·(|out0| + S) more, and the slack twice.
 // Runs linear on the GPU over the given inputs (x and w (M, K), (N, K) in c.in; b (N)) and checks
 // it against the CPU; `ref` and `tol` get the reference and the tolerance of every element.
 // `terms`: how many of the K products in a row of x may be nonzero (K unless x has zero columns:
 // adding an exact zero does not round, so the error bound counts only the other terms).
+// `out0`: out's contents before an accumulating call (c.accumulate), in c.out.
 void check_linear_inputs(const LinearCase& c, const HostInput& x, const HostInput& w, const HostInput& b, double& worst,
                          std::vector<float>* ref_out = nullptr, std::vector<double>* tol_out = nullptr,
-                         int64_t terms = -1) {
+                         int64_t terms = -1, const HostInput* out0 = nullptr) {
   const int64_t M = x.f32.dim(0), N = w.f32.dim(0);
   const int64_t K = terms >= 0 ? terms : x.f32.dim(1);
   Tensor ref = Tensor::empty({M, N}, DType::F32);
@@ -83,18 +91,31 @@ void check_linear_inputs(const LinearCase& c, const HostInput& x, const HostInpu
 
   const Tensor xd = upload(x.native), wd = upload(w.native), bd = upload(b.native);
   GuardedOutput out({M, N}, c.out);
-  if (c.relu)
+  ASSERT_EQ(c.accumulate, out0 != nullptr);
+  if (c.accumulate) {
+    gpu().copy(out.view(), out0->native);
+    gpu().linear_add_(out.view(), xd, wd, c.bias ? &bd : nullptr);
+    // ref = out0 + the product rounded to out's dtype, as linear then add_ computes it.
+    Tensor rounded = Tensor::empty({M, N}, c.out);
+    convert_from_f32(rounded.raw(), c.out, ref.data<float>(), static_cast<size_t>(ref.numel()));
+    convert_to_f32(ref.data<float>(), rounded.raw(), c.out, static_cast<size_t>(ref.numel()));
+    for (int64_t i = 0; i < ref.numel(); ++i) ref.data<float>()[i] += out0->f32.data<float>()[i];
+  } else if (c.relu) {
     gpu().linear_act(out.view(), xd, wd, c.bias ? &bd : nullptr, Act::Relu);
-  else
+  } else {
     gpu().linear(out.view(), xd, wd, c.bias ? &bd : nullptr);
+  }
   std::vector<float> got;
   ASSERT_TRUE(out.read(got));
 
   const double u_out = unit_roundoff(c.out);
+  const double rounded_terms = c.accumulate ? 2.0 : 0.0;  // the product rounded before the add
   std::vector<double> tol(got.size());
   for (size_t i = 0; i < tol.size(); ++i)
-    tol[i] = u_out * std::fabs(ref.data<float>()[i]) + 4.0 * static_cast<double>(K + 1) * kU32 * mag.data<float>()[i] +
-             underflow_slack(c.out);
+    tol[i] = u_out * std::fabs(ref.data<float>()[i]) +
+             rounded_terms * u_out * (mag.data<float>()[i] + (out0 ? std::fabs(out0->f32.data<float>()[i]) : 0.f)) +
+             4.0 * static_cast<double>(K + 1) * kU32 * mag.data<float>()[i] +
+             (1.0 + rounded_terms / 2) * underflow_slack(c.out);
   EXPECT_TRUE(all_close(got, ref.data<float>(), tol, static_cast<size_t>(N), worst));
   if (ref_out) ref_out->assign(ref.data<float>(), ref.data<float>() + ref.numel());
   if (tol_out) *tol_out = std::move(tol);
@@ -103,11 +124,13 @@ void check_linear_inputs(const LinearCase& c, const HostInput& x, const HostInpu
 void check_linear(const LinearCase& c, int64_t M, int64_t K, int64_t N, double& worst) {
   SCOPED_TRACE("M=" + std::to_string(M) + " K=" + std::to_string(K) + " N=" + std::to_string(N));
   std::mt19937 rng(static_cast<uint32_t>(M * 1000003 + K * 1009 + N) ^ (static_cast<uint32_t>(c.in) << 20) ^
-                   (static_cast<uint32_t>(c.out) << 24) ^ (c.bias ? 1u << 28 : 0u) ^ (c.relu ? 1u << 29 : 0u));
+                   (static_cast<uint32_t>(c.out) << 24) ^ (c.bias ? 1u << 28 : 0u) ^ (c.relu ? 1u << 29 : 0u) ^
+                   (c.accumulate ? 1u << 30 : 0u));
   const HostInput x = random_input({M, K}, c.in, -1.f, 1.f, rng);
   const HostInput w = random_input({N, K}, c.in, -1.f, 1.f, rng);
   const HostInput b = random_input({N}, c.in, -1.f, 1.f, rng);
-  check_linear_inputs(c, x, w, b, worst);
+  const HostInput out0 = random_input({M, N}, c.out, -4.f, 4.f, rng);
+  check_linear_inputs(c, x, w, b, worst, nullptr, nullptr, -1, c.accumulate ? &out0 : nullptr);
 }
 
 TEST_P(LinearConformance, MatchesCpuReference) {
@@ -204,7 +227,14 @@ INSTANTIATE_TEST_SUITE_P(
                       // out, no bias).
                       LinearCase{DType::F16, DType::F16, true, true}, LinearCase{DType::F16, DType::F32, true, true},
                       LinearCase{DType::BF16, DType::BF16, true, true}, LinearCase{DType::F32, DType::F32, true, true},
-                      LinearCase{DType::F16, DType::F16, false, true}),
+                      LinearCase{DType::F16, DType::F16, false, true},
+                      // linear_add_: cuBLASLt's beta = 1, or linear then add_ (BF16 out with a bias)
+                      LinearCase{DType::F16, DType::F16, true, false, true},
+                      LinearCase{DType::F16, DType::F16, false, false, true},
+                      LinearCase{DType::F16, DType::F32, true, false, true},
+                      LinearCase{DType::BF16, DType::BF16, true, false, true},
+                      LinearCase{DType::BF16, DType::BF16, false, false, true},
+                      LinearCase{DType::F32, DType::F32, true, false, true}),
     linear_name);
 
 // ---------------------------------------------------------------------------------------------
