@@ -137,6 +137,17 @@ class Backend {
     linear(out, x, w, bias);
     activation_(out, act);
   }
+  // out (G, M, N)[g] = x (M, K) · w_g^T + bias_g for the G projections stacked in w (G * N, K) and
+  // bias (G * N): q, k and v, or gate and up, of one input in one call, which a backend may run as
+  // one batched GEMM (one launch, G times the blocks to spread over the device). Here: G linears.
+  virtual void linear_stacked(Tensor& out, const Tensor& x, const Tensor& w, const Tensor* bias) {
+    const int64_t G = out.dim(0), M = out.dim(1), N = out.dim(2);
+    for (int64_t g = 0; g < G; ++g) {
+      Tensor out_g = out.slice_rows(g, g + 1).reshape({M, N});
+      const Tensor bias_g = bias ? bias->slice_rows(g * N, (g + 1) * N) : Tensor();
+      linear(out_g, x, w.slice_rows(g * N, (g + 1) * N), bias ? &bias_g : nullptr);
+    }
+  }
   // out (M, N) += x · w^T + bias: a projection and the residual add after it, which a backend may
   // fuse into the GEMM (one pass over out fewer). Here: linear into a scratch, then add_ (the
   // product rounded to out's dtype, then added, as every fused form may do too).

@@ -95,6 +95,10 @@ class CudaBackend final : public Backend {
     activate();
     cuda::linear(stream_.get(), cublas_.get(), workspace_, out, x, w, bias, /*relu=*/true);
   }
+  void linear_stacked(Tensor& out, const Tensor& x, const Tensor& w, const Tensor* bias) override {
+    activate();
+    cuda::linear_stacked(stream_.get(), cublas_.get(), workspace_, out, x, w, bias);
+  }
   void linear_add_(Tensor& out, const Tensor& x, const Tensor& w, const Tensor* bias) override {
     activate();
     if (!cuda::linear_accumulate(stream_.get(), cublas_.get(), workspace_, out, x, w, bias))

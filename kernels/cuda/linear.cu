@@ -110,6 +110,7 @@ struct LtKey {
   int32_t device, in_type, out_type, bias_type, epilogue;
   uint32_t align_x, align_w, align_out, align_bias;
   bool accumulate;  // beta = 1: out += the product (out is C and D)
+  int32_t batch;    // stacked projections (linear_stacked): w, out and bias strided, x shared
   bool operator==(const LtKey&) const = default;
 };
 
@@ -118,7 +119,7 @@ struct LtKeyHash {
     size_t h = 0;
     for (const uint64_t v : {static_cast<uint64_t>(k.M), static_cast<uint64_t>(k.N), static_cast<uint64_t>(k.K),
                              static_cast<uint64_t>(k.device) | static_cast<uint64_t>(k.epilogue) << 32 |
-                                 static_cast<uint64_t>(k.accumulate) << 63,
+                                 static_cast<uint64_t>(k.accumulate) << 63 | static_cast<uint64_t>(k.batch) << 40,
                              static_cast<uint64_t>(k.in_type) | static_cast<uint64_t>(k.out_type) << 16 |
                                  static_cast<uint64_t>(k.bias_type) << 32,
                              static_cast<uint64_t>(k.align_x) | static_cast<uint64_t>(k.align_w) << 16 |
@@ -151,6 +152,10 @@ struct LtPlan {
 template <typename T>
 void set_desc(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr, const T& v) {
   CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, attr, &v, sizeof(v)));
+}
+template <typename T>
+void set_layout(cublasLtMatrixLayout_t layout, cublasLtMatrixLayoutAttribute_t attr, const T& v) {
+  CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(layout, attr, &v, sizeof(v)));
 }
 template <typename T>
 void set_pref(cublasLtMatmulPreference_t pref, cublasLtMatmulPreferenceAttributes_t attr, const T& v) {
@@ -217,6 +222,13 @@ std::unique_ptr<LtPlan> make_lt_plan(const LtKey& k, const LtCall& call) {
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->w, in, static_cast<uint64_t>(k.K), static_cast<uint64_t>(k.N), k.K));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->x, in, static_cast<uint64_t>(k.K), static_cast<uint64_t>(k.M), k.K));
   CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->out, out, static_cast<uint64_t>(k.N), static_cast<uint64_t>(k.M), k.N));
+  if (k.batch > 1) {  // G GEMMs: w_g and out_g one after another, every one over the same x
+    for (cublasLtMatrixLayout_t l : {p->w, p->x, p->out}) set_layout(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, k.batch);
+    set_layout(p->w, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, k.N * k.K);
+    set_layout(p->x, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, int64_t{0});
+    set_layout(p->out, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, k.M * k.N);
+    if (call.bias) set_desc(p->desc, CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, k.N);
+  }
 
   cublasLtMatmulPreference_t pref = nullptr;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -232,7 +244,8 @@ std::unique_ptr<LtPlan> make_lt_plan(const LtKey& k, const LtCall& call) {
     set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, k.align_x);
     set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, k.align_out);
     set_pref(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, k.align_out);
-    const double macs = static_cast<double>(k.M) * static_cast<double>(k.N) * static_cast<double>(k.K);
+    const double macs =
+        static_cast<double>(k.M) * static_cast<double>(k.N) * static_cast<double>(k.K) * static_cast<double>(k.batch);
     // Timing runs the candidates on the call's own operands: never where out is also an input, nor
     // where the call accumulates into out (each timed call would add to it again).
     const bool in_place =
@@ -296,7 +309,7 @@ std::unique_ptr<LtPlan> make_lt_plan(const LtKey& k, const LtCall& call) {
 // cublasHandle_t is a valid cublasLtHandle_t (cuBLAS documents the cast); the stream and the
 // workspace are passed per call.
 bool gemm_lt(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x, const Tensor& w,
-             const Tensor* bias, bool relu, bool accumulate, int64_t M, int64_t N, int64_t K) {
+             const Tensor* bias, bool relu, bool accumulate, int64_t M, int64_t N, int64_t K, int32_t batch = 1) {
   // Not a bias with a BF16 out: on the H100 (cuBLAS 13.0) the kernels it picked for the test's
   // shapes with M >= 17 round the product to bf16 before their epilogue adds the bias, several bf16
   // ulps off near cancellation (tests/gpu/cuda_conformance_test.cc caught it, as it did for beta = 1
@@ -322,7 +335,8 @@ bool gemm_lt(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& 
                   alignment_of(w.raw()),
                   alignment_of(out.raw()),
                   bias ? alignment_of(bias->raw()) : 0,
-                  accumulate};
+                  accumulate,
+                  batch};
   const LtCall call{stream,    reinterpret_cast<cublasLtHandle_t>(cublas),
                     ws,        x.raw(),
                     w.raw(),   bias ? bias->raw() : nullptr,
@@ -425,6 +439,28 @@ void linear(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& o
     return;
   linear_bias(stream, cublas, ws, out, x, w, bias, M, N, K);
   if (relu) activation_(stream, out, Act::Relu);
+}
+
+void linear_stacked(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x,
+                    const Tensor& w, const Tensor* bias) {
+  static constexpr const char* op = "linear_stacked";
+  if (out.rank() != 3 || out.dim(0) < 1 || w.rank() != 2 || w.dim(0) != out.dim(0) * out.dim(2) ||
+      (bias && bias->numel() != w.dim(0)))
+    throw InternalError(std::string(op) + ": out (G, M, N), w (G * N, K), bias (G * N); got out " + out.describe() +
+                        ", w " + w.describe() + (bias ? ", bias " + bias->describe() : std::string()));
+  const int64_t G = out.dim(0), N = out.dim(2);
+  Tensor out0 = out.slice_rows(0, 1).reshape({out.dim(1), N});
+  const Tensor bias0 = bias ? bias->slice_rows(0, N) : Tensor();
+  const auto [M, N_, K] = check_linear(op, out0, x, w.slice_rows(0, N), bias ? &bias0 : nullptr);
+  if (M == 0 || N == 0) return;
+  if (G > std::numeric_limits<int32_t>::max() || K == 0 ||
+      !gemm_lt(stream, cublas, ws, out, x, w, bias, /*relu=*/false, /*accumulate=*/false, M, N, K,
+               static_cast<int32_t>(G)))
+    for (int64_t g = 0; g < G; ++g) {  // one GEMM per projection
+      Tensor out_g = out.slice_rows(g, g + 1).reshape({M, N});
+      const Tensor bias_g = bias ? bias->slice_rows(g * N, (g + 1) * N) : Tensor();
+      linear(stream, cublas, ws, out_g, x, w.slice_rows(g * N, (g + 1) * N), bias ? &bias_g : nullptr);
+    }
 }
 
 bool linear_accumulate(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x,

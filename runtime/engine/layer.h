@@ -103,4 +103,18 @@ struct Linear : WeightAndBias {
   }
 };
 
+// Projections of one input with the same shape, stacked into one weight (G * out, in) and bias
+// (G * out): q, k and v of multi-head attention, gate and up of a gated MLP. One backend call
+// computes them all (kernels::Backend::linear_stacked).
+struct StackedLinear : WeightAndBias {
+  // Loads the projections named by `prefixes`, each (out, in) with a bias (out) when `bias`.
+  void load(WeightSource& src, const std::vector<std::string>& prefixes, int64_t out, int64_t in, bool bias);
+  // Stacks projections already in memory (every weight (out, in), every bias (out) or none).
+  void stack(const std::vector<Tensor>& weights, const std::vector<Tensor>& biases);
+  // ys (G, M, out)[g] = x (M, in) · w_g^T + b_g.
+  void apply(kernels::Backend& be, Tensor& ys, const Tensor& x) const {
+    be.linear_stacked(ys, x, w, b.defined() ? &b : nullptr);
+  }
+};
+
 }  // namespace tiergen

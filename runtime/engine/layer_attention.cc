@@ -1,5 +1,6 @@
 // Self-attention layer: norm (pre-LN) -> q, k, v -> RoPE -> append k, v to the cache -> causal
-// attention (GQA, ALiBi) -> output projection -> residual add (-> norm, post-LN).
+// attention (GQA, ALiBi) -> output projection -> residual add (-> norm, post-LN). With as many kv
+// heads as query heads, q, k and v are one stacked projection (one batched GEMM on the GPU).
 #include <cmath>
 #include <cstring>
 
@@ -26,7 +27,11 @@ Tensor gather_rows(const Tensor& fused, int64_t n_heads, int64_t head_dim, int w
 class AttentionLayer final : public Layer {
  public:
   AttentionLayer(const ModelSpec& spec, const ArchitectureNames& names, int64_t index)
-      : spec_(spec), names_(names.layer(index)), interleaved_(names.qkv_interleaved_per_head), index_(index) {}
+      : spec_(spec),
+        names_(names.layer(index)),
+        interleaved_(names.qkv_interleaved_per_head),
+        stacked_(spec.num_kv_heads == spec.num_heads),
+        index_(index) {}
   std::string name() const override { return "layers." + std::to_string(index_) + ".attention"; }
   int64_t decoder_index() const override { return index_; }
   int64_t kv_elems_per_token() const override { return 2 * spec_.num_kv_heads * spec_.head_dim; }
@@ -44,6 +49,12 @@ class AttentionLayer final : public Layer {
         parts[i]->w = gather_rows(w, spec_.num_heads, D, i);
         if (b.defined()) parts[i]->b = gather_rows(b, spec_.num_heads, D, i);
       }
+      if (stacked_) {
+        qkv_.stack({q_.w, k_.w, v_.w}, b.defined() ? std::vector<Tensor>{q_.b, k_.b, v_.b} : std::vector<Tensor>{});
+        q_ = k_ = v_ = Linear{};
+      }
+    } else if (stacked_) {
+      qkv_.load(src, {names_.q, names_.k, names_.v}, q_out, C, spec_.qkv_bias);
     } else {
       q_.load(src, names_.q, q_out, C, spec_.qkv_bias);
       k_.load(src, names_.k, kv_out, C, spec_.qkv_bias);
@@ -51,11 +62,13 @@ class AttentionLayer final : public Layer {
     }
     o_.load(src, names_.o, C, q_out, spec_.o_bias);
   }
-  size_t weight_bytes() const override { return norm_.bytes() + q_.bytes() + k_.bytes() + v_.bytes() + o_.bytes(); }
+  size_t weight_bytes() const override {
+    return norm_.bytes() + qkv_.bytes() + q_.bytes() + k_.bytes() + v_.bytes() + o_.bytes();
+  }
 
   std::vector<Tensor*> weights() override {
     std::vector<Tensor*> w;
-    for (WeightAndBias* p : std::initializer_list<WeightAndBias*>{&norm_, &q_, &k_, &v_, &o_}) p->collect(w);
+    for (WeightAndBias* p : std::initializer_list<WeightAndBias*>{&norm_, &qkv_, &q_, &k_, &v_, &o_}) p->collect(w);
     return w;
   }
 
@@ -67,12 +80,21 @@ class AttentionLayer final : public Layer {
     const DType dt = ctx.act_dtype;
     Tensor& h = ctx.hidden;  // (T, C)
     const Tensor x = spec_.pre_norm ? norm_(be, h, spec_) : h;
-    Tensor q = be.scratch({T, q_out}, dt);   // (T, Hq*D)
-    Tensor k = be.scratch({T, kv_out}, dt);  // (T, Hkv*D)
-    Tensor v = be.scratch({T, kv_out}, dt);
-    q_.apply(be, q, x);
-    k_.apply(be, k, x);
-    v_.apply(be, v, x);
+    Tensor q, k, v;  // (T, Hq*D), (T, Hkv*D), (T, Hkv*D)
+    if (stacked_) {
+      Tensor qkv = be.scratch({3, T, q_out}, dt);  // q, k, v one after another
+      qkv_.apply(be, qkv, x);
+      q = qkv.slice_rows(0, 1).reshape({T, q_out});
+      k = qkv.slice_rows(1, 2).reshape({T, kv_out});
+      v = qkv.slice_rows(2, 3).reshape({T, kv_out});
+    } else {
+      q = be.scratch({T, q_out}, dt);
+      k = be.scratch({T, kv_out}, dt);
+      v = be.scratch({T, kv_out}, dt);
+      q_.apply(be, q, x);
+      k_.apply(be, k, x);
+      v_.apply(be, v, x);
+    }
     if (spec_.position == PositionKind::Rope) {
       be.rope_(q, static_cast<int>(D), ctx.step.positions, ctx.rope_inv_freq);
       be.rope_(k, static_cast<int>(D), ctx.step.positions, ctx.rope_inv_freq);
@@ -94,8 +116,10 @@ class AttentionLayer final : public Layer {
   const ModelSpec& spec_;
   LayerNames names_;
   bool interleaved_;
+  bool stacked_;  // q, k, v in qkv_ (as many kv heads as query heads), else in q_, k_, v_
   int64_t index_;
   Norm norm_;
+  StackedLinear qkv_;
   Linear q_, k_, v_, o_;
 };
 

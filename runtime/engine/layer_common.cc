@@ -1,4 +1,5 @@
 #include <cmath>
+#include <cstring>
 #include <numbers>
 
 #include "runtime/core/error.h"
@@ -38,6 +39,46 @@ Tensor Norm::operator()(kernels::Backend& be, const Tensor& x, const ModelSpec& 
 void Linear::load(WeightSource& src, const std::string& prefix, int64_t out, int64_t in, bool bias) {
   w = src.get(prefix + ".weight", {out, in});
   if (bias) b = src.get(prefix + ".bias", {out});
+}
+
+namespace {
+
+// The tensors' rows one after another: parts of one dtype, each (rows_i, rest...) with the same rest.
+Tensor stack_rows(const std::vector<Tensor>& parts) {
+  TIERGEN_CHECK(!parts.empty(), "stack_rows: nothing to stack");
+  Shape shape = parts.front().shape();
+  int64_t rows = 0;
+  for (const Tensor& p : parts) {
+    TIERGEN_CHECK(p.dtype() == parts.front().dtype() && p.rank() == parts.front().rank(),
+                  "stack_rows: parts of one dtype and rank");
+    rows += p.dim(0);
+  }
+  shape[0] = rows;
+  Tensor out = Tensor::empty(shape, parts.front().dtype());
+  char* dst = static_cast<char*>(out.raw());
+  for (const Tensor& p : parts) {
+    std::memcpy(dst, p.raw(), p.nbytes());
+    dst += p.nbytes();
+  }
+  return out;
+}
+
+}  // namespace
+
+void StackedLinear::load(WeightSource& src, const std::vector<std::string>& prefixes, int64_t out, int64_t in,
+                         bool bias) {
+  std::vector<Tensor> ws, bs;
+  for (const std::string& p : prefixes) {
+    ws.push_back(src.get(p + ".weight", {out, in}));
+    if (bias) bs.push_back(src.get(p + ".bias", {out}));
+  }
+  stack(ws, bs);
+}
+
+void StackedLinear::stack(const std::vector<Tensor>& weights, const std::vector<Tensor>& biases) {
+  TIERGEN_CHECK(biases.empty() || biases.size() == weights.size(), "StackedLinear: a bias for every weight or none");
+  w = stack_rows(weights);
+  b = biases.empty() ? Tensor() : stack_rows(biases);
 }
 
 // transformers' rope init functions, in double and rounded once to f32.

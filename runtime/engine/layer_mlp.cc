@@ -30,15 +30,17 @@ class MlpLayer final : public Layer {
   void load(WeightSource& src) override {
     const int64_t C = spec_.hidden_size, F = spec_.intermediate_size;
     norm_.load(src, names_.mlp_norm, spec_, C);
-    fc1_.load(src, names_.fc1, F, C, spec_.mlp_bias);
-    if (spec_.gated_mlp) up_.load(src, names_.up, F, C, spec_.mlp_bias);
+    if (spec_.gated_mlp)
+      gate_up_.load(src, {names_.fc1, names_.up}, F, C, spec_.mlp_bias);
+    else
+      fc1_.load(src, names_.fc1, F, C, spec_.mlp_bias);
     fc2_.load(src, names_.fc2, C, F, spec_.mlp_bias);
   }
-  size_t weight_bytes() const override { return norm_.bytes() + fc1_.bytes() + up_.bytes() + fc2_.bytes(); }
+  size_t weight_bytes() const override { return norm_.bytes() + gate_up_.bytes() + fc1_.bytes() + fc2_.bytes(); }
 
   std::vector<Tensor*> weights() override {
     std::vector<Tensor*> w;
-    for (WeightAndBias* p : std::initializer_list<WeightAndBias*>{&norm_, &fc1_, &up_, &fc2_}) p->collect(w);
+    for (WeightAndBias* p : std::initializer_list<WeightAndBias*>{&norm_, &gate_up_, &fc1_, &fc2_}) p->collect(w);
     return w;
   }
 
@@ -47,14 +49,15 @@ class MlpLayer final : public Layer {
     const int64_t T = ctx.num_tokens(), F = spec_.intermediate_size;
     Tensor& h = ctx.hidden;  // (T, C)
     const Tensor x = spec_.pre_norm ? norm_(be, h, spec_) : h;
-    Tensor a = be.scratch({T, F}, ctx.act_dtype);  // (T, F)
+    Tensor a;  // (T, F)
     if (spec_.gated_mlp) {
-      fc1_.apply(be, a, x);
-      Tensor u = be.scratch({T, F}, ctx.act_dtype);
-      up_.apply(be, u, x);
       if (spec_.activation != Activation::Silu) throw UnsupportedError(name() + ": gated MLP supports SiLU only");
-      be.silu_mul_(a, u);
+      Tensor gate_up = be.scratch({2, T, F}, ctx.act_dtype);  // gate, then up
+      gate_up_.apply(be, gate_up, x);
+      a = gate_up.slice_rows(0, 1).reshape({T, F});
+      be.silu_mul_(a, gate_up.slice_rows(1, 2).reshape({T, F}));
     } else {
+      a = be.scratch({T, F}, ctx.act_dtype);
       fc1_.apply(be, a, x, to_act(spec_.activation));
     }
     fc2_.apply_add(be, h, a);  // h (T, C) += fc2 (a)
@@ -67,7 +70,8 @@ class MlpLayer final : public Layer {
   LayerNames names_;
   int64_t index_;
   Norm norm_;
-  Linear fc1_, up_, fc2_;
+  StackedLinear gate_up_;  // gated MLP: gate and up
+  Linear fc1_, fc2_;       // fc1: plain MLP only
 };
 
 }  // namespace

@@ -39,18 +39,21 @@ struct LinearCase {
   bool bias;
   bool relu = false;        // through linear_act(..., Act::Relu): the GEMM's epilogue where cuBLASLt has one
   bool accumulate = false;  // through linear_add_: out += the product (and bias)
+  int stacked = 1;          // > 1: through linear_stacked, w and bias cut into that many projections
 };
 
 // What gtest prints for GetParam(), e.g. {in=F16, out=F32, bias=true}.
 void PrintTo(const LinearCase& c, std::ostream* os) {
   *os << "{in=" << dtype_name(c.in) << ", out=" << dtype_name(c.out) << ", bias=" << (c.bias ? "true" : "false")
-      << ", relu=" << (c.relu ? "true" : "false") << ", accumulate=" << (c.accumulate ? "true" : "false") << "}";
+      << ", relu=" << (c.relu ? "true" : "false") << ", accumulate=" << (c.accumulate ? "true" : "false")
+      << ", stacked=" << c.stacked << "}";
 }
 
 std::string linear_name(const ::testing::TestParamInfo<LinearCase>& info) {
   const LinearCase& c = info.param;
   return std::string(dtype_name(c.in)) + "_out" + dtype_name(c.out) + (c.bias ? "_bias" : "_nobias") +
-         (c.relu ? "_relu" : "") + (c.accumulate ? "_accumulate" : "");
+         (c.relu ? "_relu" : "") + (c.accumulate ? "_accumulate" : "") +
+         (c.stacked > 1 ? "_stacked" + std::to_string(c.stacked) : "");
 }
 
 class LinearConformance : public CudaTest, public ::testing::WithParamInterface<LinearCase> {};
@@ -90,9 +93,12 @@ void check_linear_inputs(const LinearCase& c, const HostInput& x, const HostInpu
   cpu().linear(mag, abs_of(x.f32), abs_of(w.native), c.bias ? &b_abs : nullptr);
 
   const Tensor xd = upload(x.native), wd = upload(w.native), bd = upload(b.native);
-  GuardedOutput out({M, N}, c.out);
+  const int64_t G = c.stacked, Ng = N / G;  // stacked: out (G, M, Ng), ref (M, G * Ng)
+  GuardedOutput out(G > 1 ? Shape{G, M, Ng} : Shape{M, N}, c.out);
   ASSERT_EQ(c.accumulate, out0 != nullptr);
-  if (c.accumulate) {
+  if (G > 1) {
+    gpu().linear_stacked(out.view(), xd, wd, c.bias ? &bd : nullptr);
+  } else if (c.accumulate) {
     gpu().copy(out.view(), out0->native);
     gpu().linear_add_(out.view(), xd, wd, c.bias ? &bd : nullptr);
     // ref = out0 + the product rounded to out's dtype, as linear then add_ computes it.
@@ -107,6 +113,13 @@ void check_linear_inputs(const LinearCase& c, const HostInput& x, const HostInpu
   }
   std::vector<float> got;
   ASSERT_TRUE(out.read(got));
+  if (G > 1) {  // (G, M, Ng) -> (M, G * Ng), the layout of one linear over all of w
+    std::vector<float> rows(got.size());
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < Ng; ++n) rows[(m * G + g) * Ng + n] = got[(g * M + m) * Ng + n];
+    got = std::move(rows);
+  }
 
   const double u_out = unit_roundoff(c.out);
   const double rounded_terms = c.accumulate ? 2.0 : 0.0;  // the product rounded before the add
@@ -127,8 +140,8 @@ void check_linear(const LinearCase& c, int64_t M, int64_t K, int64_t N, double& 
                    (static_cast<uint32_t>(c.out) << 24) ^ (c.bias ? 1u << 28 : 0u) ^ (c.relu ? 1u << 29 : 0u) ^
                    (c.accumulate ? 1u << 30 : 0u));
   const HostInput x = random_input({M, K}, c.in, -1.f, 1.f, rng);
-  const HostInput w = random_input({N, K}, c.in, -1.f, 1.f, rng);
-  const HostInput b = random_input({N}, c.in, -1.f, 1.f, rng);
+  const HostInput w = random_input({N * c.stacked, K}, c.in, -1.f, 1.f, rng);
+  const HostInput b = random_input({N * c.stacked}, c.in, -1.f, 1.f, rng);
   const HostInput out0 = random_input({M, N}, c.out, -4.f, 4.f, rng);
   check_linear_inputs(c, x, w, b, worst, nullptr, nullptr, -1, c.accumulate ? &out0 : nullptr);
 }
@@ -216,25 +229,31 @@ TEST_F(CudaTest, LinearBiasRoundsOnceNearCancellation) {
 
 INSTANTIATE_TEST_SUITE_P(
     Cuda, LinearConformance,
-    ::testing::Values(LinearCase{DType::F16, DType::F16, false}, LinearCase{DType::F16, DType::F16, true},
-                      LinearCase{DType::F16, DType::F32, false}, LinearCase{DType::F16, DType::F32, true},
-                      LinearCase{DType::BF16, DType::BF16, false}, LinearCase{DType::BF16, DType::BF16, true},
-                      LinearCase{DType::BF16, DType::F32, false}, LinearCase{DType::BF16, DType::F32, true},
-                      // f32 runs: products are no longer exact, each errs by u|x||w|, which adds K·u·S
-                      // and stays inside the 4(K+1)·u·S term above.
-                      LinearCase{DType::F32, DType::F32, false}, LinearCase{DType::F32, DType::F32, true},
-                      // ReLU: fused into the bias epilogue (F16, F32 outs) or applied after (BF16
-                      // out, no bias).
-                      LinearCase{DType::F16, DType::F16, true, true}, LinearCase{DType::F16, DType::F32, true, true},
-                      LinearCase{DType::BF16, DType::BF16, true, true}, LinearCase{DType::F32, DType::F32, true, true},
-                      LinearCase{DType::F16, DType::F16, false, true},
-                      // linear_add_: cuBLASLt's beta = 1, or linear then add_ (BF16 out with a bias)
-                      LinearCase{DType::F16, DType::F16, true, false, true},
-                      LinearCase{DType::F16, DType::F16, false, false, true},
-                      LinearCase{DType::F16, DType::F32, true, false, true},
-                      LinearCase{DType::BF16, DType::BF16, true, false, true},
-                      LinearCase{DType::BF16, DType::BF16, false, false, true},
-                      LinearCase{DType::F32, DType::F32, true, false, true}),
+    ::testing::Values(
+        LinearCase{DType::F16, DType::F16, false}, LinearCase{DType::F16, DType::F16, true},
+        LinearCase{DType::F16, DType::F32, false}, LinearCase{DType::F16, DType::F32, true},
+        LinearCase{DType::BF16, DType::BF16, false}, LinearCase{DType::BF16, DType::BF16, true},
+        LinearCase{DType::BF16, DType::F32, false}, LinearCase{DType::BF16, DType::F32, true},
+        // f32 runs: products are no longer exact, each errs by u|x||w|, which adds K·u·S
+        // and stays inside the 4(K+1)·u·S term above.
+        LinearCase{DType::F32, DType::F32, false}, LinearCase{DType::F32, DType::F32, true},
+        // ReLU: fused into the bias epilogue (F16, F32 outs) or applied after (BF16
+        // out, no bias).
+        LinearCase{DType::F16, DType::F16, true, true}, LinearCase{DType::F16, DType::F32, true, true},
+        LinearCase{DType::BF16, DType::BF16, true, true}, LinearCase{DType::F32, DType::F32, true, true},
+        LinearCase{DType::F16, DType::F16, false, true},
+        // linear_add_: cuBLASLt's beta = 1, or linear then add_ (BF16 out with a bias)
+        LinearCase{DType::F16, DType::F16, true, false, true}, LinearCase{DType::F16, DType::F16, false, false, true},
+        LinearCase{DType::F16, DType::F32, true, false, true}, LinearCase{DType::BF16, DType::BF16, true, false, true},
+        LinearCase{DType::BF16, DType::BF16, false, false, true}, LinearCase{DType::F32, DType::F32, true, false, true},
+        // linear_stacked: cuBLASLt's strided batch (x shared), or one linear per
+        // projection (BF16 out with a bias)
+        LinearCase{DType::F16, DType::F16, true, false, false, 3},
+        LinearCase{DType::F16, DType::F16, false, false, false, 2},
+        LinearCase{DType::F16, DType::F32, true, false, false, 3},
+        LinearCase{DType::BF16, DType::BF16, true, false, false, 3},
+        LinearCase{DType::BF16, DType::BF16, false, false, false, 2},
+        LinearCase{DType::F32, DType::F32, true, false, false, 3}),
     linear_name);
 
 // ---------------------------------------------------------------------------------------------
