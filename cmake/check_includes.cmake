@@ -7,6 +7,7 @@ set(allowed_runtime_core "runtime/core")
 set(allowed_runtime_model "runtime/core;runtime/model")
 set(allowed_runtime_tokenizer "runtime/core;runtime/tokenizer")
 set(allowed_runtime_policy "runtime/core;runtime/model;runtime/policy")
+set(allowed_runtime_io "runtime/core;runtime/io")
 set(allowed_kernels "runtime/core;kernels")
 set(allowed_kernels_cpu "runtime/core;kernels;kernels/cpu")
 set(allowed_kernels_cuda "runtime/core;kernels;kernels/cuda")
@@ -17,7 +18,7 @@ set(allowed_runtime_generate
 set(allowed_launch
     "runtime/core;runtime/model;runtime/tokenizer;runtime/policy;runtime/engine;kernels;stage;runtime/generate;launch")
 
-set(components runtime/core runtime/model runtime/tokenizer runtime/policy kernels kernels/cpu kernels/cuda
+set(components runtime/core runtime/model runtime/tokenizer runtime/policy runtime/io kernels kernels/cpu kernels/cuda
                runtime/engine stage runtime/generate launch)
 set(violations "")
 foreach(comp ${components})
