@@ -12,11 +12,11 @@ set(allowed_kernels "runtime/core;kernels")
 set(allowed_kernels_cpu "runtime/core;kernels;kernels/cpu")
 set(allowed_kernels_cuda "runtime/core;kernels;kernels/cuda")
 set(allowed_runtime_engine "runtime/core;runtime/model;runtime/engine;kernels")
-set(allowed_stage "runtime/core;runtime/model;runtime/engine;kernels;stage")
+set(allowed_stage "runtime/core;runtime/model;runtime/policy;runtime/io;runtime/engine;kernels;stage")
 set(allowed_runtime_generate
-    "runtime/core;runtime/model;runtime/tokenizer;runtime/policy;runtime/engine;kernels;stage;runtime/generate")
+    "runtime/core;runtime/model;runtime/tokenizer;runtime/policy;runtime/io;runtime/engine;kernels;stage;runtime/generate")
 set(allowed_launch
-    "runtime/core;runtime/model;runtime/tokenizer;runtime/policy;runtime/engine;kernels;stage;runtime/generate;launch")
+    "runtime/core;runtime/model;runtime/tokenizer;runtime/policy;runtime/io;runtime/engine;kernels;stage;runtime/generate;launch")
 
 set(components runtime/core runtime/model runtime/tokenizer runtime/policy runtime/io kernels kernels/cpu kernels/cuda
                runtime/engine stage runtime/generate launch)

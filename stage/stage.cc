@@ -57,7 +57,11 @@ void Stage::forward(ForwardContext& ctx) {
     ctx.rope_inv_freq = upload_f32(backend_, rope_inv_freq(spec, plan.max_kv_len()));
   ctx.alibi_slopes = alibi_slopes_;
   if (!ctx.hidden.defined()) ctx.hidden = backend_.scratch({plan.num_tokens(), spec.hidden_size}, ctx.act_dtype);
-  for (size_t i = begin_; i < end_; ++i) model_.layers()[i]->forward(ctx, cache_.layer(i - begin_));
+  if (stream_) stream_->begin_step();
+  for (size_t i = begin_; i < end_; ++i) {
+    if (stream_) stream_->before_layer(i);
+    model_.layers()[i]->forward(ctx, cache_.layer(i - begin_));
+  }
 }
 
 }  // namespace tiergen

@@ -10,6 +10,7 @@
 #include "kernels/backend.h"
 #include "runtime/engine/kv_cache.h"
 #include "runtime/engine/model.h"
+#include "stage/weight_stream.h"
 
 namespace tiergen {
 
@@ -38,6 +39,10 @@ class Stage {
   // here when undefined.
   void forward(ForwardContext& ctx);
 
+  // Weights streamed from disk (stage/weight_stream.h), or null: forward binds each streamed
+  // layer's weights before it runs. The stream must outlive the stage's use of it.
+  void set_weight_stream(WeightStream* stream) { stream_ = stream; }
+
   kernels::Backend& backend() const { return backend_; }
   const Model& model() const { return model_; }
   const StageDtypes& dtypes() const { return dtypes_; }
@@ -49,6 +54,7 @@ class Stage {
   StageDtypes dtypes_;
   KvCache cache_;
   Tensor alibi_slopes_;  // (n_heads) in the backend's tier, ALiBi models only
+  WeightStream* stream_ = nullptr;
 };
 
 }  // namespace tiergen
