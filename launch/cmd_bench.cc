@@ -22,6 +22,7 @@ namespace {
 struct BenchArgs {
   ModelSource source;
   EngineOptions engine;
+  OffloadOptions offload;
   std::vector<int64_t> batch_sizes = {1};
   int64_t prompt_len = 512, gen_len = 32;
   uint64_t seed = 0;
@@ -38,12 +39,15 @@ int run_bench(BenchArgs& a) {
   // its prompts are made: their size is known from the flags alone.
   check_context(s, a.prompt_len, a.gen_len, "--prompt-len + --gen-len");
   const ComputePlacement compute = a.engine.placement(s);
+  const std::optional<OffloadPolicy> policy = a.offload.policy(a.engine.cuda());
   auto backend = a.engine.make_backend();
   for (int64_t bs : a.batch_sizes)
     a.source.check_memory(s, RunShape{bs, a.prompt_len + a.gen_len, bs * a.prompt_len, bs}, budget, compute,
                           backend.get());
   auto model = a.engine.load(a.source, *backend, compute);
   Stage stage(*model, *backend, StageDtypes{compute.activations, compute.kv_cache});
+  const OffloadOptions::Active offloaded = policy ? a.offload.attach(*policy, *model, stage) : OffloadOptions::Active{};
+  if (policy) std::cout << "policy: " << policy->describe() << "\n";
   std::optional<DeviceRates> rates;
   if (a.roofline) {
     // Measured here, on this device, before the runs (and outside them): each run is reported as a
@@ -142,6 +146,7 @@ Command add_bench(CLI::App& app) {
       app.add_subcommand("bench", "Measure prefill and decode throughput (FlexGen's metric and log format)");
   a->source.add_flags(*cmd);
   a->engine.add_flags(*cmd);
+  a->offload.add_flags(*cmd);
   cmd->add_option("-b,--batch-size", a->batch_sizes, "Batch sizes to run, e.g. 1,16")
       ->delimiter(',')
       ->check(integer_in(1, 1 << 20));

@@ -21,6 +21,7 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 struct GenerateArgs {
+  OffloadOptions offload;
   ModelSource source;
   std::vector<std::string> prompts;
   std::string prompt_file;
@@ -135,10 +136,12 @@ int run_generate(GenerateArgs& a) {
   // Everything about the run is checked before the weights are loaded or generated.
   validate_requests(spec, reqs, tokenizer != nullptr);
   const ComputePlacement compute = a.engine.placement(spec);
+  const std::optional<OffloadPolicy> policy = a.offload.policy(a.engine.cuda());
   auto backend = a.engine.make_backend();
   a.source.check_memory(spec, run_shape(reqs, a.batch_size), budget, compute, backend.get());
   auto model = a.engine.load(a.source, *backend, compute);
   Stage stage(*model, *backend, StageDtypes{compute.activations, compute.kv_cache});
+  const OffloadOptions::Active offloaded = policy ? a.offload.attach(*policy, *model, stage) : OffloadOptions::Active{};
   Generator gen(stage, tokenizer.get(), a.batch_size);
   const std::vector<Result> results = gen.generate(reqs);
   for (size_t i = 0; i < results.size(); ++i) {
@@ -204,6 +207,7 @@ Command add_generate(CLI::App& app) {
   add_threads_flag(*cmd, a->threads);
   add_memory_flags(*cmd, a->cpu_mem);
   a->engine.add_flags(*cmd);
+  a->offload.add_flags(*cmd);
   cmd->get_option("--greedy")->excludes("--sample");
   return {cmd, [a] { return run_generate(*a); }};
 }

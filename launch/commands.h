@@ -12,7 +12,10 @@
 
 #include "runtime/engine/model.h"
 #include "runtime/generate/run_plan.h"
+#include "runtime/policy/offload_policy.h"
 #include "runtime/tokenizer/tokenizer.h"
+#include "stage/stage.h"
+#include "stage/weight_stream.h"
 
 namespace tiergen::cli {
 
@@ -49,6 +52,25 @@ struct ModelSource {
   // A GPU run also checks the GPU's part against `gpu`'s free memory.
   void check_memory(const ModelSpec& spec, const RunShape& shape, std::optional<uint64_t> budget,
                     const ComputePlacement& compute, const kernels::Backend* gpu) const;
+};
+
+// --percent, --offload-dir, --no-overlap (launch/offload_options.cc).
+struct OffloadOptions {
+  std::vector<double> percent;
+  std::string offload_dir;
+  bool overlap = true;
+  void add_flags(CLI::App& cmd);
+  // The policy when --percent was given; InvalidArgumentError for shares that do not add up,
+  // UnsupportedError for what is not built yet (offloading with --device cuda; the KV cache or
+  // activations on disk).
+  std::optional<OffloadPolicy> policy(bool cuda) const;
+  // What a run holds while it streams weights from disk; empty when nothing is on disk.
+  struct Active {
+    std::unique_ptr<io::OffloadDir> dir;
+    std::unique_ptr<WeightStream> stream;
+  };
+  // Moves the weights' disk share of `model` to a private folder and has `stage` stream it.
+  Active attach(const OffloadPolicy& policy, const Model& model, Stage& stage) const;
 };
 
 // --device cpu|cuda[:N] and --dtype: where a run computes and in which dtype.

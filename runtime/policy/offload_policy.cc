@@ -35,9 +35,7 @@ void check_pair(const char* what, const char* gpu_flag, const char* cpu_flag, co
 std::string OffloadPolicy::describe() const {
   auto three = [](const TierShares& s) { return pct(s.gpu) + "/" + pct(s.cpu) + "/" + pct(s.disk()); };
   return "weights " + three(weights) + ", KV cache " + three(cache) + ", activations " + three(activations) +
-         " (GPU/CPU/disk %); " + std::to_string(gpu_batch_size) + " sequences per GPU batch x " +
-         std::to_string(num_gpu_batches) + " GPU batches" + (overlap ? ", overlap" : ", no overlap") +
-         (pin_weight ? ", pinned weights" : "") + (cpu_cache_compute ? ", attention on the CPU" : "");
+         " (GPU/CPU/disk %)" + (overlap ? ", overlap" : ", no overlap");
 }
 
 void set_percent(OffloadPolicy& policy, const std::vector<double>& six) {

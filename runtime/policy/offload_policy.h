@@ -29,7 +29,7 @@ struct OffloadPolicy {
   std::string offload_dir;         // disk tier's folder
 
   int64_t block_size() const { return gpu_batch_size * num_gpu_batches; }
-  // "weights 20/80/0, KV cache 0/100/0, activations 100/0/0 (GPU/CPU/disk %); 32 x 2 ..."
+  // "weights 20/80/0, KV cache 0/100/0, activations 100/0/0 (GPU/CPU/disk %), overlap"
   std::string describe() const;
 };
 

@@ -229,3 +229,23 @@ TEST(CliErrors, TokenizeAddsSpecialTokensAsGenerateDoes) {
 
 }  // namespace
 }  // namespace tiergen
+
+namespace tiergen {
+namespace {
+
+TEST(CliErrors, OffloadPoliciesThatCannotRunAreNamed) {
+  testing::TempDir dir;
+  expect_error(run_tiergen(generate("-n 2 --percent 60 50 100 0 100 0 Hi")), ErrorKind::InvalidArgument,
+               "weights on the GPU (60) and the CPU (50) add up to 110%");
+  expect_error(run_tiergen(generate("-n 2 --percent 100 0 100 0 -5 0 Hi")), ErrorKind::InvalidArgument,
+               "hg (activations on GPU) is -5");
+  expect_error(run_tiergen(generate("-n 2 --percent 0 0 100 Hi")), ErrorKind::InvalidArgument, "--percent");
+  expect_error(run_tiergen(generate("-n 2 --percent 100 0 0 0 100 0 Hi")), ErrorKind::Unsupported,
+               "the KV cache and activations on disk are not supported yet");
+  expect_error(
+      run_tiergen(generate("-n 2 --percent 0 0 100 0 100 0 --offload-dir " + (dir / "missing").string() + " Hi")),
+      ErrorKind::Io, "missing: No such file or directory");
+}
+
+}  // namespace
+}  // namespace tiergen

@@ -1,6 +1,7 @@
 // The `tiergen` executable end to end: outputs a tool can parse, and bad input ending in one clear
 // error line with a non-zero exit (never a crash or a stack dump).
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -152,6 +153,29 @@ TEST(Cli, BadModelsAreOneLineExit1) {
   expect_one_error_line(tiergen("tokenize --model " + dir.path().string() + " hi"), 1, "tokenizer.json");
   expect_one_error_line(tiergen("generate --model " + model() + " --prompt-file /nonexistent/prompts.txt"), 1,
                         "/nonexistent/prompts.txt");
+}
+
+}  // namespace
+}  // namespace tiergen
+
+namespace tiergen {
+namespace {
+
+// Weights on disk (all, or split within tensors), overlap on and off: the tokens of the run with
+// every weight in memory, and nothing left in the offload folder afterwards.
+TEST(Cli, GenerateWithWeightsOnDiskGivesTheSameTokens) {
+  const std::string base = "generate --model " + model() + " --json --greedy -n 6 ";
+  const CliRun ref = tiergen(base + "'A fool' Hello");
+  ASSERT_EQ(ref.status, 0) << ref.err;
+  testing::TempDir dir;
+  for (const std::string& placement : {"0 0 100 0 100 0", "20 15 100 0 100 0", "0 40 0 100 100 0"})
+    for (const std::string& overlap : {"", "--no-overlap "}) {
+      const CliRun r = tiergen(base + "--percent " + placement + " --offload-dir " + dir.path().string() + " " +
+                               overlap + "'A fool' Hello");
+      ASSERT_EQ(r.status, 0) << placement << ": " << r.err;
+      EXPECT_EQ(r.out, ref.out) << placement << " " << overlap;
+      EXPECT_TRUE(std::filesystem::is_empty(dir.path())) << "an offload folder outlived the run";
+    }
 }
 
 }  // namespace
