@@ -8,6 +8,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/dtype.cuh"
+#include "kernels/cuda/norm.cuh"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/vec.cuh"
@@ -46,35 +47,11 @@ __global__ void add_norm_kernel(Th* h, const Th* y, To* out, const Tw* __restric
   float mean = 0.f, inv;
   if constexpr (kLayer) {
     mean = acc / static_cast<float>(C);
-    float sq = 0.f;
-    for (int p = threadIdx.x; p < packs; p += blockDim.x) {
-      float f[V];
-      load_pack<V>(hr + p * V, f);
-#pragma unroll
-      for (int i = 0; i < V; ++i) {
-        const float d = f[i] - mean;
-        sq = fmaf(d, d, sq);
-      }
-    }
-    inv = rsqrtf(block_sum(sq) / static_cast<float>(C) + eps);
+    inv = rsqrtf(block_sum(row_squares<V>(hr, packs, mean)) / static_cast<float>(C) + eps);
   } else {
     inv = rsqrtf(acc / static_cast<float>(C) + eps);
   }
-  for (int p = threadIdx.x; p < packs; p += blockDim.x) {
-    float f[V], wf[V], bf[V];
-    load_pack<V>(hr + p * V, f);
-    load_pack<V>(w + p * V, wf);
-    if constexpr (kLayer) load_pack<V>(b + p * V, bf);
-#pragma unroll
-    for (int i = 0; i < V; ++i) {
-      // The references' associations: w * (x * inv) (rms_norm), ((x - mean) * inv) * w + b (layer_norm).
-      if constexpr (kLayer)
-        f[i] = (f[i] - mean) * inv * wf[i] + bf[i];
-      else
-        f[i] = wf[i] * (f[i] * inv);
-    }
-    store_pack<V>(orow + p * V, f);
-  }
+  store_normalized<kLayer, V>(orow, hr, w, b, packs, mean, inv);
 }
 
 }  // namespace
@@ -90,14 +67,7 @@ void add_norm(cudaStream_t stream, Tensor& h, const Tensor& y, Tensor& out, cons
   const int64_t M = h.dim(0), C = h.dim(1);
   check_2d(op, "y", y, M, C);
   check_2d(op, "out", out, M, C);
-  check_numel(op, "w", w, C);
-  if (b) {
-    check_device(op, "b", *b);
-    check_numel(op, "b", *b, C);
-    if (b->dtype() != w.dtype())
-      throw UnsupportedError("add_norm: w " + w.describe() + " and b " + b->describe() +
-                             " of different dtypes are not supported on the CUDA backend");
-  }
+  check_norm_weights(op, w, b, C);
   if (y.dtype() != h.dtype())
     throw UnsupportedError("add_norm: h " + h.describe() + " and y " + y.describe() +
                            " of different dtypes are not supported on the CUDA backend");
@@ -106,8 +76,7 @@ void add_norm(cudaStream_t stream, Tensor& h, const Tensor& y, Tensor& out, cons
   if (overlaps(out, y) && (out.raw() != y.raw() || out.dtype() != y.dtype()))
     throw InternalError("add_norm: out " + out.describe() + " partly overlaps y " + y.describe());
   if (M == 0 || C == 0) return;
-  if (M > std::numeric_limits<int>::max() || C > std::numeric_limits<int>::max())
-    throw UnsupportedError("add_norm: " + h.describe() + " is too large for one launch");
+  check_row_launch(op, h, M, C);
   dispatch_float(h.dtype(), op, [&](auto th) {
     dispatch_float(w.dtype(), op, [&](auto tw) {
       dispatch_float(out.dtype(), op, [&](auto to) {

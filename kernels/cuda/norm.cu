@@ -13,6 +13,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/dtype.cuh"
+#include "kernels/cuda/norm.cuh"
 #include "kernels/cuda/ops.h"
 #include "kernels/cuda/reduce.cuh"
 #include "kernels/cuda/vec.cuh"
@@ -42,34 +43,8 @@ __global__ void norm_kernel(To* out, const Tx* x, const Tw* __restrict__ w, cons
     }
     mean = block_sum(sum) / static_cast<float>(C);
   }
-  float sq = 0.f;
-  for (int p = threadIdx.x; p < packs; p += blockDim.x) {
-    float f[V];
-    load_pack<V>(xr + p * V, f);
-#pragma unroll
-    for (int i = 0; i < V; ++i) {
-      const float d = kRms ? f[i] : f[i] - mean;
-      sq = fmaf(d, d, sq);
-    }
-  }
-  const float inv = rsqrtf(block_sum(sq) / static_cast<float>(C) + eps);
-  for (int p = threadIdx.x; p < packs; p += blockDim.x) {
-    float f[V], wf[V];
-    load_pack<V>(xr + p * V, f);
-    load_pack<V>(w + p * V, wf);
-    if constexpr (kRms) {
-      // The reference's association: w * (x * inv).
-#pragma unroll
-      for (int i = 0; i < V; ++i) f[i] = wf[i] * (f[i] * inv);
-    } else {
-      float bf[V];
-      load_pack<V>(b + p * V, bf);
-      // The reference's association: ((x - mean) * inv) * w + b.
-#pragma unroll
-      for (int i = 0; i < V; ++i) f[i] = (f[i] - mean) * inv * wf[i] + bf[i];
-    }
-    store_pack<V>(orow + p * V, f);
-  }
+  const float inv = rsqrtf(block_sum(row_squares<V>(xr, packs, mean)) / static_cast<float>(C) + eps);
+  store_normalized<!kRms, V>(orow, xr, w, b, packs, mean, inv);
 }
 
 // Checks the operands shared by both norms and launches the kernel; `b` is null for RMSNorm.
@@ -82,21 +57,12 @@ void launch_norm(cudaStream_t stream, const char* op, Tensor& out, const Tensor&
   check_2d(op, "x", x, -1, -1);
   const int64_t M = x.dim(0), C = x.dim(1);
   check_2d(op, "out", out, M, C);
-  check_numel(op, "w", w, C);
-  if (b) {
-    check_device(op, "b", *b);
-    check_numel(op, "b", *b, C);
-    // One checkpoint stores both: one weight type keeps the instantiations at 27 dtype combinations.
-    if (b->dtype() != w.dtype())
-      throw UnsupportedError(std::string(op) + ": w " + w.describe() + " and b " + b->describe() +
-                             " of different dtypes are not supported on the CUDA backend");
-  }
+  check_norm_weights(op, w, b, C);
   // out may be x itself; any other overlap (or x's bytes read as another dtype) races across rows.
   if (overlaps(out, x) && (out.raw() != x.raw() || out.dtype() != x.dtype()))
     throw InternalError(std::string(op) + ": out " + out.describe() + " partly overlaps x " + x.describe());
   if (M == 0 || C == 0) return;
-  if (M > std::numeric_limits<int>::max() || C > std::numeric_limits<int>::max())
-    throw UnsupportedError(std::string(op) + ": " + x.describe() + " is too large for one launch");
+  check_row_launch(op, x, M, C);
   dispatch_float(x.dtype(), op, [&](auto tx) {
     dispatch_float(w.dtype(), op, [&](auto tw) {
       dispatch_float(out.dtype(), op, [&](auto to) {
