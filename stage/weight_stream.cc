@@ -117,18 +117,15 @@ void WeightStream::before_layer(size_t i) {
   if (i < begin_ || i - begin_ >= by_layer_.size()) return;
   const size_t k = by_layer_[i - begin_];
   if (k == SIZE_MAX) return;
-  if (pending_.valid() && pending_k_ == k) {
+  // The prefetch in flight lands first, whichever layer it is (another one when a stage runs out of
+  // order); k is read here unless it was that one.
+  const bool prefetched = pending_.valid() && pending_k_ == k;
+  if (pending_.valid()) {
     io::IoTicket t = std::move(pending_);
     pending_ = io::IoTicket();
     t.wait(deadline_);
-  } else {
-    if (pending_.valid()) {  // a prefetch of another layer (a stage run out of order): let it land
-      io::IoTicket t = std::move(pending_);
-      pending_ = io::IoTicket();
-      t.wait(deadline_);
-    }
-    fill(k);
   }
+  if (!prefetched) fill(k);
   const Tensor& buf = buffers_[k % 2];
   for (const Part& p : streamed_[k].parts) *p.bound = Tensor(buf.storage(), p.buffer_offset, p.shape, p.dtype);
   // The next streamed layer goes to the other buffer, whose layer has finished.

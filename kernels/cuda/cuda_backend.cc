@@ -97,7 +97,8 @@ class CudaBackend final : public Backend {
   }
   void linear_stacked(Tensor& out, const Tensor& x, const Tensor& w, const Tensor* bias) override {
     activate();
-    cuda::linear_stacked(stream_.get(), cublas_.get(), workspace_, out, x, w, bias);
+    if (!cuda::linear_stacked(stream_.get(), cublas_.get(), workspace_, out, x, w, bias))
+      Backend::linear_stacked(out, x, w, bias);
   }
   void linear_add_(Tensor& out, const Tensor& x, const Tensor& w, const Tensor* bias) override {
     activate();

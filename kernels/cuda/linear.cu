@@ -441,7 +441,7 @@ void linear(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& o
   if (relu) activation_(stream, out, Act::Relu);
 }
 
-void linear_stacked(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x,
+bool linear_stacked(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x,
                     const Tensor& w, const Tensor* bias) {
   static constexpr const char* op = "linear_stacked";
   if (out.rank() != 3 || out.dim(0) < 1 || w.rank() != 2 || w.dim(0) != out.dim(0) * out.dim(2) ||
@@ -452,15 +452,10 @@ void linear_stacked(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, T
   Tensor out0 = out.slice_rows(0, 1).reshape({out.dim(1), N});
   const Tensor bias0 = bias ? bias->slice_rows(0, N) : Tensor();
   const auto [M, N_, K] = check_linear(op, out0, x, w.slice_rows(0, N), bias ? &bias0 : nullptr);
-  if (M == 0 || N == 0) return;
-  if (G > std::numeric_limits<int32_t>::max() || K == 0 ||
-      !gemm_lt(stream, cublas, ws, out, x, w, bias, /*relu=*/false, /*accumulate=*/false, M, N, K,
-               static_cast<int32_t>(G)))
-    for (int64_t g = 0; g < G; ++g) {  // one GEMM per projection
-      Tensor out_g = out.slice_rows(g, g + 1).reshape({M, N});
-      const Tensor bias_g = bias ? bias->slice_rows(g * N, (g + 1) * N) : Tensor();
-      linear(stream, cublas, ws, out_g, x, w.slice_rows(g * N, (g + 1) * N), bias ? &bias_g : nullptr);
-    }
+  if (M == 0 || N == 0) return true;
+  return G <= std::numeric_limits<int32_t>::max() && K > 0 &&
+         gemm_lt(stream, cublas, ws, out, x, w, bias, /*relu=*/false, /*accumulate=*/false, M, N, K,
+                 static_cast<int32_t>(G));
 }
 
 bool linear_accumulate(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x,

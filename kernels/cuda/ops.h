@@ -22,9 +22,10 @@ void linear(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& o
 // false, with nothing queued, where cuBLASLt has no algorithm for the operands.
 bool linear_accumulate(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x,
                        const Tensor& w, const Tensor* bias);
-// out (G, M, N)[g] = x (M, K) · w (G * N, K)[g * N, (g + 1) * N)^T + bias (G * N)[g * N, ...): one
-// strided-batched cuBLASLt GEMM where it takes the operands, else G calls of linear.
-void linear_stacked(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x,
+// out (G, M, N)[g] = x (M, K) · w (G * N, K)[g * N, (g + 1) * N)^T + bias (G * N)[g * N, ...) in one
+// strided-batched cuBLASLt GEMM; false, with nothing queued, where cuBLASLt does not take the
+// operands (the backend then runs one linear per projection).
+bool linear_stacked(cudaStream_t stream, cublasHandle_t cublas, Workspace& ws, Tensor& out, const Tensor& x,
                     const Tensor& w, const Tensor* bias);
 // rms_norm: out (M, C) = x / sqrt(mean(x^2) + eps) * w (C). out may alias x.
 void rms_norm(cudaStream_t stream, Tensor& out, const Tensor& x, const Tensor& w, float eps);
