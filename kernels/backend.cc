@@ -1,6 +1,7 @@
 #include "kernels/backend.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "runtime/core/error.h"
@@ -14,15 +15,25 @@
 
 namespace tiergen::kernels {
 
+void convert_on_host(Tensor& dst, const Tensor& src) {
+  if (!host_addressable(dst.tier()) || !host_addressable(src.tier()) || dst.numel() != src.numel())
+    throw InternalError("convert_on_host: " + src.describe() + " into " + dst.describe());
+  const size_t n = static_cast<size_t>(src.numel());
+  if (src.dtype() == dst.dtype()) {
+    std::memcpy(dst.raw(), src.raw(), src.nbytes());
+    return;
+  }
+  std::vector<float> f(n);  // through f32
+  convert_to_f32(f.data(), src.raw(), src.dtype(), n);
+  convert_from_f32(dst.raw(), dst.dtype(), f.data(), n);
+}
+
 Tensor Backend::upload(const Tensor& host, DType dtype) {
   if (!host_addressable(host.tier())) throw InternalError("upload: " + host.describe() + " is not on the host");
   Tensor src = host;
-  if (host.dtype() != dtype) {  // convert on the host, once, through f32
-    const size_t n = static_cast<size_t>(host.numel());
-    std::vector<float> f(n);
-    convert_to_f32(f.data(), host.raw(), host.dtype(), n);
+  if (host.dtype() != dtype) {  // convert on the host, once
     src = Tensor::empty(host.shape(), dtype);
-    convert_from_f32(src.raw(), dtype, f.data(), n);
+    convert_on_host(src, host);
   }
   Tensor out = alloc(host.shape(), dtype);
   copy(out, src);

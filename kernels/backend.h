@@ -6,6 +6,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -18,6 +19,18 @@
 namespace tiergen::kernels {
 
 enum class DeviceKind { Cpu, Cuda };
+
+// The queues a backend runs work on (see Backend::copy_async).
+enum class Lane : uint8_t { Compute, Load, Store };
+// A point in a lane's queue (a CUDA event); opaque outside the backend that made it.
+class Fence {
+ public:
+  virtual ~Fence() = default;
+};
+
+// dst = src converted to dst's dtype, on the host (same element count; a plain copy when the dtypes
+// agree). InternalError when either is not host-addressable.
+void convert_on_host(Tensor& dst, const Tensor& src);
 
 // Pointwise activations. GeluTanh is the tanh approximation (BLOOM, gelu_new); Gelu the exact erf.
 enum class Act { Relu, Gelu, GeluTanh, Silu };
@@ -126,6 +139,39 @@ class Backend {
   virtual StepTensors upload_step(const StepPlan& plan) = 0;
   // A host tensor's copy in this backend's tier, converted to `dtype` (weights, tables).
   Tensor upload(const Tensor& host, DType dtype);
+
+  // ---- transfer lanes (the offloading engine's streaming) ----
+  // Copies between tiers run on their own lanes beside compute, each lane in order: Load brings
+  // weights and caches to the compute tier, Store takes them back. A Fence recorded on one lane
+  // orders another lane after it without the host waiting; the host waits only where it must
+  // reuse a host buffer. On the CPU every copy is done when copy_async returns and fences are null.
+  // Host memory the lanes copy from and to without staging (page-locked on CUDA; a transfer from
+  // pageable memory is staged by the driver and serialises with the host).
+  virtual Tensor alloc_host(Shape shape, DType dtype) { return Tensor::empty(std::move(shape), dtype); }
+  // dst = src (same dtype and size) queued on `lane`; a host side must stay untouched until a fence
+  // recorded on the lane after this has passed.
+  virtual void copy_async(Tensor& dst, const Tensor& src, Lane lane) {
+    (void)lane;
+    copy(dst, src);
+  }
+  // A fence after everything queued on `lane` so far (null where copies are synchronous).
+  virtual std::shared_ptr<Fence> record(Lane lane) {
+    (void)lane;
+    return nullptr;
+  }
+  // Work queued on `lane` after this starts once `fence` has passed (null: at once).
+  virtual void wait(Lane lane, const std::shared_ptr<Fence>& fence) {
+    (void)lane;
+    (void)fence;
+  }
+  // The host waits for `fence`; a DeviceError naming `what` once `deadline` has passed (a device
+  // that stopped answering is an error, not a hang).
+  virtual void host_wait(const std::shared_ptr<Fence>& fence, std::chrono::milliseconds deadline,
+                         const std::string& what) {
+    (void)fence;
+    (void)deadline;
+    (void)what;
+  }
 
   // ---- ops ----
   // out (M, N) = x (M, K) · w (N, K)^T + bias (N), accumulated in f32.

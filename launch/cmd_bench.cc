@@ -24,6 +24,7 @@ struct BenchArgs {
   EngineOptions engine;
   OffloadOptions offload;
   std::vector<int64_t> batch_sizes = {1};
+  CLI::Option* batch_flag = nullptr;  // given or not: it must agree with --gpu-batch-size
   int64_t prompt_len = 512, gen_len = 32;
   uint64_t seed = 0;
   bool json = false, warmup = true, roofline = true;
@@ -39,15 +40,24 @@ int run_bench(BenchArgs& a) {
   // its prompts are made: their size is known from the flags alone.
   check_context(s, a.prompt_len, a.gen_len, "--prompt-len + --gen-len");
   const ComputePlacement compute = a.engine.placement(s);
-  const std::optional<OffloadPolicy> policy = a.offload.policy(a.engine.cuda());
+  std::optional<OffloadPolicy> policy = a.offload.policy(a.engine.cuda());
+  const std::vector<int64_t> blocks = a.offload.blocks(a.batch_sizes, a.batch_flag->count() > 0);
   auto backend = a.engine.make_backend();
-  for (int64_t bs : a.batch_sizes)
-    a.source.check_memory(s, RunShape{bs, a.prompt_len + a.gen_len, bs * a.prompt_len, bs}, budget, compute,
-                          backend.get());
-  auto model = a.engine.load(a.source, *backend, compute);
+  std::vector<MemoryPlan> plans;
+  for (int64_t bs : blocks) {
+    if (policy) policy->gpu_batch_size = a.offload.gpu_batch(bs);
+    plans.push_back(a.source.check_memory(s, RunShape{bs, a.prompt_len + a.gen_len, bs * a.prompt_len, bs}, budget,
+                                          compute, backend.get(), policy ? &*policy : nullptr));
+  }
+  OffloadOptions::Active offloaded = policy ? a.offload.prepare(*policy, *backend, compute) : OffloadOptions::Active{};
+  auto model = a.engine.load(a.source, *backend, compute, offloaded.on_loaded());
   Stage stage(*model, *backend, StageDtypes{compute.activations, compute.kv_cache});
-  const OffloadOptions::Active offloaded = policy ? a.offload.attach(*policy, *model, stage) : OffloadOptions::Active{};
-  if (policy) std::cout << "policy: " << policy->describe() << "\n";
+  if (policy) a.offload.attach(*policy, offloaded, stage);
+  if (policy) {
+    std::cout << "policy: " << policy->describe() << "\n";
+    for (size_t i = 0; i < blocks.size(); ++i)
+      std::cout << "memory plan (block of " << blocks[i] << "): " << plans[i].describe() << "\n";
+  }
   std::optional<DeviceRates> rates;
   if (a.roofline) {
     // Measured here, on this device, before the runs (and outside them): each run is reported as a
@@ -57,13 +67,13 @@ int run_bench(BenchArgs& a) {
               << "), memory read " << rates->read_bytes / 1e9 << " GB/s, measured now\n";
   }
   Rng rng(a.seed);
-  for (int64_t bs : a.batch_sizes) {
+  for (int64_t bs : blocks) {
     std::vector<Request> reqs(static_cast<size_t>(bs));
     for (Request& r : reqs) {
       for (int64_t t = 0; t < a.prompt_len; ++t) r.input_ids.push_back(static_cast<int32_t>(rng.next() % s.vocab_size));
       r.max_new_tokens = a.gen_len;
     }
-    Generator gen(stage, nullptr, bs);
+    Generator gen(stage, nullptr, bs, a.offload.gpu_batch(bs));
     if (a.warmup) {
       // Untimed, the same shapes with 2 new tokens: loads the GPU kernels, fills the activation pool
       // and the KV cache allocation, as a long job's steady state has them (FlexGen warms up too).
@@ -83,7 +93,9 @@ int run_bench(BenchArgs& a) {
     const std::string device =
         compute.tier == Tier::Gpu ? backend->name() : "cpu (" + std::to_string(omp_get_max_threads()) + " threads)";
     log << "model: " << a.source.name() << "\tdevice: " << device << "\tdtype: " << dtype_name(compute.activations)
-        << "\tbatch: " << bs << "\tprompt_len: " << a.prompt_len << "\tgen_len: " << a.gen_len << "\n"
+        << "\tbatch: " << bs << " (" << (bs + a.offload.gpu_batch(bs) - 1) / a.offload.gpu_batch(bs) << " x "
+        << std::min(bs, a.offload.gpu_batch(bs)) << ")\tprompt_len: " << a.prompt_len << "\tgen_len: " << a.gen_len
+        << "\n"
         << "model size: " << static_cast<double>(model->weight_bytes()) / gb << " GB\tcache size: " << cache_gb
         << " GB\thidden size (p): "
         << static_cast<double>(bs * a.prompt_len * s.hidden_size) * dtype_size(compute.activations) / gb << " GB\n"
@@ -116,6 +128,7 @@ int run_bench(BenchArgs& a) {
                           {"dtype", dtype_name(compute.activations)},
                           {"threads", omp_get_max_threads()},
                           {"batch_size", bs},
+                          {"gpu_batch_size", std::min(bs, a.offload.gpu_batch(bs))},
                           {"prompt_len", a.prompt_len},
                           {"gen_len", a.gen_len},
                           {"prefill_seconds", st.prefill_seconds},
@@ -147,9 +160,9 @@ Command add_bench(CLI::App& app) {
   a->source.add_flags(*cmd);
   a->engine.add_flags(*cmd);
   a->offload.add_flags(*cmd);
-  cmd->add_option("-b,--batch-size", a->batch_sizes, "Batch sizes to run, e.g. 1,16")
-      ->delimiter(',')
-      ->check(integer_in(1, 1 << 20));
+  a->batch_flag = cmd->add_option("-b,--batch-size", a->batch_sizes, "Batch sizes to run, e.g. 1,16")
+                      ->delimiter(',')
+                      ->check(integer_in(1, 1 << 20));
   cmd->add_option("--prompt-len", a->prompt_len, "Prompt tokens per sequence (default 512)")
       ->check(integer_in(1, INT32_MAX));
   cmd->add_option("--gen-len", a->gen_len, "Generated tokens per sequence (default 32)")

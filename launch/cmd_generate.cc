@@ -33,6 +33,7 @@ struct GenerateArgs {
   bool greedy = false, sample = false, ignore_eos = false, json = false, no_special = false;
   std::vector<std::string> stops;
   int64_t batch_size = 64;
+  CLI::Option* batch_flag = nullptr;  // given or not: it must agree with --gpu-batch-size
   int threads = 0;
   std::optional<std::string> cpu_mem;
   EngineOptions engine;
@@ -136,13 +137,16 @@ int run_generate(GenerateArgs& a) {
   // Everything about the run is checked before the weights are loaded or generated.
   validate_requests(spec, reqs, tokenizer != nullptr);
   const ComputePlacement compute = a.engine.placement(spec);
-  const std::optional<OffloadPolicy> policy = a.offload.policy(a.engine.cuda());
+  std::optional<OffloadPolicy> policy = a.offload.policy(a.engine.cuda());
+  const int64_t block = a.offload.blocks({a.batch_size}, a.batch_flag->count() > 0).front();
   auto backend = a.engine.make_backend();
-  a.source.check_memory(spec, run_shape(reqs, a.batch_size), budget, compute, backend.get());
-  auto model = a.engine.load(a.source, *backend, compute);
+  if (policy) policy->gpu_batch_size = a.offload.gpu_batch(block);
+  a.source.check_memory(spec, run_shape(reqs, block), budget, compute, backend.get(), policy ? &*policy : nullptr);
+  OffloadOptions::Active offloaded = policy ? a.offload.prepare(*policy, *backend, compute) : OffloadOptions::Active{};
+  auto model = a.engine.load(a.source, *backend, compute, offloaded.on_loaded());
   Stage stage(*model, *backend, StageDtypes{compute.activations, compute.kv_cache});
-  const OffloadOptions::Active offloaded = policy ? a.offload.attach(*policy, *model, stage) : OffloadOptions::Active{};
-  Generator gen(stage, tokenizer.get(), a.batch_size);
+  if (policy) a.offload.attach(*policy, offloaded, stage);
+  Generator gen(stage, tokenizer.get(), block, a.offload.gpu_batch(block));
   const std::vector<Result> results = gen.generate(reqs);
   for (size_t i = 0; i < results.size(); ++i) {
     const Result& r = results[i];
@@ -201,8 +205,8 @@ Command add_generate(CLI::App& app) {
   cmd->add_flag("--ignore-eos", a->ignore_eos, "Do not stop at the model's end-of-sequence tokens");
   cmd->add_flag("--no-special-tokens", a->no_special,
                 "Do not add the tokenizer's special tokens (e.g. BOS) to prompts");
-  cmd->add_option("-b,--batch-size", a->batch_size, "Sequences run together in one batch (default 64)")
-      ->check(integer_in(1, 1 << 20));
+  a->batch_flag = cmd->add_option("-b,--batch-size", a->batch_size, "Sequences run together in one batch (default 64)")
+                      ->check(integer_in(1, 1 << 20));
   cmd->add_flag("--json", a->json, "Print one JSON object per prompt: input_ids, output_ids, text, finish_reason");
   add_threads_flag(*cmd, a->threads);
   add_memory_flags(*cmd, a->cpu_mem);

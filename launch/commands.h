@@ -14,6 +14,7 @@
 #include "runtime/generate/run_plan.h"
 #include "runtime/policy/offload_policy.h"
 #include "runtime/tokenizer/tokenizer.h"
+#include "stage/kv_stream.h"
 #include "stage/stage.h"
 #include "stage/weight_stream.h"
 
@@ -43,34 +44,50 @@ struct ModelSource {
   ModelSpec spec() const;
   // The dtype the weights are held in: the checkpoint's, or F16 for dummy weights of an f32 preset.
   DType weight_dtype(const ModelSpec& spec) const;
-  std::unique_ptr<Model> load() const;
+  std::unique_ptr<Model> load(const LayerLoaded& on_loaded = {}) const;
   // The folder's tokenizer.json, checked against the model's vocabulary; null for dummy models and
   // folders without one.
   std::unique_ptr<Tokenizer> tokenizer(const ModelSpec& spec) const;
   // OutOfMemoryError before anything large is allocated when the run's host memory (weights
   // generated in place, KV cache, activations) exceeds what the machine has or `budget`.
   // A GPU run also checks the GPU's part against `gpu`'s free memory.
-  void check_memory(const ModelSpec& spec, const RunShape& shape, std::optional<uint64_t> budget,
-                    const ComputePlacement& compute, const kernels::Backend* gpu) const;
+  // With an offloading policy, the plan places by its shares and the disk is checked too.
+  // Returns the plan it checked.
+  MemoryPlan check_memory(const ModelSpec& spec, const RunShape& shape, std::optional<uint64_t> budget,
+                          const ComputePlacement& compute, const kernels::Backend* gpu,
+                          const OffloadPolicy* policy = nullptr) const;
 };
 
-// --percent, --offload-dir, --no-overlap (launch/offload_options.cc).
+// --percent, --gpu-batch-size, --num-gpu-batches, --offload-dir, --no-overlap
+// (launch/offload_options.cc).
 struct OffloadOptions {
   std::vector<double> percent;
+  std::optional<int64_t> gpu_batch_size;
+  int64_t num_gpu_batches = 1;
   std::string offload_dir;
   bool overlap = true;
   void add_flags(CLI::App& cmd);
   // The policy when --percent was given; InvalidArgumentError for shares that do not add up,
-  // UnsupportedError for what is not built yet (offloading with --device cuda; the KV cache or
-  // activations on disk).
+  // UnsupportedError for what is not built yet (offloading with --device cuda; activations on disk).
   std::optional<OffloadPolicy> policy(bool cuda) const;
-  // What a run holds while it streams weights from disk; empty when nothing is on disk.
+  // The blocks a run uses: gpu-batch-size x num-gpu-batches when --gpu-batch-size was given, else
+  // `batches` (--batch-size). InvalidArgumentError when --batch-size was given too and differs.
+  std::vector<int64_t> blocks(const std::vector<int64_t>& batches, bool batch_given) const;
+  // The GPU batch of a block: --gpu-batch-size, else the block cut into --num-gpu-batches.
+  int64_t gpu_batch(int64_t block) const;
+  // What a run holds while parts of it live away from the compute tier; empty when nothing does.
   struct Active {
     std::unique_ptr<io::OffloadDir> dir;
-    std::unique_ptr<WeightStream> stream;
+    std::unique_ptr<WeightStream> weights;
+    std::unique_ptr<KvStream> cache;
+    // Model's LayerLoaded hook: the weight stream places each layer as it loads (none without one).
+    LayerLoaded on_loaded() const;
   };
-  // Moves the weights' disk share of `model` to a private folder and has `stage` stream it.
-  Active attach(const OffloadPolicy& policy, const Model& model, Stage& stage) const;
+  // Before the model loads: the private offload folder (when something goes to disk) and the weight
+  // stream (when weights live away from the compute tier).
+  Active prepare(const OffloadPolicy& policy, kernels::Backend& backend, const ComputePlacement& compute) const;
+  // After it loaded: the stage streams the weights, and gets a KV cache with its disk share there.
+  void attach(const OffloadPolicy& policy, Active& active, Stage& stage) const;
 };
 
 // --device cpu|cuda[:N] and --dtype: where a run computes and in which dtype.
@@ -84,8 +101,10 @@ struct EngineOptions {
   ComputePlacement placement(const ModelSpec& spec) const;
   // The backend; UnsupportedError without CUDA, InvalidArgumentError for a device index out of range.
   std::unique_ptr<kernels::Backend> make_backend() const;
-  // The source's model with its weights in the backend's tier and the compute dtype (GPU runs).
-  std::unique_ptr<Model> load(const ModelSource& source, kernels::Backend& backend, const ComputePlacement& p) const;
+  // The source's model with its weights in the backend's tier and the compute dtype (GPU runs), or
+  // placed layer by layer by `on_loaded` when there is one (offloading).
+  std::unique_ptr<Model> load(const ModelSource& source, kernels::Backend& backend, const ComputePlacement& p,
+                              const LayerLoaded& on_loaded = {}) const;
 };
 
 // Token ids written as "2,40313,318", "[2, 40313, 318]" or "2 40313 318". A word that is not a

@@ -51,13 +51,13 @@ DType ModelSource::weight_dtype(const ModelSpec& spec) const {
   return spec.dtype;
 }
 
-std::unique_ptr<Model> ModelSource::load() const {
+std::unique_ptr<Model> ModelSource::load(const LayerLoaded& on_loaded) const {
   validate();
   if (!dummy.empty()) {
     const ModelSpec spec = preset_model_spec(dummy);
-    return Model::dummy(spec, weight_dtype(spec));
+    return Model::dummy(spec, weight_dtype(spec), 0, on_loaded);
   }
-  return Model::load(dir);
+  return Model::load(dir, on_loaded);
 }
 
 std::unique_ptr<Tokenizer> ModelSource::tokenizer(const ModelSpec& spec) const {
@@ -69,14 +69,19 @@ std::unique_ptr<Tokenizer> ModelSource::tokenizer(const ModelSpec& spec) const {
   return tok;
 }
 
-void ModelSource::check_memory(const ModelSpec& spec, const RunShape& shape, std::optional<uint64_t> budget,
-                               const ComputePlacement& compute, const kernels::Backend* gpu) const {
+MemoryPlan ModelSource::check_memory(const ModelSpec& spec, const RunShape& shape, std::optional<uint64_t> budget,
+                                     const ComputePlacement& compute, const kernels::Backend* gpu,
+                                     const OffloadPolicy* policy) const {
   const MemoryPlan plan = plan_generation(spec, dummy.empty() ? WeightHome::Mapped : WeightHome::Generated,
-                                          weight_dtype(spec), compute, shape);
-  const std::string hint = "Lower --max-new-tokens or --batch-size, use a smaller model, or free memory.";
+                                          weight_dtype(spec), compute, shape, policy);
+  const std::string hint =
+      policy ? "Lower --max-new-tokens or the batch size, or move more to another tier with --percent."
+             : "Lower --max-new-tokens or --batch-size, use a smaller model, free memory, or offload with --percent.";
   plan.check_host(host_memory_limit(budget), hint);
   if (gpu)
     if (auto free = gpu->free_memory()) plan.check_device(*free, gpu->name(), hint);
+  if (policy) plan.check_disk(policy->offload_dir, hint);
+  return plan;
 }
 
 std::vector<int32_t> parse_token_ids(const std::string& text) {

@@ -1,9 +1,12 @@
-// --percent, --offload-dir, --no-overlap: FlexGen's offloading flags. Built so far: the weights'
-// share on disk with CPU compute (stage/weight_stream.h). Everything else a policy can ask for is
-// refused by name until it is built, never silently ignored.
+// --percent, --gpu-batch-size, --num-gpu-batches, --offload-dir, --no-overlap: FlexGen's offloading
+// flags. Built so far, with CPU compute: the weights' and the KV cache's shares on disk
+// (stage/weight_stream.h, stage/kv_stream.h) and the block schedule (stage/gpu_batch.h). Everything
+// else a policy can ask for is refused by name until it is built, never silently ignored.
 #include <cstdlib>
+#include <string>
 
 #include "launch/commands.h"
+#include "launch/flag_checks.h"
 #include "runtime/core/error.h"
 
 namespace tiergen::cli {
@@ -14,10 +17,17 @@ void OffloadOptions::add_flags(CLI::App& cmd) {
                  "activations on GPU, on CPU (the rest of each on disk), e.g. 0 50 100 0 100 0")
       ->expected(6)
       ->allow_extra_args(false);
+  cmd.add_option("--gpu-batch-size", gpu_batch_size,
+                 "Sequences per GPU batch; a block is gpu-batch-size x num-gpu-batches sequences, run layer "
+                 "by layer so each layer's weights are brought in once per block (replaces --batch-size)")
+      ->check(integer_in(1, 1 << 20));
+  cmd.add_option("--num-gpu-batches", num_gpu_batches, "GPU batches per block (default 1)")
+      ->check(integer_in(1, 1 << 20));
   cmd.add_option("--offload-dir", offload_dir,
                  "Folder for what is placed on disk (a private subfolder is made in it and removed at the end; "
                  "default: $TMPDIR or /tmp)");
-  cmd.add_flag("!--no-overlap", overlap, "Read the next layer's weights from disk only when it is needed");
+  cmd.add_flag("!--no-overlap", overlap,
+               "Read the next layer's weights and KV cache from disk only when they are needed");
 }
 
 std::optional<OffloadPolicy> OffloadOptions::policy(bool cuda) const {
@@ -27,25 +37,58 @@ std::optional<OffloadPolicy> OffloadOptions::policy(bool cuda) const {
   p.overlap = overlap;
   const char* tmp = std::getenv("TMPDIR");
   p.offload_dir = offload_dir.empty() ? (tmp && *tmp ? tmp : "/tmp") : offload_dir;
-  const bool all_gpu = p.weights.gpu == 100 && p.cache.gpu == 100 && p.activations.gpu == 100;
-  if (cuda && !all_gpu)
+  if (cuda && (p.cache.gpu != 100 || p.activations.gpu != 100))
     throw UnsupportedError("--percent " + p.describe() +
-                           ": on --device cuda everything is on the GPU for now (100 0 100 0 100 0); offloading "
-                           "weights from the CPU or disk works with --device cpu");
-  if (p.cache.disk() > 0 || p.activations.disk() > 0)
+                           ": on --device cuda the KV cache and activations are on the GPU for now (cg = hg = 100); "
+                           "the weights can be anywhere");
+  if (p.activations.disk() > 0)
     throw UnsupportedError(
-        "--percent: the KV cache and activations on disk are not supported yet (their GPU and "
-        "CPU shares must add up to 100)");
+        "--percent: activations on disk are not supported yet (their GPU and CPU shares must add up to 100)");
   return p;
 }
 
-OffloadOptions::Active OffloadOptions::attach(const OffloadPolicy& p, const Model& model, Stage& stage) const {
+std::vector<int64_t> OffloadOptions::blocks(const std::vector<int64_t>& batches, bool batch_given) const {
+  if (!gpu_batch_size) return batches;
+  const int64_t block = *gpu_batch_size * num_gpu_batches;
+  for (int64_t b : batches)
+    if (batch_given && b != block)
+      throw InvalidArgumentError("--batch-size " + std::to_string(b) + " and --gpu-batch-size " +
+                                 std::to_string(*gpu_batch_size) + " x --num-gpu-batches " +
+                                 std::to_string(num_gpu_batches) + " = " + std::to_string(block) +
+                                 " disagree: give one of them");
+  return {block};
+}
+
+int64_t OffloadOptions::gpu_batch(int64_t block) const {
+  return gpu_batch_size ? *gpu_batch_size : (block + num_gpu_batches - 1) / num_gpu_batches;
+}
+
+LayerLoaded OffloadOptions::Active::on_loaded() const {
+  if (!weights) return {};
+  return [w = weights.get()](size_t index, Layer& layer) { w->adopt(index, layer); };
+}
+
+OffloadOptions::Active OffloadOptions::prepare(const OffloadPolicy& p, kernels::Backend& backend,
+                                               const ComputePlacement& compute) const {
   Active a;
-  if (p.weights.disk() <= 0) return a;  // every weight in memory: nothing to stream
-  a.dir = std::make_unique<io::OffloadDir>(p.offload_dir);
-  a.stream = std::make_unique<WeightStream>(model, 0, model.layers().size(), p.weights, *a.dir, p.overlap);
-  stage.set_weight_stream(a.stream.get());
+  const bool gpu = compute.tier == Tier::Gpu;
+  if (p.weights.disk() > 0 || p.cache.disk() > 0) a.dir = std::make_unique<io::OffloadDir>(p.offload_dir);
+  // On a CPU what is not on disk is already where it computes; on a GPU what is not on the GPU streams.
+  if (gpu ? p.weights.gpu < 100 : p.weights.disk() > 0)
+    a.weights = std::make_unique<WeightStream>(backend, gpu ? std::optional<DType>(compute.weights) : std::nullopt,
+                                               p.weights, a.dir.get(), p.overlap);
   return a;
+}
+
+void OffloadOptions::attach(const OffloadPolicy& p, Active& a, Stage& stage) const {
+  if (a.weights) {
+    a.weights->finish();
+    stage.set_weight_stream(a.weights.get());
+  }
+  if (p.cache.disk() > 0) {
+    a.cache = std::make_unique<KvStream>(stage.kv_widths(), stage.dtypes().kv_cache, p.cache, *a.dir, p.overlap);
+    stage.set_kv_stream(a.cache.get());
+  }
 }
 
 }  // namespace tiergen::cli

@@ -7,7 +7,7 @@
 namespace tiergen {
 namespace {
 
-std::vector<int64_t> kv_widths(const Model& model, size_t begin, size_t end) {
+std::vector<int64_t> layer_kv_widths(const Model& model, size_t begin, size_t end) {
   if (begin > end || end > model.layers().size())
     throw InvalidArgumentError("stage layer range [" + std::to_string(begin) + ", " + std::to_string(end) +
                                ") is outside the model's " + std::to_string(model.layers().size()) + " layers");
@@ -31,7 +31,7 @@ Stage::Stage(const Model& model, kernels::Backend& backend, size_t begin, size_t
       begin_(begin),
       end_(end),
       dtypes_(dtypes),
-      cache_(kv_widths(model, begin, end), dtypes.kv_cache) {
+      cache_(layer_kv_widths(model, begin, end), dtypes.kv_cache) {
   if (model.spec().position == PositionKind::Alibi)
     alibi_slopes_ = upload_f32(backend_, alibi_slopes(model.spec().num_heads));
 }
@@ -39,29 +39,70 @@ Stage::Stage(const Model& model, kernels::Backend& backend, size_t begin, size_t
 Stage::Stage(const Model& model, kernels::Backend& backend, StageDtypes dtypes)
     : Stage(model, backend, 0, model.layers().size(), dtypes) {}
 
-void Stage::allocate_cache(int64_t slots, int64_t capacity) { cache_.allocate(backend_, slots, capacity); }
+void Stage::allocate_cache(int64_t slots, int64_t capacity, int64_t batch_slots) {
+  if (kv_stream_)
+    kv_stream_->allocate(slots, capacity, batch_slots > 0 ? batch_slots : slots);
+  else
+    cache_.allocate(backend_, slots, capacity);
+}
 
 void Stage::forward(ForwardContext& ctx) {
-  ctx.backend = &backend_;
-  ctx.act_dtype = dtypes_.activations;
-  const kernels::StepPlan& plan = ctx.plan;
-  for (size_t s = 0; s < plan.slot.size(); ++s)
-    if (plan.slot[s] < 0 || plan.slot[s] >= cache_.slots() || plan.kv_len[s] > cache_.capacity())
-      throw InternalError("sequence in slot " + std::to_string(plan.slot[s]) + " with " +
-                          std::to_string(plan.kv_len[s]) + " tokens does not fit the cache's " +
-                          std::to_string(cache_.slots()) + " x " + std::to_string(cache_.capacity()));
-  // Per-step metadata, built and uploaded once; every layer reads it.
-  ctx.step = backend_.upload_step(plan);
+  // A copy, not a move: ctx stays whole while the layers run (an observer may read its plan).
+  GpuBatch one;
+  one.num_slots = cache_slots();
+  one.ctx = ctx;
+  forward_block(std::span<GpuBatch>(&one, 1));
+  ctx = std::move(one.ctx);
+}
+
+void Stage::forward_block(std::span<GpuBatch> batches) {
   const ModelSpec& spec = model_.spec();
-  if (spec.position == PositionKind::Rope)
-    ctx.rope_inv_freq = upload_f32(backend_, rope_inv_freq(spec, plan.max_kv_len()));
-  ctx.alibi_slopes = alibi_slopes_;
-  if (!ctx.hidden.defined()) ctx.hidden = backend_.scratch({plan.num_tokens(), spec.hidden_size}, ctx.act_dtype);
+  int max_kv = 0;
+  for (const GpuBatch& b : batches) {
+    const kernels::StepPlan& plan = b.ctx.plan;
+    max_kv = std::max(max_kv, plan.max_kv_len());
+    if (b.first_slot < 0 || b.first_slot + b.num_slots > cache_slots())
+      throw InternalError("GPU batch of slots [" + std::to_string(b.first_slot) + ", " +
+                          std::to_string(b.first_slot + b.num_slots) + ") outside the cache's " +
+                          std::to_string(cache_slots()));
+    for (size_t s = 0; s < plan.slot.size(); ++s)
+      if (plan.slot[s] < 0 || plan.slot[s] >= b.num_slots || plan.kv_len[s] > cache_capacity())
+        throw InternalError("sequence in slot " + std::to_string(b.first_slot + plan.slot[s]) + " with " +
+                            std::to_string(plan.kv_len[s]) + " tokens does not fit the cache's " +
+                            std::to_string(cache_slots()) + " x " + std::to_string(cache_capacity()));
+  }
+  // The RoPE table depends on the longest sequence ("dynamic" scaling): the block's, so that a
+  // sequence's result does not depend on how the block was cut into batches.
+  Tensor rope;
+  if (spec.position == PositionKind::Rope) rope = upload_f32(backend_, rope_inv_freq(spec, max_kv));
+  for (GpuBatch& b : batches) {
+    ForwardContext& ctx = b.ctx;
+    ctx.backend = &backend_;
+    ctx.act_dtype = dtypes_.activations;
+    // Per-step metadata, built and uploaded once; every layer reads it.
+    ctx.step = backend_.upload_step(ctx.plan);
+    ctx.rope_inv_freq = rope;
+    ctx.alibi_slopes = alibi_slopes_;
+    if (!ctx.hidden.defined()) ctx.hidden = backend_.scratch({ctx.plan.num_tokens(), spec.hidden_size}, ctx.act_dtype);
+  }
   if (stream_) stream_->begin_step();
+  if (kv_stream_) kv_stream_->begin_block(batches);
   for (size_t i = begin_; i < end_; ++i) {
     if (stream_) stream_->before_layer(i);
-    model_.layers()[i]->forward(ctx, cache_.layer(i - begin_));
+    const size_t local = i - begin_;
+    Layer& layer = *model_.layers()[i];
+    for (size_t j = 0; j < batches.size(); ++j) {
+      GpuBatch& b = batches[j];
+      kernels::LayerKv view;
+      kernels::LayerKv* kv = nullptr;
+      if (kv_widths()[local] > 0)
+        kv = kv_stream_ ? kv_stream_->acquire(local, j) : cache_.view(local, b.first_slot, b.num_slots, view);
+      layer.forward(b.ctx, kv);
+      if (kv && kv_stream_) kv_stream_->release(local, j);
+    }
+    if (stream_) stream_->after_layer(i);
   }
+  if (kv_stream_) kv_stream_->finish_block();
 }
 
 }  // namespace tiergen

@@ -5,11 +5,14 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "kernels/backend.h"
 #include "runtime/engine/kv_cache.h"
 #include "runtime/engine/model.h"
+#include "stage/gpu_batch.h"
+#include "stage/kv_stream.h"
 #include "stage/weight_stream.h"
 
 namespace tiergen {
@@ -27,21 +30,31 @@ class Stage {
   // The whole model.
   explicit Stage(const Model& model, kernels::Backend& backend, StageDtypes dtypes = {});
 
-  // (Re)allocates the KV cache: `slots` sequences of up to `capacity` tokens each.
-  void allocate_cache(int64_t slots, int64_t capacity);
-  int64_t cache_slots() const { return cache_.slots(); }
-  int64_t cache_capacity() const { return cache_.capacity(); }
+  // (Re)allocates the KV cache: `slots` sequences of up to `capacity` tokens each, run in GPU
+  // batches of up to `batch_slots` slots (the whole block by default).
+  void allocate_cache(int64_t slots, int64_t capacity, int64_t batch_slots = 0);
+  int64_t cache_slots() const { return kv_stream_ ? kv_stream_->slots() : cache_.slots(); }
+  int64_t cache_capacity() const { return kv_stream_ ? kv_stream_->capacity() : cache_.capacity(); }
+  // K (= V) width of each of the stage's layers, 0 where a layer does not attend.
+  const std::vector<int64_t>& kv_widths() const { return cache_.widths(); }
   // Bytes of KV cache that allocate_cache(slots, capacity) would take.
   size_t cache_bytes(int64_t slots, int64_t capacity) const { return cache_.bytes(slots, capacity); }
 
-  // Runs every layer of the stage on ctx: uploads ctx.plan once (ctx.step), builds the step's
-  // RoPE table, sets ctx.backend and ctx.act_dtype. The first stage's ctx.hidden is allocated
-  // here when undefined.
+  // Runs every layer of the stage on ctx, one batch over every slot of the cache: uploads ctx.plan
+  // once (ctx.step), builds the step's RoPE table, sets ctx.backend and ctx.act_dtype. The first
+  // stage's ctx.hidden is allocated here when undefined.
   void forward(ForwardContext& ctx);
+  // Runs the stage's layers over a block's GPU batches in FlexGen's order: layer by layer, and
+  // within a layer batch by batch, so each layer's weights are bound once and serve every batch.
+  // Each batch's context is prepared as forward() prepares one; the RoPE table is the block's.
+  void forward_block(std::span<GpuBatch> batches);
 
   // Weights streamed from disk (stage/weight_stream.h), or null: forward binds each streamed
   // layer's weights before it runs. The stream must outlive the stage's use of it.
   void set_weight_stream(WeightStream* stream) { stream_ = stream; }
+  // A KV cache with its home partly on disk (stage/kv_stream.h), or null: the stage's own cache,
+  // all in the backend's tier. Set before allocate_cache; it must outlive the stage's use of it.
+  void set_kv_stream(KvStream* stream) { kv_stream_ = stream; }
 
   kernels::Backend& backend() const { return backend_; }
   const Model& model() const { return model_; }
@@ -55,6 +68,7 @@ class Stage {
   KvCache cache_;
   Tensor alibi_slopes_;  // (n_heads) in the backend's tier, ALiBi models only
   WeightStream* stream_ = nullptr;
+  KvStream* kv_stream_ = nullptr;
 };
 
 }  // namespace tiergen

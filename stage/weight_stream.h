@@ -1,19 +1,30 @@
-// Weights whose home is partly on disk, streamed into compute buffers layer by layer (CPU compute;
-// the GPU's host-to-device streaming builds on it). Placement follows the policy's shares
-// byte-accurately (runtime/policy/offload_policy.h): each layer's first (gpu + cpu)% of weight
-// bytes stay in memory, the rest of its rows go to a file in the offload folder, and the memory
-// copy of those rows is released. Before a layer runs, its weights are assembled (memory rows, then
-// disk rows read with O_DIRECT) in one of two compute buffers, allocated once, and the layer's
-// tensors are bound to them; with overlap, the next streamed layer is read on an I/O thread while
-// this one computes, so the disk reads hide behind compute where the disk is fast enough.
+// Weights whose home is not wholly on the compute tier, streamed into compute buffers layer by
+// layer. Placement follows the policy's shares byte-accurately (runtime/policy/offload_policy.h):
+// each decoder layer's first gpu% of weight bytes are resident on the compute tier, the next cpu%
+// in host memory (page-locked on a GPU, so the copy engine reads it while the GPU computes), the
+// rest in a file of the offload folder. A tensor wholly resident stays bound; a tensor with rows
+// elsewhere is assembled before its layer runs in one of two compute buffers (resident rows
+// copied on the device, host rows copied over PCIe, disk rows read with O_DIRECT into a bounce
+// buffer and copied from there), allocated once. With overlap, the next streamed layer is brought
+// in on the backend's Load lane (and the disk's I/O thread) while this one computes; fences, not
+// device-wide waits, order a buffer's refill after the compute that read it.
+//
+// On a CPU the compute tier is host memory: the GPU's share and the CPU's are both resident, and
+// the whole fill of the next layer runs on the I/O thread.
+//
+// Layers are placed as they load (adopt, from Model's LayerLoaded hook), so the host never holds
+// more than the host share plus one layer: a model larger than host memory can run.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <optional>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "runtime/engine/model.h"
 #include "runtime/io/disk_file.h"
 #include "runtime/io/io_pool.h"
@@ -24,52 +35,82 @@ namespace tiergen {
 
 class WeightStream {
  public:
-  // Moves the disk share of the weights of layers [begin, end) of `model` (held on the host) to
-  // files in `dir` (which must outlive the stream). `deadline`: the longest wait for one layer's reads.
-  WeightStream(const Model& model, size_t begin, size_t end, const TierShares& shares, io::OffloadDir& dir,
+  // Weights for `be` in `dtype` (nothing: each as loaded, as the CPU computes), placed by `shares`;
+  // disk rows go to files in `dir` (null when shares.disk() is 0; it must outlive the stream).
+  // `deadline`: the longest wait for one layer's reads or copies.
+  WeightStream(kernels::Backend& be, std::optional<DType> dtype, const TierShares& shares, io::OffloadDir* dir,
                bool overlap, std::chrono::milliseconds deadline = std::chrono::seconds(600));
+  // Adopts layers [begin, end) of a model already loaded on the host, then finish().
+  WeightStream(kernels::Backend& be, const Model& model, size_t begin, size_t end, const TierShares& shares,
+               io::OffloadDir* dir, bool overlap, std::chrono::milliseconds deadline = std::chrono::seconds(600));
   ~WeightStream();
   WeightStream(const WeightStream&) = delete;
   WeightStream& operator=(const WeightStream&) = delete;
 
-  // Bytes moved to disk, and kept in memory, over the stream's layers.
-  uint64_t disk_bytes() const { return disk_bytes_; }
-  uint64_t memory_bytes() const { return memory_bytes_; }
+  // Places layer `index` (its weights on the host, just loaded): a decoder layer by the shares,
+  // the embedding and the head wholly on the compute tier (tied weights once).
+  void adopt(size_t index, Layer& layer);
+  // After the last adopt: allocates the compute buffers.
+  void finish();
 
-  // Called by Stage::forward: at the start of a step (prefetches the first streamed layer), and
-  // before each layer i runs (binds i's weights, then prefetches the next streamed layer). The
-  // backend must have finished with the previous streamed layer's buffer (the CPU backend has).
+  // Bytes of the adopted decoder layers' weights resident on the compute tier, in host memory
+  // apart from it (GPU runs), and on disk.
+  uint64_t resident_bytes() const { return resident_bytes_; }
+  uint64_t host_bytes() const { return host_bytes_; }
+  uint64_t disk_bytes() const { return disk_bytes_; }
+  // Bytes of the two compute buffers and the disk bounce buffers.
+  uint64_t buffer_bytes() const { return 2 * buffer_bytes_; }
+
+  // Called by Stage: at the start of a step (brings in the first streamed layer), before layer i
+  // runs (binds its weights, then brings in the next streamed layer), and once layer i's work for
+  // every batch is queued (its buffer may be refilled after that work).
   void begin_step();
   void before_layer(size_t i);
+  void after_layer(size_t i);
 
  private:
-  struct Part {       // one weight tensor of a streamed layer
+  struct Part {       // one weight tensor with rows away from the compute tier
     Tensor* bound;    // the layer's tensor, bound to a compute-buffer view while the layer runs
-    Tensor resident;  // its memory rows (undefined when none)
+    Tensor resident;  // rows [0, r) on the compute tier (undefined when none)
+    Tensor host;      // the next rows, in host memory (GPU runs; undefined when none)
     Shape shape;      // the whole tensor
     DType dtype;
-    uint64_t resident_bytes, disk_bytes, disk_offset;
-    size_t buffer_offset;  // in a compute buffer
+    uint64_t disk_bytes, disk_offset;  // the rest, in the layer's file
+    size_t buffer_offset;              // in a compute buffer
+    size_t bounce_offset;              // in a bounce buffer (aligned)
   };
   struct Streamed {
     size_t layer;
     std::vector<Part> parts;
-    std::unique_ptr<io::DiskFile> file;
+    std::unique_ptr<io::DiskFile> file;  // null when nothing is on disk
   };
-  // Fills compute buffer k % 2 with streamed layer k and returns when done.
-  void fill(size_t k);
+  bool on_cpu() const { return be_.kind() == kernels::DeviceKind::Cpu; }
+  // Queues (GPU) or does (CPU) the copies of streamed layer k into buffer k % 2, except the
+  // copies from the bounce buffer of a GPU run; the disk reads run on the I/O thread with overlap.
+  void start_fill(size_t k);
+  // Reads streamed layer k's disk rows into bounce buffer k % 2 (and, on a CPU, copies them on).
+  void read_disk(size_t k);
+  // Waits for k's reads and queues what is left; binds its tensors to buffer k % 2.
+  void land(size_t k);
 
-  std::vector<Streamed> streamed_;
-  std::vector<size_t> by_layer_;  // layer - begin -> index in streamed_, or SIZE_MAX
-  size_t begin_;
-  std::vector<Tensor> buffers_;            // two compute buffers (U8), each the largest layer
-  std::vector<io::AlignedBuffer> bounce_;  // per buffer: the largest disk part, aligned
+  kernels::Backend& be_;
+  std::optional<DType> dtype_;
+  TierShares shares_;
+  io::OffloadDir* dir_;
   bool overlap_;
   std::chrono::milliseconds deadline_;
+  std::map<std::pair<const void*, DType>, Tensor> placed_;  // whole weights on the compute tier, by source
+  std::vector<Streamed> streamed_;
+  std::vector<size_t> by_layer_;  // layer index -> index in streamed_, or SIZE_MAX
+  size_t buffer_bytes_ = 0, bounce_bytes_ = 0;
+  std::vector<Tensor> buffers_;  // two compute buffers (U8), each the largest streamed layer
+  std::vector<Tensor> bounce_;   // two host buffers for disk rows, each the largest layer's, aligned
+  std::vector<std::shared_ptr<kernels::Fence>> loaded_, computed_;  // per buffer: its last fill, use
   std::unique_ptr<io::IoPool> pool_;
-  io::IoTicket pending_;         // the prefetch in flight
-  size_t pending_k_ = SIZE_MAX;  // which streamed layer it fills
-  uint64_t disk_bytes_ = 0, memory_bytes_ = 0;
+  io::IoTicket pending_;         // the disk read in flight
+  size_t pending_k_ = SIZE_MAX;  // which streamed layer it reads
+  size_t started_k_ = SIZE_MAX;  // the streamed layer whose fill was started and not landed
+  uint64_t resident_bytes_ = 0, host_bytes_ = 0, disk_bytes_ = 0;
 };
 
 }  // namespace tiergen

@@ -4,8 +4,10 @@
 #include "kernels/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_handles.h"
@@ -15,17 +17,29 @@
 namespace tiergen::kernels::cuda {
 namespace {
 
+struct CudaFence final : Fence {
+  Event event;
+};
+
 class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int device)
-      : device_(device), stream_(device), cublas_(stream_.get()), workspace_(device), pool_(device) {
+      : device_(device),
+        stream_(device),
+        load_(device),
+        store_(device),
+        cublas_(stream_.get()),
+        workspace_(device),
+        pool_(device) {
     cudaDeviceProp prop{};
     CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     name_ = "cuda:" + std::to_string(device) + " " + prop.name;
   }
 
   // Queued work may still use the workspace or cuBLAS's buffers: drain before they are released.
-  ~CudaBackend() override { (void)cudaStreamSynchronize(stream_.get()); }
+  ~CudaBackend() override {
+    for (const Stream* s : {&stream_, &load_, &store_}) (void)cudaStreamSynchronize(s->get());
+  }
 
   DeviceKind kind() const override { return DeviceKind::Cuda; }
   std::string name() const override { return name_; }
@@ -64,10 +78,59 @@ class CudaBackend final : public Backend {
       CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), n, cudaMemcpyDeviceToDevice, stream_.get()));
     } else if (dst_gpu) {
       CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), n, cudaMemcpyHostToDevice, stream_.get()));
-      if (src.tier() == Tier::PinnedCpu) synchronize();
+      if (src.tier() == Tier::PinnedCpu) CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
     } else {
+      // Only the compute stream: a prefetch in flight on a transfer lane does not hold the host up.
       CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), n, cudaMemcpyDeviceToHost, stream_.get()));
-      synchronize();
+      CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    }
+  }
+
+  Tensor alloc_host(Shape shape, DType dtype) override {
+    const size_t nbytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+    return Tensor(allocate_pinned(nbytes), 0, std::move(shape), dtype);
+  }
+
+  // cudaMemcpyDefault: the pointers say the direction (unified addressing). A pageable host side
+  // is staged by the driver; the offloading engine passes pinned buffers (alloc_host).
+  void copy_async(Tensor& dst, const Tensor& src, Lane lane) override {
+    if (!dst.defined() || !src.defined() || dst.dtype() != src.dtype() || dst.numel() != src.numel())
+      throw InternalError("copy_async: " + (src.defined() ? src.describe() : std::string("undefined")) + " into " +
+                          (dst.defined() ? dst.describe() : std::string("undefined")));
+    if (src.nbytes() == 0) return;
+    activate();
+    CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), src.nbytes(), cudaMemcpyDefault, lane_stream(lane)));
+  }
+
+  std::shared_ptr<Fence> record(Lane lane) override {
+    activate();
+    auto f = std::make_shared<CudaFence>();
+    CUDA_CHECK(cudaEventRecord(f->event.get(), lane_stream(lane)));
+    return f;
+  }
+
+  void wait(Lane lane, const std::shared_ptr<Fence>& fence) override {
+    if (!fence) return;
+    activate();
+    CUDA_CHECK(cudaStreamWaitEvent(lane_stream(lane), fence_event(fence), 0));
+  }
+
+  // Polled, so that a device that stops answering is a DeviceError after `deadline`, not a hang.
+  void host_wait(const std::shared_ptr<Fence>& fence, std::chrono::milliseconds deadline,
+                 const std::string& what) override {
+    if (!fence) return;
+    const auto start = std::chrono::steady_clock::now();
+    for (int polls = 0;; ++polls) {
+      const cudaError_t e = cudaEventQuery(fence_event(fence));
+      if (e == cudaSuccess) return;
+      if (e != cudaErrorNotReady) CUDA_CHECK(e);
+      if (std::chrono::steady_clock::now() - start > deadline)
+        throw DeviceError(what + ": the GPU did not finish within " +
+                          std::to_string(std::chrono::duration_cast<std::chrono::seconds>(deadline).count()) + " s");
+      if (polls < 1000)
+        std::this_thread::yield();
+      else
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
   }
 
@@ -83,7 +146,7 @@ class CudaBackend final : public Backend {
 
   void synchronize() override {
     activate();
-    CUDA_CHECK(cudaStreamSynchronize(stream_.get()));
+    for (const Stream* s : {&load_, &store_, &stream_}) CUDA_CHECK(cudaStreamSynchronize(s->get()));
   }
 
   void linear(Tensor& out, const Tensor& x, const Tensor& w, const Tensor* bias) override {
@@ -111,8 +174,7 @@ class CudaBackend final : public Backend {
   }
 
   // The plan's eight int32 arrays are packed into one pinned staging buffer and sent in one copy;
-  // the tensors handed back are views of one device buffer. Both buffers grow only. The staging
-  // buffer is rewritten only after the previous step's copy has completed (its event).
+  // the tensors handed back are views of one device buffer, which they keep alive.
   StepTensors upload_step(const StepPlan& plan) override {
     activate();
     const std::vector<int32_t>* parts[] = {&plan.token_ids, &plan.positions, &plan.row_slot, &plan.q_begin,
@@ -120,13 +182,16 @@ class CudaBackend final : public Backend {
     size_t total = 0;
     for (const auto* p : parts) total += p->size();
     const size_t nbytes = std::max<size_t>(total, 1) * sizeof(int32_t);
-    CUDA_CHECK(cudaEventSynchronize(step_copied_.get()));
-    if (!step_host_ || step_host_->nbytes() < nbytes) step_host_ = allocate_pinned(2 * nbytes);
-    if (!step_device_ || step_device_->nbytes() < nbytes) {
-      CUDA_CHECK(cudaStreamSynchronize(stream_.get()));  // queued kernels may still read the old one
-      step_device_ = allocate_device(2 * nbytes, device_);
-    }
-    auto* host = static_cast<int32_t*>(step_host_->data());
+    // A block's GPU batches each upload a plan and all stay live through the step: each gets its own
+    // device copy (from the stream-ordered pool) and the next of a ring of pinned staging buffers,
+    // which is rewritten only once its last copy is done.
+    if (staging_.empty())
+      for (int i = 0; i < kStagingRing; ++i) staging_.push_back(std::make_unique<Staging>());
+    Staging& st = *staging_[staging_next_++ % staging_.size()];
+    CUDA_CHECK(cudaEventSynchronize(st.copied.get()));
+    if (!st.host || st.host->nbytes() < nbytes) st.host = allocate_pinned(2 * nbytes);
+    const std::shared_ptr<Storage> device = pool_.allocate(nbytes);
+    auto* host = static_cast<int32_t*>(st.host->data());
     StepTensors out;
     out.plan = &plan;
     Tensor* views[] = {&out.token_ids, &out.positions, &out.row_slot, &out.q_begin,
@@ -134,12 +199,11 @@ class CudaBackend final : public Backend {
     size_t at = 0;
     for (size_t i = 0; i < std::size(parts); ++i) {
       std::copy(parts[i]->begin(), parts[i]->end(), host + at);
-      *views[i] = Tensor(step_device_, at * sizeof(int32_t), {static_cast<int64_t>(parts[i]->size())}, DType::I32);
+      *views[i] = Tensor(device, at * sizeof(int32_t), {static_cast<int64_t>(parts[i]->size())}, DType::I32);
       at += parts[i]->size();
     }
-    CUDA_CHECK(
-        cudaMemcpyAsync(step_device_->data(), host, total * sizeof(int32_t), cudaMemcpyHostToDevice, stream_.get()));
-    CUDA_CHECK(cudaEventRecord(step_copied_.get(), stream_.get()));
+    CUDA_CHECK(cudaMemcpyAsync(device->data(), host, total * sizeof(int32_t), cudaMemcpyHostToDevice, stream_.get()));
+    CUDA_CHECK(cudaEventRecord(st.copied.get(), stream_.get()));
     return out;
   }
 
@@ -225,16 +289,30 @@ class CudaBackend final : public Backend {
     if (current != device_) CUDA_CHECK(cudaSetDevice(device_));
   }
 
+  cudaStream_t lane_stream(Lane lane) const {
+    return lane == Lane::Load ? load_.get() : lane == Lane::Store ? store_.get() : stream_.get();
+  }
+  static cudaEvent_t fence_event(const std::shared_ptr<Fence>& f) {
+    const auto* c = dynamic_cast<const CudaFence*>(f.get());
+    if (!c) throw InternalError("a fence from another backend");
+    return c->event.get();
+  }
+
   int device_;
   std::string name_;
-  Stream stream_;  // declared first: destroyed last, after the handle and the workspace
+  Stream stream_;        // declared first: destroyed last, after the handle and the workspace
+  Stream load_, store_;  // the transfer lanes
   CublasHandle cublas_;
   Workspace workspace_;
   DevicePool pool_;
-  Event step_copied_;                     // the last upload_step's copy
-  std::shared_ptr<Storage> step_host_;    // pinned staging for the step metadata
-  std::shared_ptr<Storage> step_device_;  // its device copy
-  Tensor probe_sink_;                     // read_probe's never-written word
+  struct Staging {  // pinned staging for one step plan's upload
+    std::shared_ptr<Storage> host;
+    Event copied;  // its last copy to the device
+  };
+  static constexpr int kStagingRing = 8;
+  std::vector<std::unique_ptr<Staging>> staging_;
+  size_t staging_next_ = 0;
+  Tensor probe_sink_;  // read_probe's never-written word
 };
 
 }  // namespace

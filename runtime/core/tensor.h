@@ -73,6 +73,7 @@ class Tensor {
   int64_t numel() const { return shape_numel(shape_); }
   size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
   const std::shared_ptr<Storage>& storage() const { return storage_; }
+  size_t offset_bytes() const { return offset_; }  // where it starts in its storage
 
   void* raw() const { return static_cast<char*>(storage_->data()) + offset_; }
   template <typename T>

@@ -12,6 +12,17 @@ uint64_t KvCache::bytes(int64_t slots, int64_t capacity) const {
   return n * dtype_size(dtype_);
 }
 
+kernels::LayerKv* KvCache::view(size_t i, int64_t first_slot, int64_t num_slots, kernels::LayerKv& out) {
+  kernels::LayerKv* all = layer(i);
+  if (!all) return nullptr;
+  if (first_slot == 0 && num_slots == slots_) return all;
+  TIERGEN_CHECK(first_slot >= 0 && num_slots >= 0 && first_slot + num_slots <= slots_, "KvCache::view: slots");
+  out.capacity = capacity_;
+  out.k = all->k.slice_rows(first_slot * capacity_, (first_slot + num_slots) * capacity_);
+  out.v = all->v.slice_rows(first_slot * capacity_, (first_slot + num_slots) * capacity_);
+  return &out;
+}
+
 void KvCache::allocate(kernels::Backend& be, int64_t slots, int64_t capacity) {
   if (slots <= 0 || capacity <= 0)
     throw InvalidArgumentError("KV cache needs at least one slot and one token, got " + std::to_string(slots) + " x " +

@@ -24,6 +24,10 @@ class KvCache {
 
   // Layer i's cache, or null for a layer without attention (or before allocate).
   kernels::LayerKv* layer(size_t i) { return widths_[i] > 0 && slots_ > 0 ? &layers_[i] : nullptr; }
+  // Layer i's cache of slots [first_slot, first_slot + num_slots) (a view: slot 0 is first_slot),
+  // or null as layer() is.
+  kernels::LayerKv* view(size_t i, int64_t first_slot, int64_t num_slots, kernels::LayerKv& out);
+  const std::vector<int64_t>& widths() const { return widths_; }
   int64_t slots() const { return slots_; }
   int64_t capacity() const { return capacity_; }
   DType dtype() const { return dtype_; }

@@ -23,24 +23,27 @@ void check_layer_count(const ModelSpec& spec, const ArchitectureNames& names, co
 
 }  // namespace
 
-Model::Model(const ModelSpec& spec, WeightSource& weights)
+Model::Model(const ModelSpec& spec, WeightSource& weights, const LayerLoaded& on_loaded)
     : spec_(spec), names_(architecture_names(spec_)), source_(weights.describe()) {
   layers_ = build_layers(spec_, names_);
-  for (auto& layer : layers_) layer->load(weights);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    layers_[i]->load(weights);
+    if (on_loaded) on_loaded(i, *layers_[i]);
+  }
 }
 
-std::unique_ptr<Model> Model::load(const std::filesystem::path& dir) {
+std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const LayerLoaded& on_loaded) {
   if (!std::filesystem::is_directory(dir))
     throw NotFoundError("model folder '" + dir.string() + "' does not exist or is not a directory");
   ModelSpec spec = load_model_config(dir / "config.json");
   auto weights = checkpoint_weights(Checkpoint::open(dir));
   check_layer_count(spec, architecture_names(spec), *weights, dir / "config.json");
-  return std::make_unique<Model>(spec, *weights);
+  return std::make_unique<Model>(spec, *weights, on_loaded);
 }
 
-std::unique_ptr<Model> Model::dummy(const ModelSpec& spec, DType dtype, uint64_t seed) {
+std::unique_ptr<Model> Model::dummy(const ModelSpec& spec, DType dtype, uint64_t seed, const LayerLoaded& on_loaded) {
   auto weights = dummy_weights(dtype, seed);
-  return std::make_unique<Model>(spec, *weights);
+  return std::make_unique<Model>(spec, *weights, on_loaded);
 }
 
 void Model::place(kernels::Backend& be, DType dtype) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -11,14 +12,20 @@
 
 namespace tiergen {
 
+// Called with each layer (its index in the layer list) as soon as its weights are loaded, before
+// the next one is read: an offloading run places the layer's weights there (GPU, pinned host
+// memory, disk), so the host never holds the whole model at once.
+using LayerLoaded = std::function<void(size_t index, Layer& layer)>;
+
 class Model {
  public:
   // A Hugging Face model folder: config.json + safetensors (single or sharded).
-  static std::unique_ptr<Model> load(const std::filesystem::path& dir);
+  static std::unique_ptr<Model> load(const std::filesystem::path& dir, const LayerLoaded& on_loaded = {});
   // Dummy weights generated in place in `dtype` (F16 by default: the benchmarks' dtype).
-  static std::unique_ptr<Model> dummy(const ModelSpec& spec, DType dtype = DType::F16, uint64_t seed = 0);
+  static std::unique_ptr<Model> dummy(const ModelSpec& spec, DType dtype = DType::F16, uint64_t seed = 0,
+                                      const LayerLoaded& on_loaded = {});
   // Builds the layers for `spec` and loads them from `weights`.
-  Model(const ModelSpec& spec, WeightSource& weights);
+  Model(const ModelSpec& spec, WeightSource& weights, const LayerLoaded& on_loaded = {});
 
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;

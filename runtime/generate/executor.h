@@ -9,6 +9,7 @@
 
 #include "kernels/backend.h"
 #include "runtime/model/spec.h"
+#include "stage/gpu_batch.h"
 #include "stage/stage.h"
 
 namespace tiergen {
@@ -31,18 +32,21 @@ class Executor {
 // engine: a pipeline of one, not a second code path.
 class LocalPipeline final : public Executor {
  public:
-  // Stages in layer order, together covering the model (not owned).
-  explicit LocalPipeline(std::vector<Stage*> stages);
+  // Stages in layer order, together covering the model (not owned). A block runs as GPU batches of
+  // `gpu_batch_size` sequences (stage/gpu_batch.h); 0: the whole block as one batch.
+  explicit LocalPipeline(std::vector<Stage*> stages, int64_t gpu_batch_size = 0);
   const ModelSpec& spec() const override { return stages_.front()->model().spec(); }
   void allocate_cache(int64_t slots, int64_t capacity) override;
   Tensor forward(const kernels::StepPlan& plan) override;
   std::vector<int32_t> forward_greedy(const kernels::StepPlan& plan) override;
 
  private:
-  // Runs every stage; the context holds the last stage's logits in its backend's tier.
-  ForwardContext run(const kernels::StepPlan& plan);
+  // Runs every stage over the block's GPU batches; each batch's context holds its logits in the
+  // last stage's backend's tier.
+  std::vector<GpuBatch> run(const kernels::StepPlan& plan);
 
   std::vector<Stage*> stages_;
+  int64_t gpu_batch_size_;
 };
 
 }  // namespace tiergen

@@ -25,8 +25,8 @@ Generator::Generator(Executor& executor, const Tokenizer* tokenizer, int64_t max
   if (max_batch <= 0) throw InvalidArgumentError("batch size must be positive, got " + std::to_string(max_batch));
 }
 
-Generator::Generator(Stage& stage, const Tokenizer* tokenizer, int64_t max_batch)
-    : owned_(std::make_unique<LocalPipeline>(std::vector<Stage*>{&stage})),
+Generator::Generator(Stage& stage, const Tokenizer* tokenizer, int64_t max_batch, int64_t gpu_batch_size)
+    : owned_(std::make_unique<LocalPipeline>(std::vector<Stage*>{&stage}, gpu_batch_size)),
       exec_(*owned_),
       tokenizer_(tokenizer),
       max_batch_(max_batch) {

@@ -22,8 +22,9 @@ class Generator {
  public:
   // `tokenizer` may be null: then no text, and stop strings are rejected.
   Generator(Executor& executor, const Tokenizer* tokenizer, int64_t max_batch = 64);
-  // A one-stage pipeline over `stage`.
-  Generator(Stage& stage, const Tokenizer* tokenizer, int64_t max_batch = 64);
+  // A one-stage pipeline over `stage`; each block of up to `max_batch` sequences runs as GPU batches
+  // of `gpu_batch_size` (0: one batch), layer by layer (stage/gpu_batch.h).
+  Generator(Stage& stage, const Tokenizer* tokenizer, int64_t max_batch = 64, int64_t gpu_batch_size = 0);
 
   std::vector<Result> generate(const std::vector<Request>& requests, GenerateStats* stats = nullptr);
 

@@ -78,6 +78,14 @@ uint64_t mul_sat(uint64_t a, uint64_t b, uint64_t c = 1) {
 
 std::string count(int64_t n, const char* noun) { return std::to_string(n) + " " + noun + (n == 1 ? "" : "s"); }
 
+// "37.5%", "20%".
+std::string format_percent(double p) {
+  std::string s = std::to_string(p);
+  s.erase(s.find_last_not_of('0') + 1);
+  if (!s.empty() && s.back() == '.') s.pop_back();
+  return s + "%";
+}
+
 uint64_t u(int64_t v) { return static_cast<uint64_t>(std::max<int64_t>(v, 0)); }
 
 }  // namespace
@@ -89,20 +97,67 @@ uint64_t kv_cache_bytes(const ModelSpec& spec, int64_t slots, int64_t capacity, 
 }
 
 MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stored_dtype,
-                           const ComputePlacement& compute, const RunShape& shape) {
+                           const ComputePlacement& compute, const RunShape& shape, const OffloadPolicy* policy) {
   MemoryPlan plan;
   const bool gpu = compute.tier == Tier::Gpu;
   const std::string params = std::to_string(spec.num_params()) + " parameters";
-  plan.add("weights", weights == WeightHome::Generated ? Tier::Cpu : Tier::Mmap,
-           mul_sat(u(spec.num_params()), dtype_size(stored_dtype)),
-           std::string(dtype_name(stored_dtype)) + ", " + params);
-  if (gpu)
-    plan.add("weights on the GPU", Tier::Gpu, mul_sat(u(spec.num_params()), dtype_size(compute.weights)),
-             std::string(dtype_name(compute.weights)) + ", " + params);
+  const Tier loaded = weights == WeightHome::Generated ? Tier::Cpu : Tier::Mmap;
+  const uint64_t stored = mul_sat(u(spec.num_params()), dtype_size(stored_dtype));
+  const uint64_t on_compute = mul_sat(u(spec.num_params()), dtype_size(compute.weights));
+  if (!policy) {
+    plan.add("weights", loaded, stored, std::string(dtype_name(stored_dtype)) + ", " + params);
+    if (gpu)
+      plan.add("weights on the GPU", Tier::Gpu, on_compute, std::string(dtype_name(compute.weights)) + ", " + params);
+  } else {
+    // Decoder layers are placed by the shares; the embedding and the head stay where compute is.
+    const int64_t embed = spec.vocab_size * spec.hidden_size * (spec.tie_word_embeddings ? 1 : 2);
+    const int64_t decoder = std::max<int64_t>(0, spec.num_params() - embed);
+    const uint64_t layer = mul_sat(u(decoder / std::max<int64_t>(1, spec.num_layers)), dtype_size(compute.weights));
+    const uint64_t dec = mul_sat(u(decoder), dtype_size(compute.weights));
+    auto share = [](uint64_t bytes, double pct) {
+      return static_cast<uint64_t>(static_cast<double>(bytes) * pct / 100.0);
+    };
+    const TierShares& w = policy->weights;
+    const uint64_t rest = on_compute - std::min(on_compute, dec);
+    if (gpu) {
+      plan.add("weights on the GPU", Tier::Gpu, rest + share(dec, w.gpu),
+               "embeddings and head, and " + format_percent(w.gpu) + " of the decoder layers");
+      if (w.gpu < 100) plan.add("weight buffers", Tier::Gpu, 2 * layer, "2 decoder layers streamed through");
+      if (w.cpu > 0)
+        plan.add("weights in host memory", policy->pin_weight ? Tier::PinnedCpu : Tier::Cpu, share(dec, w.cpu),
+                 format_percent(w.cpu) + " of the decoder layers");
+      // Generated weights are placed layer by layer as they are made; mapped ones stay mapped.
+      plan.add("weights", loaded, weights == WeightHome::Generated ? std::min(stored, 2 * layer) : stored,
+               weights == WeightHome::Generated ? "one layer at a time while loading"
+                                                : std::string(dtype_name(stored_dtype)) + ", " + params);
+    } else {
+      const double memory = w.gpu + w.cpu;
+      plan.add("weights", loaded, weights == WeightHome::Generated ? rest + share(dec, memory) + layer : stored,
+               weights == WeightHome::Generated ? "embeddings and head, " + format_percent(memory) +
+                                                      " of the decoder layers, and one layer while loading"
+                                                : std::string(dtype_name(stored_dtype)) + ", " + params);
+      if (w.disk() > 0) plan.add("weight buffers", Tier::Cpu, 2 * layer, "2 decoder layers streamed through");
+    }
+    if (w.disk() > 0)
+      plan.add("weights on disk", Tier::Disk, share(dec, w.disk()),
+               format_percent(w.disk()) + " of the decoder layers");
+  }
   const uint64_t per_token = kv_cache_bytes(spec, 1, 1, compute.kv_cache);
-  plan.add("KV cache", compute.tier, kv_cache_bytes(spec, shape.cache_slots, shape.cache_capacity, compute.kv_cache),
-           count(shape.cache_slots, "sequence") + " x " + count(shape.cache_capacity, "token") + " x " +
-               format_bytes(per_token));
+  const uint64_t kv_bytes = kv_cache_bytes(spec, shape.cache_slots, shape.cache_capacity, compute.kv_cache);
+  const std::string kv_shape = count(shape.cache_slots, "sequence") + " x " + count(shape.cache_capacity, "token") +
+                               " x " + format_bytes(per_token);
+  const double kv_disk = policy ? policy->cache.disk() : 0.0;
+  if (kv_disk <= 0) {
+    plan.add("KV cache", compute.tier, kv_bytes, kv_shape);
+  } else {
+    const uint64_t on_disk = static_cast<uint64_t>(static_cast<double>(kv_bytes) * kv_disk / 100.0);
+    plan.add("KV cache", compute.tier, kv_bytes - on_disk, format_percent(100 - kv_disk) + " of " + kv_shape);
+    plan.add("KV cache on disk", Tier::Disk, on_disk, format_percent(kv_disk) + " of it");
+    const int64_t batch = std::min(shape.cache_slots, policy->gpu_batch_size);
+    plan.add("KV cache buffers", compute.tier,
+             mul_sat(2, kv_cache_bytes(spec, batch, shape.cache_capacity, compute.kv_cache)),
+             "2 GPU batches of " + count(batch, "sequence"));
+  }
   // One decoder layer's activations at the largest step (earlier layers' are released): attention's
   // normed input, q, k, v, its output and projection, the MLP's normed input, gate, up and output,
   // and the hidden state itself.

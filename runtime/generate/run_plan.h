@@ -11,6 +11,7 @@
 #include "runtime/generate/request.h"
 #include "runtime/model/spec.h"
 #include "runtime/policy/memory_plan.h"
+#include "runtime/policy/offload_policy.h"
 #include "runtime/tokenizer/tokenizer.h"
 
 namespace tiergen {
@@ -55,8 +56,11 @@ struct ComputePlacement {
 };
 
 // The memory of a generation run: weights (their host copy, and the GPU copy when computing there),
-// KV cache, the largest step's activations and the logits.
+// KV cache, the largest step's activations and the logits. With an offloading policy, the weights'
+// and the KV cache's shares by tier (decoder layers only: the embedding and the head stay on the
+// compute tier), the compute buffers they stream through, and the disk they take.
 MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stored_dtype,
-                           const ComputePlacement& compute, const RunShape& shape);
+                           const ComputePlacement& compute, const RunShape& shape,
+                           const OffloadPolicy* policy = nullptr);
 
 }  // namespace tiergen

@@ -64,6 +64,15 @@ void DiskFile::write(uint64_t offset, const void* buf, size_t bytes) {
   }
 }
 
+void DiskFile::reserve(uint64_t bytes) {
+  int err = 0;
+  do {
+    err = ::fallocate(fd_, 0, 0, static_cast<off_t>(bytes)) == 0 ? 0 : errno;
+  } while (err == EINTR);
+  if (err == EOPNOTSUPP || err == ENOSYS) err = ::ftruncate(fd_, static_cast<off_t>(bytes)) == 0 ? 0 : errno;
+  if (err != 0) throw IoError(io_failure("reserving", bytes, path_, 0, err));
+}
+
 void DiskFile::read(uint64_t offset, void* buf, size_t bytes) {
   check_aligned("read", path_, offset, buf);
   const size_t total = round_up_direct(bytes);

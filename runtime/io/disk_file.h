@@ -48,6 +48,10 @@ class DiskFile {
   // Reads `bytes` at `offset` into `buf` (aligned, room for round_up_direct(bytes)). IoError when
   // the file ends before offset + bytes.
   void read(uint64_t offset, void* buf, size_t bytes);
+  // Makes the file `bytes` long, its blocks allocated where the filesystem can (fallocate), so that a
+  // disk too small is an IoError now rather than mid-run; elsewhere a sparse file (ftruncate).
+  // Unwritten ranges read as zeros.
+  void reserve(uint64_t bytes);
 
  private:
   std::string path_;

@@ -1,5 +1,6 @@
 #include "runtime/policy/memory_plan.h"
 
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -100,6 +101,16 @@ void MemoryPlan::check_device(uint64_t free_bytes, const std::string& device, co
   if (need <= free_bytes) return;
   throw OutOfMemoryError("this run needs " + format_bytes(need) + " of GPU memory [" + describe() + "], but " + device +
                          " has " + format_bytes(free_bytes) + " free. " + hint);
+}
+
+void MemoryPlan::check_disk(const std::string& folder, const std::string& hint) const {
+  const uint64_t need = total(Tier::Disk);
+  struct statvfs st {};
+  if (need == 0 || ::statvfs(folder.c_str(), &st) != 0) return;
+  const uint64_t free_bytes = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+  if (need <= free_bytes) return;
+  throw IoError("this run needs " + format_bytes(need) + " of disk in " + folder + " [" + describe() + "], but " +
+                format_bytes(free_bytes) + " is free there. " + hint);
 }
 
 }  // namespace tiergen

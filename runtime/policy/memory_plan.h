@@ -46,6 +46,9 @@ class MemoryPlan {
   void check_host(const HostMemory& host, const std::string& hint) const;
   // OutOfMemoryError when the Gpu tier needs more than `free_bytes` of `device`.
   void check_device(uint64_t free_bytes, const std::string& device, const std::string& hint) const;
+  // IoError when the Disk tier needs more than the free space of the filesystem holding `folder`
+  // (statvfs; unchecked when that fails).
+  void check_disk(const std::string& folder, const std::string& hint) const;
 
  private:
   std::vector<MemoryItem> items_;

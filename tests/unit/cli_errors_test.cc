@@ -240,8 +240,16 @@ TEST(CliErrors, OffloadPoliciesThatCannotRunAreNamed) {
   expect_error(run_tiergen(generate("-n 2 --percent 100 0 100 0 -5 0 Hi")), ErrorKind::InvalidArgument,
                "hg (activations on GPU) is -5");
   expect_error(run_tiergen(generate("-n 2 --percent 0 0 100 Hi")), ErrorKind::InvalidArgument, "--percent");
-  expect_error(run_tiergen(generate("-n 2 --percent 100 0 0 0 100 0 Hi")), ErrorKind::Unsupported,
-               "the KV cache and activations on disk are not supported yet");
+  expect_error(run_tiergen(generate("-n 2 --percent 100 0 100 0 0 0 Hi")), ErrorKind::Unsupported,
+               "activations on disk are not supported yet");
+  expect_error(run_tiergen(generate("-n 2 -b 8 --gpu-batch-size 2 --num-gpu-batches 3 Hi")), ErrorKind::InvalidArgument,
+               "--batch-size 8 and --gpu-batch-size 2 x --num-gpu-batches 3 = 6 disagree");
+  expect_error(run_tiergen(generate("-n 2 --gpu-batch-size 0 Hi")), ErrorKind::InvalidArgument, "--gpu-batch-size");
+  // OPT-175B's decoder layers on disk: hundreds of GB, refused before anything is written.
+  const CliRun big = run_tiergen("bench --dummy opt-175b --percent 0 0 100 0 100 0 --offload-dir " +
+                                 dir.path().string() + " --prompt-len 8 --gen-len 1");
+  expect_error(big, ErrorKind::Io, "of disk in " + dir.path().string());
+  EXPECT_LT(big.seconds, 10.0);
   expect_error(
       run_tiergen(generate("-n 2 --percent 0 0 100 0 100 0 --offload-dir " + (dir / "missing").string() + " Hi")),
       ErrorKind::Io, "missing: No such file or directory");

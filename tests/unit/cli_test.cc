@@ -161,17 +161,20 @@ TEST(Cli, BadModelsAreOneLineExit1) {
 namespace tiergen {
 namespace {
 
-// Weights on disk (all, or split within tensors), overlap on and off: the tokens of the run with
-// every weight in memory, and nothing left in the offload folder afterwards.
+// Weights and KV cache on disk (all, or split within tensors), in GPU batches, overlap on and off:
+// the tokens of the run with everything in memory, and nothing left in the offload folder afterwards.
 TEST(Cli, GenerateWithWeightsOnDiskGivesTheSameTokens) {
   const std::string base = "generate --model " + model() + " --json --greedy -n 6 ";
-  const CliRun ref = tiergen(base + "'A fool' Hello");
+  const std::string prompts = "'A fool' Hello 'To be' 'The king'";
+  const CliRun ref = tiergen(base + prompts);
   ASSERT_EQ(ref.status, 0) << ref.err;
   testing::TempDir dir;
-  for (const std::string& placement : {"0 0 100 0 100 0", "20 15 100 0 100 0", "0 40 0 100 100 0"})
+  for (const std::string& placement :
+       {"0 0 100 0 100 0", "20 15 100 0 100 0", "0 40 0 100 100 0", "100 0 0 0 100 0 --gpu-batch-size 1",
+        "30 0 20 10 100 0 --gpu-batch-size 2 --num-gpu-batches 2", "100 0 100 0 100 0 --num-gpu-batches 3"})
     for (const std::string& overlap : {"", "--no-overlap "}) {
-      const CliRun r = tiergen(base + "--percent " + placement + " --offload-dir " + dir.path().string() + " " +
-                               overlap + "'A fool' Hello");
+      const CliRun r =
+          tiergen(base + "--percent " + placement + " --offload-dir " + dir.path().string() + " " + overlap + prompts);
       ASSERT_EQ(r.status, 0) << placement << ": " << r.err;
       EXPECT_EQ(r.out, ref.out) << placement << " " << overlap;
       EXPECT_TRUE(std::filesystem::is_empty(dir.path())) << "an offload folder outlived the run";

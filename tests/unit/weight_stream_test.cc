@@ -36,7 +36,7 @@ std::vector<std::vector<int32_t>> greedy_ids(const testing::HfReferenceModel& re
   std::unique_ptr<WeightStream> stream;
   if (shares) {
     dir = std::make_unique<io::OffloadDir>(parent.path().string());
-    stream = std::make_unique<WeightStream>(*model, 0, model->layers().size(), *shares, *dir, overlap);
+    stream = std::make_unique<WeightStream>(*be, *model, 0, model->layers().size(), *shares, dir.get(), overlap);
     stage.set_weight_stream(stream.get());
     if (disk_bytes) *disk_bytes = stream->disk_bytes();
   }
@@ -77,7 +77,7 @@ TEST(WeightStream, AReadFailureIsAnError) {
   Stage stage(*model, *be);
   testing::TempDir parent;
   io::OffloadDir dir(parent.path().string());
-  WeightStream stream(*model, 0, model->layers().size(), TierShares{0, 0}, dir, /*overlap=*/false);
+  WeightStream stream(*be, *model, 0, model->layers().size(), TierShares{0, 0}, &dir, /*overlap=*/false);
   stage.set_weight_stream(&stream);
   // Someone truncates the offloaded weights under the running job: a short read, named.
   for (const auto& e : std::filesystem::directory_iterator(dir.path())) std::filesystem::resize_file(e.path(), 0);

@@ -1,0 +1,89 @@
+// Weights streamed to the GPU (stage/weight_stream.h) on every reference model: resident, in pinned
+// host memory, on disk, split between all three within tensors, with overlap on and off, one batch
+// per block or GPU batches run layer by layer (stage/gpu_batch.h), give the greedy tokens of the
+// plain GPU run with every weight uploaded, bit for bit (the same GEMMs over the same bytes), in
+// float16; and in float32 those tokens are the Hugging Face reference's. Placement happens as the
+// model loads, layer by layer. Skips where no GPU is visible.
+#include <gtest/gtest.h>
+
+#include <optional>
+
+#include "kernels/backend.h"
+#include "runtime/engine/model.h"
+#include "runtime/generate/generator.h"
+#include "stage/stage.h"
+#include "stage/weight_stream.h"
+#include "tests/testutil/hf_reference.h"
+#include "tests/testutil/testutil.h"
+
+namespace tiergen {
+namespace {
+
+struct Offload {
+  std::optional<TierShares> weights;  // none: every weight uploaded (Model::place)
+  bool overlap = true;
+  int64_t gpu_batch = 0, num_batches = 1;  // 0: one batch per block of 64
+};
+
+std::vector<std::vector<int32_t>> greedy_ids(kernels::Backend& gpu, const testing::HfReferenceModel& ref, DType dtype,
+                                             const Offload& o, uint64_t* host_bytes = nullptr) {
+  testing::TempDir parent;
+  io::OffloadDir dir(parent.path().string());
+  std::unique_ptr<WeightStream> stream;
+  std::unique_ptr<Model> model;
+  if (o.weights) {
+    stream = std::make_unique<WeightStream>(gpu, dtype, *o.weights, &dir, o.overlap);
+    model = Model::load(ref.dir, [&](size_t i, Layer& l) { stream->adopt(i, l); });
+    stream->finish();
+    if (host_bytes) *host_bytes = stream->host_bytes() + stream->disk_bytes();
+  } else {
+    model = Model::load(ref.dir);
+    model->place(gpu, dtype);
+  }
+  Stage stage(*model, gpu, StageDtypes{dtype, dtype});
+  stage.set_weight_stream(stream.get());
+  const int64_t block = o.gpu_batch > 0 ? o.gpu_batch * o.num_batches : 64;
+  Generator gen(stage, nullptr, block, o.gpu_batch);
+  std::vector<std::vector<int32_t>> out;
+  for (const Result& r : gen.generate(testing::greedy_requests(ref, testing::all_cases(ref))))
+    out.push_back(r.output_ids);
+  return out;
+}
+
+class CudaOffload : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (!kernels::cuda_available()) GTEST_SKIP() << "no CUDA device is visible (or this build has no CUDA backend)";
+    ref_ = testing::load_hf_reference(GetParam());
+    gpu_ = kernels::make_cuda_backend(0);
+  }
+  testing::HfReferenceModel ref_;
+  std::unique_ptr<kernels::Backend> gpu_;
+};
+
+TEST_P(CudaOffload, EveryWeightPlacementGivesThePlainTokens) {
+  const auto plain = greedy_ids(*gpu_, ref_, DType::F16, Offload{});
+  ASSERT_FALSE(plain.empty());
+  const std::vector<TierShares> placements{{0, 100}, {30, 40}, {0, 0}, {50, 50}, {10, 0}};
+  for (const TierShares& w : placements)
+    for (const bool overlap : {true, false})
+      for (const auto& [g, n] : std::vector<std::pair<int64_t, int64_t>>{{0, 1}, {2, 2}, {1, 3}}) {
+        SCOPED_TRACE("weights " + std::to_string(w.gpu) + "/" + std::to_string(w.cpu) + "/" + std::to_string(w.disk()) +
+                     (overlap ? ", overlap, " : ", ") + std::to_string(g) + " x " + std::to_string(n));
+        uint64_t away = 0;
+        EXPECT_EQ(greedy_ids(*gpu_, ref_, DType::F16, Offload{w, overlap, g, n}, &away), plain);
+        EXPECT_GT(away, 0u);
+      }
+}
+
+TEST_P(CudaOffload, Float32StreamedWeightsGiveTheReferenceTokens) {
+  const auto got = greedy_ids(*gpu_, ref_, DType::F32, Offload{TierShares{20, 50}, true, 2, 2});
+  ASSERT_EQ(got.size(), ref_.cases.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], ref_.cases[i].greedy) << "prompt " << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, CudaOffload, ::testing::ValuesIn(testing::hf_reference_models()),
+                         [](const auto& info) { return testing::test_name(info.param); });
+
+}  // namespace
+}  // namespace tiergen
