@@ -62,9 +62,12 @@ int run_bench(BenchArgs& a) {
   if (a.roofline) {
     // Measured here, on this device, before the runs (and outside them): each run is reported as a
     // share of the bound these rates give for its workload.
-    rates = measure_rates(*backend, compute.activations, compute.weights);
+    rates = measure_rates(*backend, compute.activations, compute.weights, policy.has_value());
     std::cout << "roofline rates: GEMM " << rates->gemm_flops / 1e12 << " TFLOP/s (" << dtype_name(compute.activations)
-              << "), memory read " << rates->read_bytes / 1e9 << " GB/s, measured now\n";
+              << "), memory read " << rates->read_bytes / 1e9 << " GB/s";
+    if (rates->link_bytes > 0) std::cout << ", host to GPU " << rates->link_bytes / 1e9 << " GB/s";
+    if (rates->host_read_bytes > 0) std::cout << ", host memory read " << rates->host_read_bytes / 1e9 << " GB/s";
+    std::cout << ", measured now\n";
   }
   Rng rng(a.seed);
   for (int64_t bs : blocks) {
@@ -111,7 +114,11 @@ int run_bench(BenchArgs& a) {
         << " token/s\n";
     std::optional<RooflineBound> bound;
     if (rates) {
-      bound = roofline_bound(s, Workload{bs, a.prompt_len, a.gen_len, compute.weights, compute.kv_cache}, *rates);
+      Workload work{bs, a.prompt_len, a.gen_len, compute.weights, compute.kv_cache};
+      if (compute.tier == Tier::Gpu && offloaded.weights)  // what crosses the host link each pass
+        work.streamed_weight_bytes = static_cast<double>(offloaded.weights->host_bytes() + offloaded.weights->disk_bytes());
+      work.cache_on_host = offloaded.host != nullptr;
+      bound = roofline_bound(s, work, *rates);
       auto share = [](double measured, double most) { return most > 0 ? 100.0 * measured / most : 0.0; };
       log.precision(1);
       log << "roofline bound: total " << bound->total_throughput << " token/s (prefill " << bound->prefill_throughput

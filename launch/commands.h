@@ -66,9 +66,11 @@ struct OffloadOptions {
   int64_t num_gpu_batches = 1;
   std::string offload_dir;
   bool overlap = true;
+  bool cpu_cache_compute = false;
   void add_flags(CLI::App& cmd);
   // The policy when --percent was given; InvalidArgumentError for shares that do not add up,
-  // UnsupportedError for what is not built yet (offloading with --device cuda; activations on disk).
+  // UnsupportedError for what is not built yet: activations off the GPU or on disk; on --device cuda
+  // a KV cache split between tiers, or on the CPU without --cpu-cache-compute.
   std::optional<OffloadPolicy> policy(bool cuda) const;
   // The blocks a run uses: gpu-batch-size x num-gpu-batches when --gpu-batch-size was given, else
   // `batches` (--batch-size). InvalidArgumentError when --batch-size was given too and differs.
@@ -80,6 +82,7 @@ struct OffloadOptions {
     std::unique_ptr<io::OffloadDir> dir;
     std::unique_ptr<WeightStream> weights;
     std::unique_ptr<KvStream> cache;
+    std::unique_ptr<kernels::Backend> host;  // where a GPU run's KV cache lives (--cpu-cache-compute)
     // Model's LayerLoaded hook: the weight stream places each layer as it loads (none without one).
     LayerLoaded on_loaded() const;
   };

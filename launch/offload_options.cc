@@ -26,6 +26,9 @@ void OffloadOptions::add_flags(CLI::App& cmd) {
   cmd.add_option("--offload-dir", offload_dir,
                  "Folder for what is placed on disk (a private subfolder is made in it and removed at the end; "
                  "default: $TMPDIR or /tmp)");
+  cmd.add_flag("--cpu-cache-compute", cpu_cache_compute,
+               "With --device cuda and the KV cache on the CPU: decode attention runs on the CPU, where the "
+               "cache is, so the cache never crosses PCIe");
   cmd.add_flag("!--no-overlap", overlap,
                "Read the next layer's weights and KV cache from disk only when they are needed");
 }
@@ -35,12 +38,16 @@ std::optional<OffloadPolicy> OffloadOptions::policy(bool cuda) const {
   OffloadPolicy p;
   set_percent(p, percent);
   p.overlap = overlap;
+  p.cpu_cache_compute = cpu_cache_compute;
   const char* tmp = std::getenv("TMPDIR");
   p.offload_dir = offload_dir.empty() ? (tmp && *tmp ? tmp : "/tmp") : offload_dir;
-  if (cuda && (p.cache.gpu != 100 || p.activations.gpu != 100))
+  if (cuda && p.activations.gpu != 100)
     throw UnsupportedError("--percent " + p.describe() +
-                           ": on --device cuda the KV cache and activations are on the GPU for now (cg = hg = 100); "
-                           "the weights can be anywhere");
+                           ": on --device cuda the activations are on the GPU for now (hg = 100)");
+  if (cuda && p.cache.gpu != 100 && !(p.cache.cpu == 100 && p.cpu_cache_compute))
+    throw UnsupportedError("--percent " + p.describe() +
+                           ": on --device cuda the KV cache is all on the GPU (cg = 100) or all on the CPU with "
+                           "--cpu-cache-compute (cc = 100) for now");
   if (p.activations.disk() > 0)
     throw UnsupportedError(
         "--percent: activations on disk are not supported yet (their GPU and CPU shares must add up to 100)");
@@ -84,6 +91,10 @@ void OffloadOptions::attach(const OffloadPolicy& p, Active& a, Stage& stage) con
   if (a.weights) {
     a.weights->finish();
     stage.set_weight_stream(a.weights.get());
+  }
+  if (stage.backend().kind() == kernels::DeviceKind::Cuda && p.cache.cpu == 100) {
+    a.host = kernels::make_cpu_backend();
+    stage.set_cache_backend(a.host.get());
   }
   if (p.cache.disk() > 0) {
     a.cache = std::make_unique<KvStream>(stage.kv_widths(), stage.dtypes().kv_cache, p.cache, *a.dir, p.overlap);

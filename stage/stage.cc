@@ -39,11 +39,20 @@ Stage::Stage(const Model& model, kernels::Backend& backend, size_t begin, size_t
 Stage::Stage(const Model& model, kernels::Backend& backend, StageDtypes dtypes)
     : Stage(model, backend, 0, model.layers().size(), dtypes) {}
 
+void Stage::set_cache_backend(kernels::Backend* host) {
+  TIERGEN_CHECK(!host || host->kind() == kernels::DeviceKind::Cpu, "the KV cache's backend must be the host's");
+  TIERGEN_CHECK(!kv_stream_ || !host, "a KV cache on disk is streamed to the compute tier, not computed on the host");
+  cache_backend_ = host == &backend_ ? nullptr : host;
+  host_alibi_slopes_ = cache_backend_ && model_.spec().position == PositionKind::Alibi
+                           ? upload_f32(*cache_backend_, alibi_slopes(model_.spec().num_heads))
+                           : Tensor();
+}
+
 void Stage::allocate_cache(int64_t slots, int64_t capacity, int64_t batch_slots) {
   if (kv_stream_)
     kv_stream_->allocate(slots, capacity, batch_slots > 0 ? batch_slots : slots);
   else
-    cache_.allocate(backend_, slots, capacity);
+    cache_.allocate(cache_backend_ ? *cache_backend_ : backend_, slots, capacity);
 }
 
 void Stage::forward(ForwardContext& ctx) {
@@ -53,6 +62,7 @@ void Stage::forward(ForwardContext& ctx) {
   one.ctx = ctx;
   forward_block(std::span<GpuBatch>(&one, 1));
   ctx = std::move(one.ctx);
+  ctx.step.plan = ctx.cache_step.plan = &ctx.plan;  // they pointed into `one`
 }
 
 void Stage::forward_block(std::span<GpuBatch> batches) {
@@ -83,6 +93,11 @@ void Stage::forward_block(std::span<GpuBatch> batches) {
     ctx.step = backend_.upload_step(ctx.plan);
     ctx.rope_inv_freq = rope;
     ctx.alibi_slopes = alibi_slopes_;
+    if (cache_backend_) {
+      ctx.cache_backend = cache_backend_;
+      ctx.cache_step = cache_backend_->upload_step(ctx.plan);
+      ctx.cache_alibi_slopes = host_alibi_slopes_;
+    }
     if (!ctx.hidden.defined()) ctx.hidden = backend_.scratch({ctx.plan.num_tokens(), spec.hidden_size}, ctx.act_dtype);
   }
   if (stream_) stream_->begin_step();

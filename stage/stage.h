@@ -55,6 +55,10 @@ class Stage {
   // A KV cache with its home partly on disk (stage/kv_stream.h), or null: the stage's own cache,
   // all in the backend's tier. Set before allocate_cache; it must outlive the stage's use of it.
   void set_kv_stream(KvStream* stream) { kv_stream_ = stream; }
+  // Keeps the KV cache on `host` (a CPU backend) while the stage computes on a GPU: new keys and
+  // values cross to it, and decode attention runs there (FlexGen's --cpu-cache-compute), so the
+  // cache itself never crosses PCIe. Set before allocate_cache; null: the cache is on the backend.
+  void set_cache_backend(kernels::Backend* host);
 
   kernels::Backend& backend() const { return backend_; }
   const Model& model() const { return model_; }
@@ -69,6 +73,8 @@ class Stage {
   Tensor alibi_slopes_;  // (n_heads) in the backend's tier, ALiBi models only
   WeightStream* stream_ = nullptr;
   KvStream* kv_stream_ = nullptr;
+  kernels::Backend* cache_backend_ = nullptr;
+  Tensor host_alibi_slopes_;  // (n_heads) on cache_backend_, ALiBi models only
 };
 
 }  // namespace tiergen

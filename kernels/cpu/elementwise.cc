@@ -86,10 +86,15 @@ void write_rows(Tensor& cache, int64_t row0, const Tensor& src) {
   check_host("write_rows", cache);
   check_host("write_rows", src);
   check_2d("write_rows", "src", src, -1, cache.dim(1));
-  if (cache.dtype() != src.dtype() || row0 < 0 || row0 + src.dim(0) > cache.dim(0))
+  const bool widen = src.dtype() == DType::F32 && cache.dtype() != DType::F32;  // f32 rows into a 16-bit cache
+  if ((cache.dtype() != src.dtype() && !widen) || row0 < 0 || row0 + src.dim(0) > cache.dim(0))
     throw InternalError("write_rows: " + src.describe() + " at row " + std::to_string(row0) + " into " +
                         cache.describe());
-  std::memcpy(cache.slice_rows(row0, row0 + src.dim(0)).raw(), src.raw(), src.nbytes());
+  void* dst = cache.slice_rows(row0, row0 + src.dim(0)).raw();
+  if (widen)
+    convert_from_f32(dst, cache.dtype(), src.data<float>(), static_cast<size_t>(src.numel()));
+  else
+    std::memcpy(dst, src.raw(), src.nbytes());
 }
 
 }  // namespace tiergen::kernels::cpu

@@ -24,6 +24,12 @@ struct ForwardContext {
   Tensor rope_inv_freq;          // F32 (head_dim / 2) for this step (RoPE models), set by Stage::forward
   Tensor alibi_slopes;           // F32 (n_heads) (ALiBi models), set by Stage::forward
   Tensor hidden;                 // (T, C) act_dtype on the backend: the activations flowing through
+  // Where the KV cache lives when that is not `backend` (a GPU run's cache in host memory,
+  // --cpu-cache-compute): new keys and values are written there and decode attention runs there,
+  // over the plan and ALiBi slopes in its tier. Null: the cache is in backend's tier.
+  kernels::Backend* cache_backend = nullptr;
+  kernels::StepTensors cache_step;
+  Tensor cache_alibi_slopes;
   Tensor logits;                 // (logit_rows, V) F32, written by the output head
   // Optional: sees the hidden state after the embedding (index 0), after each decoder layer
   // (index i+1, after its MLP), and after the final norm (index num_layers, replacing the last).

@@ -1,6 +1,7 @@
 // Self-attention layer: norm (pre-LN) -> q, k, v -> RoPE -> append k, v to the cache -> causal
 // attention (GQA, ALiBi) -> output projection -> residual add (-> norm, post-LN). With as many kv
 // heads as query heads, q, k and v are one stacked projection (one batched GEMM on the GPU).
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -99,7 +100,6 @@ class AttentionLayer final : public Layer {
       be.rope_(q, static_cast<int>(D), ctx.step.positions, ctx.rope_inv_freq);
       be.rope_(k, static_cast<int>(D), ctx.step.positions, ctx.rope_inv_freq);
     }
-    be.write_kv(*kv, k, v, ctx.step);
     kernels::AttentionShape shape;
     shape.n_heads = static_cast<int>(spec_.num_heads);
     shape.n_kv_heads = static_cast<int>(spec_.num_kv_heads);
@@ -107,12 +107,61 @@ class AttentionLayer final : public Layer {
     shape.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
     shape.alibi_slopes = ctx.alibi_slopes;
     Tensor attn = be.scratch({T, q_out}, dt);
-    be.attention(attn, q, *kv, ctx.step, shape);
+    if (ctx.cache_backend && ctx.cache_backend != &be) {
+      attend_where_the_cache_is(ctx, *kv, q, k, v, attn, shape);
+    } else {
+      be.write_kv(*kv, k, v, ctx.step);
+      be.attention(attn, q, *kv, ctx.step, shape);
+    }
     o_.apply_add(be, h, attn);  // h (T, C) += the output projection
     if (!spec_.pre_norm) h = norm_(be, h, spec_);
   }
 
  private:
+  // The cache lives in another tier (ctx.cache_backend, the host): the new keys and values go there.
+  // A prefill (no sequence has cached tokens) attends on the compute backend over a scratch cache
+  // holding just those rows, since its queries are many; a decode step's few queries cross to
+  // the cache's tier instead, so the cache never crosses PCIe: f32 attention there, output back.
+  void attend_where_the_cache_is(ForwardContext& ctx, kernels::LayerKv& kv, const Tensor& q, const Tensor& k,
+                                 const Tensor& v, Tensor& attn, kernels::AttentionShape shape) const {
+    kernels::Backend& be = *ctx.backend;
+    kernels::Backend& cb = *ctx.cache_backend;
+    const kernels::StepPlan& plan = ctx.plan;
+    Tensor kh = Tensor::empty(k.shape(), k.dtype()), vh = Tensor::empty(v.shape(), v.dtype());  // (T, W)
+    be.copy(kh, k);
+    be.copy(vh, v);
+    if (kh.dtype() != kv.k.dtype()) {  // the cache's dtype (f32 rows narrow as they are written)
+      kh = kh.to_f32();
+      vh = vh.to_f32();
+    }
+    cb.write_kv(kv, kh, vh, ctx.cache_step);
+    bool fresh = true;
+    for (int64_t s = 0; s < plan.num_seqs(); ++s) fresh = fresh && plan.kv_len[s] == plan.q_len[s];
+    if (fresh) {
+      int64_t slots = 0;
+      for (int32_t slot : plan.slot) slots = std::max<int64_t>(slots, slot + 1);
+      kernels::LayerKv scratch{be.scratch({slots * kv.capacity, k.dim(1)}, k.dtype()),
+                               be.scratch({slots * kv.capacity, v.dim(1)}, v.dtype()), kv.capacity};
+      be.write_kv(scratch, k, v, ctx.step);
+      be.attention(attn, q, scratch, ctx.step, shape);
+      return;
+    }
+    const Tensor qh = [&] {  // (T, Hq*D) f32 on the host
+      Tensor t = Tensor::empty(q.shape(), q.dtype());
+      be.copy(t, q);
+      return t.dtype() == DType::F32 ? t : t.to_f32();
+    }();
+    Tensor out = Tensor::empty(attn.shape(), DType::F32);
+    shape.alibi_slopes = ctx.cache_alibi_slopes;
+    cb.attention(out, qh, kv, ctx.cache_step, shape);
+    if (attn.dtype() != DType::F32) {
+      Tensor narrow = Tensor::empty(attn.shape(), attn.dtype());
+      kernels::convert_on_host(narrow, out);
+      out = narrow;
+    }
+    be.copy(attn, out);
+  }
+
   const ModelSpec& spec_;
   LayerNames names_;
   bool interleaved_;

@@ -34,7 +34,7 @@ double best_rate(kernels::Backend& be, Op op, double units, int trials, double m
 
 }  // namespace
 
-DeviceRates measure_rates(kernels::Backend& be, DType activations, DType weights) {
+DeviceRates measure_rates(kernels::Backend& be, DType activations, DType weights, bool offload) {
   const bool gpu = be.kind() == kernels::DeviceKind::Cuda;
   DeviceRates r;
   {
@@ -60,6 +60,19 @@ DeviceRates measure_rates(kernels::Backend& be, DType activations, DType weights
     const Tensor buf = be.alloc({static_cast<int64_t>(bytes / 4)}, DType::F32);
     r.read_bytes = best_rate(
         be, [&] { be.read_probe(buf); }, static_cast<double>(bytes), 3, gpu ? 0.05 : 0.2);
+  }
+  if (offload && gpu) {  // the weights not resident on the GPU cross this link
+    const int64_t bytes = int64_t{1} << 30;
+    Tensor host = be.alloc_host({bytes}, DType::U8);
+    Tensor dev = be.alloc({bytes}, DType::U8);
+    r.link_bytes = best_rate(
+        be, [&] { be.copy_async(dev, host, kernels::Lane::Load); }, static_cast<double>(bytes), 3, 0.1);
+  }
+  if (offload && gpu) {  // a GPU run's KV cache in host memory is read there
+    auto cpu = kernels::make_cpu_backend();
+    const Tensor buf = Tensor::empty({int64_t{1} << 28}, DType::F32);  // 1 GiB, pages touched
+    r.host_read_bytes = best_rate(
+        *cpu, [&] { cpu->read_probe(buf); }, static_cast<double>(buf.nbytes()), 3, 0.2);
   }
   be.reset_peak_memory();
   return r;

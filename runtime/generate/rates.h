@@ -13,6 +13,8 @@ namespace tiergen {
 // found it (its buffers are freed, the high-water mark reset).
 // The GEMM is timed as the run's linear layers call it: activations of `activations`, weights of
 // `weights` (the same 16-bit type on a GPU; f32 activations over the checkpoint's type on a CPU).
-DeviceRates measure_rates(kernels::Backend& backend, DType activations, DType weights);
+// With `offload` on a GPU, its host link (1 GiB from pinned memory on the Load lane) and the host's memory
+// read rate are timed too.
+DeviceRates measure_rates(kernels::Backend& backend, DType activations, DType weights, bool offload = false);
 
 }  // namespace tiergen

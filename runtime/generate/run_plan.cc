@@ -146,17 +146,24 @@ MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stor
   const uint64_t kv_bytes = kv_cache_bytes(spec, shape.cache_slots, shape.cache_capacity, compute.kv_cache);
   const std::string kv_shape = count(shape.cache_slots, "sequence") + " x " + count(shape.cache_capacity, "token") +
                                " x " + format_bytes(per_token);
+  // By the policy: the GPU's share where compute is (on a CPU, the GPU's and the CPU's), a GPU
+  // run's CPU share in host memory (--cpu-cache-compute), the rest on disk.
   const double kv_disk = policy ? policy->cache.disk() : 0.0;
-  if (kv_disk <= 0) {
+  const double kv_host = policy && gpu ? policy->cache.cpu : 0.0;
+  auto part = [&](double pct) { return static_cast<uint64_t>(static_cast<double>(kv_bytes) * pct / 100.0); };
+  if (kv_disk <= 0 && kv_host <= 0) {
     plan.add("KV cache", compute.tier, kv_bytes, kv_shape);
   } else {
-    const uint64_t on_disk = static_cast<uint64_t>(static_cast<double>(kv_bytes) * kv_disk / 100.0);
-    plan.add("KV cache", compute.tier, kv_bytes - on_disk, format_percent(100 - kv_disk) + " of " + kv_shape);
-    plan.add("KV cache on disk", Tier::Disk, on_disk, format_percent(kv_disk) + " of it");
-    const int64_t batch = std::min(shape.cache_slots, policy->gpu_batch_size);
-    plan.add("KV cache buffers", compute.tier,
-             mul_sat(2, kv_cache_bytes(spec, batch, shape.cache_capacity, compute.kv_cache)),
-             "2 GPU batches of " + count(batch, "sequence"));
+    const double on_compute = 100.0 - kv_disk - kv_host;
+    if (on_compute > 0) plan.add("KV cache", compute.tier, part(on_compute), format_percent(on_compute) + " of " + kv_shape);
+    if (kv_host > 0) plan.add("KV cache in host memory", Tier::Cpu, part(kv_host), format_percent(kv_host) + " of " + kv_shape);
+    if (kv_disk > 0) {
+      plan.add("KV cache on disk", Tier::Disk, part(kv_disk), format_percent(kv_disk) + " of " + kv_shape);
+      const int64_t batch = std::min(shape.cache_slots, policy->gpu_batch_size);
+      plan.add("KV cache buffers", compute.tier,
+               mul_sat(2, kv_cache_bytes(spec, batch, shape.cache_capacity, compute.kv_cache)),
+               "2 GPU batches of " + count(batch, "sequence"));
+    }
   }
   // One decoder layer's activations at the largest step (earlier layers' are released): attention's
   // normed input, q, k, v, its output and projection, the MLP's normed input, gate, up and output,

@@ -1,5 +1,6 @@
 #include "runtime/policy/roofline.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -40,6 +41,11 @@ RooflineBound roofline_bound(const ModelSpec& spec, const Workload& w, const Dev
   if (w.batch <= 0 || w.prompt_len <= 0 || w.gen_len <= 0)
     throw InvalidArgumentError("roofline: an empty workload (batch " + std::to_string(w.batch) + ", prompt " +
                                std::to_string(w.prompt_len) + ", gen " + std::to_string(w.gen_len) + ")");
+  auto positive = [](double r) { return r > 0 && std::isfinite(r); };
+  if (w.streamed_weight_bytes > 0 && !positive(rates.link_bytes))
+    throw InvalidArgumentError("roofline: streamed weights need the host link's rate");
+  if (w.cache_on_host && !positive(rates.host_read_bytes))
+    throw InvalidArgumentError("roofline: a KV cache in host memory needs the host's read rate");
   const auto B = static_cast<double>(w.batch), P = static_cast<double>(w.prompt_len);
   const double head = static_cast<double>(spec.vocab_size * spec.word_embed_proj_dim);
   const double body = static_cast<double>(gemm_params_per_token(spec)) - head;
@@ -49,10 +55,16 @@ RooflineBound roofline_bound(const ModelSpec& spec, const Workload& w, const Dev
   RooflineBound b;
   b.prefill_flops = B * (2.0 * body * P + attention + 2.0 * head);
   const double weights = decode_weight_bytes(spec, w.weights), per_token = kv_bytes_per_token(spec, w.kv_cache);
-  for (int64_t s = 1; s < w.gen_len; ++s)  // step s: the cache holds prompt + s tokens once written
-    b.decode_bytes += weights + B * (P + static_cast<double>(s)) * per_token;
-  b.prefill_seconds = b.prefill_flops / rates.gemm_flops;
-  b.decode_seconds = b.decode_bytes / rates.read_bytes;
+  const double link = w.streamed_weight_bytes > 0 ? w.streamed_weight_bytes / rates.link_bytes : 0.0;
+  for (int64_t s = 1; s < w.gen_len; ++s) {  // step s: the cache holds prompt + s tokens once written
+    const double cache = B * (P + static_cast<double>(s)) * per_token;
+    const double device = weights + (w.cache_on_host ? 0.0 : cache);
+    b.decode_bytes += device;
+    double t = std::max(device / rates.read_bytes, link);
+    if (w.cache_on_host) t = std::max(t, cache / rates.host_read_bytes);
+    b.decode_seconds += t;
+  }
+  b.prefill_seconds = std::max(b.prefill_flops / rates.gemm_flops, link);
   b.total_throughput = B * static_cast<double>(w.gen_len) / b.seconds();
   b.prefill_throughput = B * P / b.prefill_seconds;
   b.decode_throughput = b.decode_seconds > 0 ? B * static_cast<double>(w.gen_len - 1) / b.decode_seconds : 0;

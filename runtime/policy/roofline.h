@@ -10,6 +10,12 @@
 //            the measured memory read rate.
 // Each phase is bounded alone (prefill by compute, decode by memory): the bound is their sum, and
 // tokens per second over it is the most throughput the workload can have.
+//
+// An offloading run adds what it moves, each on its own engine and so overlappable with the rest:
+// the weights not resident on the GPU cross the host link once per pass over the layers (once in
+// the prefill and once per decode step, for the whole block), and a KV cache kept in host memory
+// is read there by the decode attention (at the host's read rate, and no longer by the GPU).
+// A phase's bound is then the largest of its terms. Disk reads are not in the bound.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +29,8 @@ namespace tiergen {
 struct DeviceRates {
   double gemm_flops = 0;
   double read_bytes = 0;
+  double link_bytes = 0;       // host-to-device copies from pinned memory, B/s (offloading runs)
+  double host_read_bytes = 0;  // the host's memory read rate, B/s (a KV cache in host memory)
 };
 
 struct Workload {
@@ -31,6 +39,8 @@ struct Workload {
   int64_t gen_len = 0;
   DType weights = DType::F16;  // as read by the compute device
   DType kv_cache = DType::F16;
+  double streamed_weight_bytes = 0;  // weight bytes not resident on the device, per pass over the layers
+  bool cache_on_host = false;        // the KV cache in host memory, decode attention there
 };
 
 struct RooflineBound {
@@ -54,7 +64,8 @@ double kv_bytes_per_token(const ModelSpec& spec, DType kv_cache);
 // LM head is read whole, so a tied table counts once).
 double decode_weight_bytes(const ModelSpec& spec, DType weights);
 
-// InvalidArgumentError for a non-positive rate or an empty workload.
+// InvalidArgumentError for a non-positive rate (the link's and the host's where the workload needs
+// them) or an empty workload.
 RooflineBound roofline_bound(const ModelSpec& spec, const Workload& w, const DeviceRates& rates);
 
 }  // namespace tiergen

@@ -132,6 +132,25 @@ TEST_P(BlockScheduleTest, EveryPlacementAndBatchShapeGivesThePlainTokens) {
 INSTANTIATE_TEST_SUITE_P(Models, BlockScheduleTest, ::testing::ValuesIn(testing::hf_reference_models()),
                          [](const auto& info) { return testing::test_name(info.param); });
 
+// The KV cache on another backend (as a GPU run keeps it in host memory with --cpu-cache-compute):
+// new keys and values cross to it, prefills attend on the compute backend, decode steps where the
+// cache is; with GPU batches too, every reference model gives the plain tokens.
+TEST_P(BlockScheduleTest, ACacheOnAnotherBackendGivesThePlainTokens) {
+  const testing::HfReferenceModel ref = testing::load_hf_reference(GetParam());
+  const auto expected = greedy_ids(ref, Placement{});
+  auto model = Model::load(ref.dir);
+  auto be = kernels::make_cpu_backend(), host = kernels::make_cpu_backend();
+  for (const auto& [g, n] : std::vector<std::pair<int64_t, int64_t>>{{0, 1}, {2, 2}}) {
+    Stage stage(*model, *be);
+    stage.set_cache_backend(host.get());
+    Generator gen(stage, nullptr, g > 0 ? g * n : 64, g);
+    std::vector<std::vector<int32_t>> got;
+    for (const Result& r : gen.generate(testing::greedy_requests(ref, testing::all_cases(ref))))
+      got.push_back(r.output_ids);
+    EXPECT_EQ(got, expected) << g << " x " << n;
+  }
+}
+
 TEST(KvStream, TheDiskShareIsThePolicys) {
   const testing::HfReferenceModel ref = testing::load_hf_reference("llama-tiny-gqa");
   uint64_t all_disk = 0, split = 0;

@@ -241,6 +241,48 @@ TEST(CpuKernels, AttentionRaggedGqaAlibi) {
   }
 }
 
+// A 16-bit cache (a GPU run's, kept in host memory) gives what an f32 cache holding the same values
+// gives: each element is widened exactly as it is read, then the arithmetic is the f32 kernel's (to
+// f32 rounding: the compiler may order the vectorised sums differently in the two instances).
+TEST(CpuKernels, AttentionOverA16BitCacheEqualsItsF32Widening) {
+  for (DType dt : {DType::F16, DType::BF16})
+    for (const auto& [hq, hkv, d] : std::vector<std::tuple<int, int, int>>{{4, 4, 64}, {8, 2, 128}, {3, 1, 5}}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " heads " + std::to_string(hq) + "/" + std::to_string(hkv) +
+                   " dim " + std::to_string(d));
+      const std::vector<std::pair<int64_t, int64_t>> shapes = {{7, 7}, {1, 40}, {2, 33}};  // (q_len, kv_len)
+      std::vector<kernels::AttentionSeq> narrow, wide;
+      int64_t rows = 0;
+      for (size_t s = 0; s < shapes.size(); ++s) {
+        kernels::AttentionSeq n{rows, shapes[s].first, shapes[s].second, Tensor(), Tensor()};
+        for (Tensor* t : {&n.k, &n.v}) {
+          *t = Tensor::empty({48, hkv * d}, dt);
+          kernels::convert_on_host(*t, random_tensor({48, hkv * d}, DType::F32, 40 + s + (t == &n.v ? 7 : 0)));
+        }
+        narrow.push_back(n);
+        wide.push_back({rows, n.q_len, n.kv_len, n.k.to_f32(), n.v.to_f32()});
+        rows += shapes[s].first;
+      }
+      const Tensor q = random_tensor({rows, hq * d}, DType::F32, 12);
+      Tensor a = Tensor::empty({rows, hq * d}), b = Tensor::empty({rows, hq * d});
+      const kernels::AttentionParams p{hq, hkv, d, 0.125f, nullptr};
+      kernels::cpu::attention(a, q, narrow, p);
+      kernels::cpu::attention(b, q, wide, p);
+      for (int64_t i = 0; i < a.numel(); ++i)
+        ASSERT_NEAR(a.data<float>()[i], b.data<float>()[i], 1e-6 * std::max(1.0f, std::fabs(b.data<float>()[i])))
+            << "element " << i;
+    }
+}
+
+TEST(CpuKernels, WriteRowsNarrowsF32IntoA16BitCache) {
+  Tensor cache = Tensor::empty({4, 3}, DType::F16);
+  const Tensor row = random_tensor({1, 3}, DType::F32, 5);
+  kernels::cpu::write_rows(cache, 2, row);
+  Tensor want = Tensor::empty({1, 3}, DType::F16);
+  kernels::convert_on_host(want, row);
+  EXPECT_EQ(std::memcmp(cache.slice_rows(2, 3).raw(), want.raw(), want.nbytes()), 0);
+  EXPECT_THROW(kernels::cpu::write_rows(cache, 0, Tensor::empty({1, 3}, DType::BF16)), InternalError);
+}
+
 TEST(CpuKernels, AlibiSlopesMatchBloomDefinition) {
   // 8 heads: 2^-1 .. 2^-8. 6 heads: the 4-head series 2^-2, 2^-4, 2^-6, 2^-8, then the odd powers
   // of the 8-head base: 2^-1, 2^-3.

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "kernels/backend.h"
@@ -41,6 +42,33 @@ TEST(Roofline, CountsOpt67bByHand) {
   // About 2,100 tokens/s on an H100-class device at batch 32: the figure the benchmarks quote.
   EXPECT_GT(b.total_throughput, 1500);
   EXPECT_LT(b.total_throughput, 3000);
+}
+
+// OPT-30B with 48 GB of its weights streamed over a 50 GB/s link and the KV cache in host memory
+// read at 100 GB/s: each phase is bounded by its slowest engine.
+TEST(Roofline, OffloadedWeightsAndAHostCacheBoundEachStep) {
+  const ModelSpec s = preset_model_spec("opt-30b");
+  const DeviceRates rates{7.5e14, 3e12, 5e10, 1e11};
+  Workload w{64, 512, 32, DType::F16, DType::F16};
+  w.streamed_weight_bytes = 48e9;
+  w.cache_on_host = true;
+  const RooflineBound b = roofline_bound(s, w, rates);
+  const double link = 48e9 / 5e10;  // 0.96 s per pass over the layers
+  const double per_token = kv_bytes_per_token(s, DType::F16);
+  double decode = 0, device = 0;
+  for (int step = 1; step < 32; ++step) {
+    const double cache = 64.0 * (512 + step) * per_token;
+    device += decode_weight_bytes(s, DType::F16);  // the cache is read on the host, not the GPU
+    decode += std::max({decode_weight_bytes(s, DType::F16) / 3e12, link, cache / 1e11});
+  }
+  EXPECT_DOUBLE_EQ(b.decode_bytes, device);
+  EXPECT_DOUBLE_EQ(b.decode_seconds, decode);
+  EXPECT_DOUBLE_EQ(b.prefill_seconds, std::max(b.prefill_flops / 7.5e14, link));
+  // 64 x 544 tokens of 1.4 MB: 48 GB read on the host per step, the slowest engine here.
+  EXPECT_GT(decode, 31 * link);
+  // Without the link's or the host's rate the bound cannot be had.
+  EXPECT_THROW_WITH(roofline_bound(s, w, DeviceRates{7.5e14, 3e12, 0, 1e11}), InvalidArgumentError, "host link");
+  EXPECT_THROW_WITH(roofline_bound(s, w, DeviceRates{7.5e14, 3e12, 5e10, 0}), InvalidArgumentError, "host's read");
 }
 
 TEST(Roofline, GqaAndUntiedHeadCountOnce) {
