@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -171,6 +172,13 @@ class Backend {
     (void)fence;
     (void)deadline;
     (void)what;
+  }
+
+  // Calls fn on a driver thread once `lane` reaches this point (for traces; CPU: at once). fn must
+  // be quick and must not call the backend.
+  virtual void on_lane(Lane lane, std::function<void()> fn) {
+    (void)lane;
+    fn();
   }
 
   // ---- ops ----

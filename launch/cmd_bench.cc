@@ -85,7 +85,9 @@ int run_bench(BenchArgs& a) {
       gen.generate(warm);
     }
     GenerateStats st;
+    TraceFile trace(a.offload.trace_file);
     gen.generate(reqs, &st);
+    trace.close();
     const double gb = 1e9;
     const double total = st.prefill_seconds + st.decode_seconds;
     const double decode_tokens = static_cast<double>(bs * (a.gen_len - 1));

@@ -147,7 +147,9 @@ int run_generate(GenerateArgs& a) {
   Stage stage(*model, *backend, StageDtypes{compute.activations, compute.kv_cache});
   if (policy) a.offload.attach(*policy, offloaded, stage);
   Generator gen(stage, tokenizer.get(), block, a.offload.gpu_batch(block));
+  TraceFile trace(a.offload.trace_file);
   const std::vector<Result> results = gen.generate(reqs);
+  trace.close();
   for (size_t i = 0; i < results.size(); ++i) {
     const Result& r = results[i];
     if (a.json) {

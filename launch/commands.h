@@ -67,6 +67,7 @@ struct OffloadOptions {
   std::string offload_dir;
   bool overlap = true;
   bool cpu_cache_compute = false;
+  std::string trace_file;  // --trace
   void add_flags(CLI::App& cmd);
   // The policy when --percent was given; InvalidArgumentError for shares that do not add up,
   // UnsupportedError for what is not built yet: activations off the GPU or on disk; on --device cuda
@@ -91,6 +92,20 @@ struct OffloadOptions {
   Active prepare(const OffloadPolicy& policy, kernels::Backend& backend, const ComputePlacement& compute) const;
   // After it loaded: the stage streams the weights, and gets a KV cache with its disk share there.
   void attach(const OffloadPolicy& policy, Active& active, Stage& stage) const;
+};
+
+// Records a trace (runtime/core/trace.h) to `path` from construction until close() (which reports
+// a write error) or destruction; nothing when `path` is empty.
+class TraceFile {
+ public:
+  explicit TraceFile(const std::string& path);
+  ~TraceFile();
+  TraceFile(const TraceFile&) = delete;
+  TraceFile& operator=(const TraceFile&) = delete;
+  void close();
+
+ private:
+  bool on_;
 };
 
 // --device cpu|cuda[:N] and --dtype: where a run computes and in which dtype.

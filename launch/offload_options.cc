@@ -8,6 +8,7 @@
 #include "launch/commands.h"
 #include "launch/flag_checks.h"
 #include "runtime/core/error.h"
+#include "runtime/core/trace.h"
 
 namespace tiergen::cli {
 
@@ -31,6 +32,26 @@ void OffloadOptions::add_flags(CLI::App& cmd) {
                "cache is, so the cache never crosses PCIe");
   cmd.add_flag("!--no-overlap", overlap,
                "Read the next layer's weights and KV cache from disk only when they are needed");
+  cmd.add_option("--trace", trace_file,
+                 "Write a Chrome/Perfetto trace of the run (one track per GPU stream, I/O thread and CPU "
+                 "attention) to FILE; open it in ui.perfetto.dev. bench traces its last timed run");
+}
+
+TraceFile::TraceFile(const std::string& path) : on_(!path.empty()) {
+  if (on_) trace::start(path);
+}
+
+void TraceFile::close() {
+  if (!on_) return;
+  on_ = false;
+  trace::stop();
+}
+
+TraceFile::~TraceFile() {
+  try {
+    close();  // a failed run's trace is still written: it shows where the run was
+  } catch (const std::exception&) {
+  }
 }
 
 std::optional<OffloadPolicy> OffloadOptions::policy(bool cuda) const {

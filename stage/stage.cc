@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "kernels/lane_span.h"
 #include "runtime/core/error.h"
 
 namespace tiergen {
@@ -51,8 +52,10 @@ void Stage::set_cache_backend(kernels::Backend* host) {
 void Stage::allocate_cache(int64_t slots, int64_t capacity, int64_t batch_slots) {
   if (kv_stream_)
     kv_stream_->allocate(slots, capacity, batch_slots > 0 ? batch_slots : slots);
+  else if (cache_backend_)  // pinned by the compute backend, so its rows cross by DMA on the lanes
+    cache_.allocate(backend_, slots, capacity, /*host=*/true);
   else
-    cache_.allocate(cache_backend_ ? *cache_backend_ : backend_, slots, capacity);
+    cache_.allocate(backend_, slots, capacity);
 }
 
 void Stage::forward(ForwardContext& ctx) {
@@ -85,8 +88,9 @@ void Stage::forward_block(std::span<GpuBatch> batches) {
   // sequence's result does not depend on how the block was cut into batches.
   Tensor rope;
   if (spec.position == PositionKind::Rope) rope = upload_f32(backend_, rope_inv_freq(spec, max_kv));
-  for (GpuBatch& b : batches) {
-    ForwardContext& ctx = b.ctx;
+  if (cache_backend_ && host_states_.size() < batches.size()) host_states_.resize(batches.size());
+  for (size_t j = 0; j < batches.size(); ++j) {
+    ForwardContext& ctx = batches[j].ctx;
     ctx.backend = &backend_;
     ctx.act_dtype = dtypes_.activations;
     // Per-step metadata, built and uploaded once; every layer reads it.
@@ -97,26 +101,39 @@ void Stage::forward_block(std::span<GpuBatch> batches) {
       ctx.cache_backend = cache_backend_;
       ctx.cache_step = cache_backend_->upload_step(ctx.plan);
       ctx.cache_alibi_slopes = host_alibi_slopes_;
+      ctx.host = &host_states_[j];
     }
     if (!ctx.hidden.defined()) ctx.hidden = backend_.scratch({ctx.plan.num_tokens(), spec.hidden_size}, ctx.act_dtype);
   }
   if (stream_) stream_->begin_step();
   if (kv_stream_) kv_stream_->begin_block(batches);
+  // With the cache in host memory a layer runs in two passes over the batches (Layer::finish): the
+  // host attends to batch j while the GPU computes batch j + 1's projections.
+  const bool two_pass = cache_backend_ != nullptr;
+  std::vector<kernels::LayerKv> views(batches.size());
+  std::vector<kernels::LayerKv*> kvs(batches.size());
   for (size_t i = begin_; i < end_; ++i) {
     if (stream_) stream_->before_layer(i);
     const size_t local = i - begin_;
     Layer& layer = *model_.layers()[i];
+    const kernels::LaneSpan span(backend_, kernels::Lane::Compute, trace::kCompute, layer.name());
+    auto kv_of = [&](size_t j) -> kernels::LayerKv* {
+      if (kv_widths()[local] == 0) return nullptr;
+      if (kv_stream_) return kv_stream_->acquire(local, j);
+      return cache_.view(local, batches[j].first_slot, batches[j].num_slots, views[j]);
+    };
     for (size_t j = 0; j < batches.size(); ++j) {
-      GpuBatch& b = batches[j];
-      kernels::LayerKv view;
-      kernels::LayerKv* kv = nullptr;
-      if (kv_widths()[local] > 0)
-        kv = kv_stream_ ? kv_stream_->acquire(local, j) : cache_.view(local, b.first_slot, b.num_slots, view);
-      layer.forward(b.ctx, kv);
+      kernels::LayerKv* kv = kvs[j] = kv_of(j);
+      layer.forward(batches[j].ctx, kv);
+      if (two_pass) continue;
+      layer.finish(batches[j].ctx, kv);
       if (kv && kv_stream_) kv_stream_->release(local, j);
     }
+    if (two_pass)
+      for (size_t j = 0; j < batches.size(); ++j) layer.finish(batches[j].ctx, kvs[j]);
     if (stream_) stream_->after_layer(i);
   }
+  for (size_t j = 0; j < batches.size() && two_pass; ++j) release_host_rows(backend_, host_states_[j]);
   if (kv_stream_) kv_stream_->finish_block();
 }
 

@@ -75,6 +75,7 @@ class Stage {
   KvStream* kv_stream_ = nullptr;
   kernels::Backend* cache_backend_ = nullptr;
   Tensor host_alibi_slopes_;  // (n_heads) on cache_backend_, ALiBi models only
+  std::vector<HostAttentionState> host_states_;  // one per GPU batch, with cache_backend_
 };
 
 }  // namespace tiergen

@@ -4,7 +4,9 @@
 #include <cstring>
 #include <string>
 
+#include "kernels/lane_span.h"
 #include "runtime/core/error.h"
+#include "runtime/core/trace.h"
 
 namespace tiergen {
 namespace {
@@ -55,10 +57,10 @@ WeightStream::WeightStream(kernels::Backend& be, const Model& model, size_t begi
 }
 
 WeightStream::~WeightStream() {
-  if (pending_.valid()) {
+  for (auto& [k, t] : pending_) {
     try {
-      pending_.wait(deadline_);  // the I/O thread must be done with the buffers before they go
-    } catch (...) {              // the run is already ending; its error was or will be reported
+      t.wait(deadline_);  // the I/O thread must be done with the buffers before they go
+    } catch (...) {       // the run is already ending; its error was or will be reported
     }
   }
 }
@@ -141,22 +143,23 @@ void WeightStream::adopt(size_t index, Layer& layer) {
 
 void WeightStream::finish() {
   if (streamed_.empty() || !buffers_.empty()) return;
-  for (int b = 0; b < 2; ++b) {
+  for (int b = 0; b < kStreamedWeightBuffers; ++b) {
     buffers_.push_back(be_.alloc({static_cast<int64_t>(buffer_bytes_)}, DType::U8));
     if (bounce_bytes_ > 0)
       bounce_.push_back(be_.alloc_host({static_cast<int64_t>(bounce_bytes_ + io::kDirectAlign)}, DType::U8));
   }
-  loaded_.resize(2);
-  computed_.resize(2);
+  loaded_.resize(kStreamedWeightBuffers);
+  computed_.resize(kStreamedWeightBuffers);
   if (overlap_ && (on_cpu() || bounce_bytes_ > 0)) pool_ = std::make_unique<io::IoPool>(1);
 }
 
 void WeightStream::read_disk(size_t k) {
   const Streamed& st = streamed_[k];
   if (!st.file) return;
-  const size_t slot = k % 2;
-  // A GPU run's last copy out of this bounce buffer (layer k - 2's) must be done before it is reused.
+  const size_t slot = k % kStreamedWeightBuffers;
+  // A GPU run's last copy out of this bounce buffer (an earlier layer's) must be done before it is reused.
   if (!on_cpu()) be_.host_wait(loaded_[slot], deadline_, "copying the weights of layer " + std::to_string(st.layer));
+  const trace::Span span(trace::kDisk, "weights of layer " + std::to_string(st.layer));
   char* bounce = aligned(bounce_[slot]);
   char* buf = static_cast<char*>(buffers_[slot].raw());
   for (const Part& p : st.parts) {
@@ -170,9 +173,9 @@ void WeightStream::read_disk(size_t k) {
 }
 
 void WeightStream::start_fill(size_t k) {
-  const size_t slot = k % 2;
+  const size_t slot = k % kStreamedWeightBuffers;
   const Streamed& st = streamed_[k];
-  started_k_ = k;
+  started_.push_back(k);
   if (on_cpu()) {  // host memory: the whole fill is plain copies and reads, off the compute thread
     auto job = [this, k, slot] {
       char* buf = static_cast<char*>(buffers_[slot].raw());
@@ -181,17 +184,17 @@ void WeightStream::start_fill(size_t k) {
       read_disk(k);
     };
     if (overlap_) {
-      pending_k_ = k;
-      pending_ = pool_->submit(job, "reading the weights of layer " + std::to_string(st.layer));
+      pending_[k] = pool_->submit(job, "reading the weights of layer " + std::to_string(st.layer));
     } else {
       job();
     }
     return;
   }
-  // The buffer is free once the compute that read it (layer k - 2's) is done; without overlap the
+  // The buffer is free once the compute that read it (an earlier layer's) is done; without overlap the
   // copies also wait for all compute queued so far.
   be_.wait(kernels::Lane::Load, computed_[slot]);
   if (!overlap_) be_.wait(kernels::Lane::Load, be_.record(kernels::Lane::Compute));
+  const kernels::LaneSpan span(be_, kernels::Lane::Load, trace::kLoad, "weights of layer " + std::to_string(st.layer));
   for (const Part& p : st.parts) {
     size_t at = p.buffer_offset;
     for (const Tensor* src : {&p.resident, &p.host}) {
@@ -203,30 +206,26 @@ void WeightStream::start_fill(size_t k) {
   }
   if (!st.file) return;
   if (overlap_) {
-    pending_k_ = k;
-    pending_ = pool_->submit([this, k] { read_disk(k); }, "reading the weights of layer " + std::to_string(st.layer));
+    pending_[k] = pool_->submit([this, k] { read_disk(k); }, "reading the weights of layer " + std::to_string(st.layer));
   } else {
     read_disk(k);
   }
 }
 
 void WeightStream::land(size_t k) {
-  const size_t slot = k % 2;
+  const size_t slot = k % kStreamedWeightBuffers;
   Streamed& st = streamed_[k];
-  if (started_k_ != k) {  // out of order (a stage run on a layer subset): start it now
-    if (pending_.valid()) {
-      io::IoTicket t = std::move(pending_);
-      pending_ = io::IoTicket();
-      t.wait(deadline_);
-    }
+  if (started_.empty() || started_.front() != k) {  // out of order (a stage run on a layer subset)
+    wait_pending();
+    started_.clear();
     start_fill(k);
   }
-  if (pending_.valid()) {
-    io::IoTicket t = std::move(pending_);
-    pending_ = io::IoTicket();
+  started_.pop_front();
+  if (auto it = pending_.find(k); it != pending_.end()) {
+    io::IoTicket t = std::move(it->second);
+    pending_.erase(it);
     t.wait(deadline_);
   }
-  started_k_ = SIZE_MAX;
   if (!on_cpu()) {
     if (st.file) {
       const Tensor& bounce = bounce_[slot];
@@ -248,21 +247,29 @@ void WeightStream::land(size_t k) {
 }
 
 void WeightStream::begin_step() {
-  if (streamed_.empty() || !overlap_ || started_k_ != SIZE_MAX) return;
-  start_fill(0);
+  if (streamed_.empty() || !overlap_ || !started_.empty()) return;
+  for (size_t k = 0; k + 1 < kStreamedWeightBuffers && k < streamed_.size(); ++k) start_fill(k);
+}
+
+void WeightStream::wait_pending() {
+  std::map<size_t, io::IoTicket> all;
+  all.swap(pending_);
+  for (auto& [k, t] : all) t.wait(deadline_);
 }
 
 void WeightStream::before_layer(size_t i) {
   if (i >= by_layer_.size() || by_layer_[i] == SIZE_MAX) return;
   const size_t k = by_layer_[i];
   land(k);
-  // The next streamed layer goes to the other buffer, once the layer before this one is done with it.
-  if (overlap_ && k + 1 < streamed_.size()) start_fill(k + 1);
+  // The streamed layer kStreamedWeightBuffers - 1 ahead goes to the buffer the previous layer used,
+  // once that layer's compute is done with it.
+  const size_t next = k + kStreamedWeightBuffers - 1;
+  if (overlap_ && next < streamed_.size()) start_fill(next);
 }
 
 void WeightStream::after_layer(size_t i) {
   if (i >= by_layer_.size() || by_layer_[i] == SIZE_MAX || on_cpu()) return;
-  computed_[by_layer_[i] % 2] = be_.record(kernels::Lane::Compute);
+  computed_[by_layer_[i] % kStreamedWeightBuffers] = be_.record(kernels::Lane::Compute);
 }
 
 }  // namespace tiergen

@@ -3,10 +3,12 @@
 // each decoder layer's first gpu% of weight bytes are resident on the compute tier, the next cpu%
 // in host memory (page-locked on a GPU, so the copy engine reads it while the GPU computes), the
 // rest in a file of the offload folder. A tensor wholly resident stays bound; a tensor with rows
-// elsewhere is assembled before its layer runs in one of two compute buffers (resident rows
+// elsewhere is assembled before its layer runs in one of a ring of compute buffers (resident rows
 // copied on the device, host rows copied over PCIe, disk rows read with O_DIRECT into a bounce
-// buffer and copied from there), allocated once. With overlap, the next streamed layer is brought
-// in on the backend's Load lane (and the disk's I/O thread) while this one computes; fences, not
+// buffer and copied from there), allocated once. With overlap, the next streamed layers (as many
+// as the ring has buffers beside the one computing) are brought in on the backend's Load lane
+// (and the disk's I/O thread) while this one computes, so the link never waits for a short
+// layer's compute; fences, not
 // device-wide waits, order a buffer's refill after the compute that read it.
 //
 // On a CPU the compute tier is host memory: the GPU's share and the CPU's are both resident, and
@@ -19,6 +21,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <optional>
@@ -58,8 +61,8 @@ class WeightStream {
   uint64_t resident_bytes() const { return resident_bytes_; }
   uint64_t host_bytes() const { return host_bytes_; }
   uint64_t disk_bytes() const { return disk_bytes_; }
-  // Bytes of the two compute buffers and the disk bounce buffers.
-  uint64_t buffer_bytes() const { return 2 * buffer_bytes_; }
+  // Bytes of the compute buffers.
+  uint64_t buffer_bytes() const { return kStreamedWeightBuffers * buffer_bytes_; }
 
   // Called by Stage: at the start of a step (brings in the first streamed layer), before layer i
   // runs (binds its weights, then brings in the next streamed layer), and once layer i's work for
@@ -85,12 +88,12 @@ class WeightStream {
     std::unique_ptr<io::DiskFile> file;  // null when nothing is on disk
   };
   bool on_cpu() const { return be_.kind() == kernels::DeviceKind::Cpu; }
-  // Queues (GPU) or does (CPU) the copies of streamed layer k into buffer k % 2, except the
+  // Queues (GPU) or does (CPU) the copies of streamed layer k into buffer k % kStreamedWeightBuffers, except the
   // copies from the bounce buffer of a GPU run; the disk reads run on the I/O thread with overlap.
   void start_fill(size_t k);
-  // Reads streamed layer k's disk rows into bounce buffer k % 2 (and, on a CPU, copies them on).
+  // Reads streamed layer k's disk rows into bounce buffer k % kStreamedWeightBuffers (and, on a CPU, copies them on).
   void read_disk(size_t k);
-  // Waits for k's reads and queues what is left; binds its tensors to buffer k % 2.
+  // Waits for k's reads and queues what is left; binds its tensors to buffer k % kStreamedWeightBuffers.
   void land(size_t k);
 
   kernels::Backend& be_;
@@ -103,13 +106,13 @@ class WeightStream {
   std::vector<Streamed> streamed_;
   std::vector<size_t> by_layer_;  // layer index -> index in streamed_, or SIZE_MAX
   size_t buffer_bytes_ = 0, bounce_bytes_ = 0;
-  std::vector<Tensor> buffers_;  // two compute buffers (U8), each the largest streamed layer
-  std::vector<Tensor> bounce_;   // two host buffers for disk rows, each the largest layer's, aligned
+  std::vector<Tensor> buffers_;  // the compute buffers (U8), each the largest streamed layer
+  std::vector<Tensor> bounce_;   // as many host buffers for disk rows, each the largest layer's, aligned
   std::vector<std::shared_ptr<kernels::Fence>> loaded_, computed_;  // per buffer: its last fill, use
   std::unique_ptr<io::IoPool> pool_;
-  io::IoTicket pending_;         // the disk read in flight
-  size_t pending_k_ = SIZE_MAX;  // which streamed layer it reads
-  size_t started_k_ = SIZE_MAX;  // the streamed layer whose fill was started and not landed
+  std::map<size_t, io::IoTicket> pending_;  // disk reads in flight, by streamed layer
+  std::deque<size_t> started_;              // streamed layers whose fill was started and not landed
+  void wait_pending();
   uint64_t resident_bytes_ = 0, host_bytes_ = 0, disk_bytes_ = 0;
 };
 

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -132,6 +134,20 @@ class CudaBackend final : public Backend {
       else
         std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
+  }
+
+  void on_lane(Lane lane, std::function<void()> fn) override {
+    activate();
+    auto* owned = new std::function<void()>(std::move(fn));
+    const cudaError_t e = cudaLaunchHostFunc(
+        lane_stream(lane),
+        [](void* p) {
+          std::unique_ptr<std::function<void()>> f(static_cast<std::function<void()>*>(p));
+          (*f)();
+        },
+        owned);
+    if (e != cudaSuccess) delete owned;
+    CUDA_CHECK(e);
   }
 
   std::optional<uint64_t> free_memory() const override {

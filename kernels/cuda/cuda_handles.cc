@@ -1,5 +1,7 @@
 #include "kernels/cuda/cuda_handles.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <atomic>
 #include <string>
@@ -110,14 +112,33 @@ CublasHandle::~CublasHandle() {
   if (handle_) (void)cublasDestroy(handle_);
 }
 
+// Large buffers (the weights and KV cache a run keeps in host memory) are mapped with transparent
+// huge pages where the kernel allows them, then pinned: the host attention reads the cache row by
+// row across tens of GB, and 4 KiB pages would cost a TLB miss on nearly every row.
 std::shared_ptr<Storage> allocate_pinned(size_t nbytes) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  const auto fail = [nbytes](cudaError_t err) {
+    (void)cudaGetLastError();
+    return OutOfMemoryError("cannot pin " + std::to_string(nbytes) + " bytes of host memory: " + cudaGetErrorString(err));
+  };
+  if (nbytes >= 16 * kHuge) {
+    const size_t len = (nbytes + kHuge - 1) / kHuge * kHuge;
+    void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) throw OutOfMemoryError("cannot map " + std::to_string(nbytes) + " bytes of host memory");
+    (void)madvise(p, len, MADV_HUGEPAGE);  // advice only: without THP the pages are small
+    const cudaError_t err = cudaHostRegister(p, len, cudaHostRegisterDefault);
+    if (err != cudaSuccess) {
+      munmap(p, len);
+      throw fail(err);
+    }
+    return Storage::wrap(p, nbytes, Tier::PinnedCpu, [p, len] {
+      (void)cudaHostUnregister(p);
+      munmap(p, len);
+    });
+  }
   void* p = nullptr;
   const cudaError_t err = cudaHostAlloc(&p, std::max<size_t>(nbytes, 1), cudaHostAllocDefault);
-  if (err != cudaSuccess) {
-    (void)cudaGetLastError();
-    throw OutOfMemoryError("cannot pin " + std::to_string(nbytes) +
-                           " bytes of host memory: " + cudaGetErrorString(err));
-  }
+  if (err != cudaSuccess) throw fail(err);
   return Storage::wrap(p, nbytes, Tier::PinnedCpu, [p] { (void)cudaFreeHost(p); });
 }
 

@@ -23,21 +23,22 @@ kernels::LayerKv* KvCache::view(size_t i, int64_t first_slot, int64_t num_slots,
   return &out;
 }
 
-void KvCache::allocate(kernels::Backend& be, int64_t slots, int64_t capacity) {
+void KvCache::allocate(kernels::Backend& be, int64_t slots, int64_t capacity, bool host) {
   if (slots <= 0 || capacity <= 0)
     throw InvalidArgumentError("KV cache needs at least one slot and one token, got " + std::to_string(slots) + " x " +
                                std::to_string(capacity));
-  if (slots == slots_ && capacity == capacity_) return;
+  if (slots == slots_ && capacity == capacity_ && host == host_) return;
   layers_.clear();  // release the old cache before taking the new one
   layers_.resize(widths_.size());
   for (size_t i = 0; i < widths_.size(); ++i) {
     if (widths_[i] == 0) continue;
-    layers_[i].k = be.alloc({slots * capacity, widths_[i]}, dtype_);
-    layers_[i].v = be.alloc({slots * capacity, widths_[i]}, dtype_);
+    for (Tensor* t : {&layers_[i].k, &layers_[i].v})
+      *t = host ? be.alloc_host({slots * capacity, widths_[i]}, dtype_) : be.alloc({slots * capacity, widths_[i]}, dtype_);
     layers_[i].capacity = capacity;
   }
   slots_ = slots;
   capacity_ = capacity;
+  host_ = host;
 }
 
 }  // namespace tiergen

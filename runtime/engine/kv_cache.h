@@ -17,8 +17,9 @@ class KvCache {
   KvCache(std::vector<int64_t> widths, DType dtype) : widths_(std::move(widths)), dtype_(dtype) {}
 
   // (Re)allocates on `be` for `slots` sequences of up to `capacity` tokens; a no-op when the shape
-  // is unchanged. InvalidArgumentError for an empty shape.
-  void allocate(kernels::Backend& be, int64_t slots, int64_t capacity);
+  // is unchanged. InvalidArgumentError for an empty shape. `host`: in host memory that `be`'s
+  // transfer lanes reach without staging (Backend::alloc_host) instead of in be's own tier.
+  void allocate(kernels::Backend& be, int64_t slots, int64_t capacity, bool host = false);
   // Bytes allocate(slots, capacity) takes.
   uint64_t bytes(int64_t slots, int64_t capacity) const;
 
@@ -36,6 +37,7 @@ class KvCache {
   std::vector<int64_t> widths_;
   DType dtype_;
   int64_t slots_ = 0, capacity_ = 0;
+  bool host_ = false;
   std::vector<kernels::LayerKv> layers_;
 };
 

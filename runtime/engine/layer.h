@@ -3,6 +3,7 @@
 // and a Stage (stage/) runs a contiguous range of it. Every computation goes through the Backend.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -15,6 +16,22 @@
 #include "runtime/model/spec.h"
 
 namespace tiergen {
+
+// What one GPU batch keeps between steps when its KV cache lives in host memory
+// (--cpu-cache-compute): pinned staging for the queries crossing to the host and the attention
+// output crossing back (pinned memory is slow to allocate, so the Stage keeps it across steps),
+// and the device tensors that copies on the Store lane still read, with the fence after them.
+struct HostAttentionState {
+  Tensor q_staging, out_staging;             // U8 pinned buffers, grown as needed
+  Tensor in_flight[3];                       // device q, k, v read by the Store lane's copies
+  std::shared_ptr<kernels::Fence> stored;    // after those copies
+  bool pending = false;                      // forward() left the attention to finish()
+  std::chrono::milliseconds deadline = std::chrono::seconds(600);  // the longest wait for the copies
+};
+
+// Drops the device rows the Store lane may still read, after ordering the compute stream behind
+// those copies: the device pool hands freed memory to later compute at once.
+void release_host_rows(kernels::Backend& be, HostAttentionState& st);
 
 struct ForwardContext {
   kernels::Backend* backend = nullptr;
@@ -30,6 +47,7 @@ struct ForwardContext {
   kernels::Backend* cache_backend = nullptr;
   kernels::StepTensors cache_step;
   Tensor cache_alibi_slopes;
+  HostAttentionState* host = nullptr;  // this batch's host-side state, with cache_backend
   Tensor logits;                 // (logit_rows, V) F32, written by the output head
   // Optional: sees the hidden state after the embedding (index 0), after each decoder layer
   // (index i+1, after its MLP), and after the final norm (index num_layers, replacing the last).
@@ -60,6 +78,13 @@ class Layer {
   virtual std::vector<Tensor*> weights() = 0;
   // Runs on ctx.hidden; `kv` is the layer's cache when kv_elems_per_token() > 0.
   virtual void forward(ForwardContext& ctx, kernels::LayerKv* kv) = 0;
+  // Completes what forward() left to the host: attention over a KV cache in host memory waits for
+  // its queries to cross, so the Stage runs forward() for every GPU batch of a layer and then
+  // finish() for each, and the host attends to one batch while the GPU computes the others.
+  virtual void finish(ForwardContext& ctx, kernels::LayerKv* kv) {
+    (void)ctx;
+    (void)kv;
+  }
 };
 
 // The layer list of a model described by `spec` and `names`.

@@ -5,7 +5,9 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/lane_span.h"
 #include "runtime/core/error.h"
+#include "runtime/core/trace.h"
 #include "runtime/engine/layer.h"
 
 namespace tiergen {
@@ -108,58 +110,121 @@ class AttentionLayer final : public Layer {
     shape.alibi_slopes = ctx.alibi_slopes;
     Tensor attn = be.scratch({T, q_out}, dt);
     if (ctx.cache_backend && ctx.cache_backend != &be) {
-      attend_where_the_cache_is(ctx, *kv, q, k, v, attn, shape);
+      if (!send_to_host_cache(ctx, *kv, q, k, v, attn, shape)) return;  // finish() attends on the host
     } else {
       be.write_kv(*kv, k, v, ctx.step);
       be.attention(attn, q, *kv, ctx.step, shape);
     }
-    o_.apply_add(be, h, attn);  // h (T, C) += the output projection
-    if (!spec_.pre_norm) h = norm_(be, h, spec_);
+    project_out(ctx, attn);
+  }
+
+  // The decode attention forward() left: on the host, over the cache there, once q has crossed.
+  void finish(ForwardContext& ctx, kernels::LayerKv* kv) override {
+    if (!ctx.host || !ctx.host->pending) return;
+    HostAttentionState& st = *ctx.host;
+    kernels::Backend& be = *ctx.backend;
+    const int64_t T = ctx.num_tokens(), q_out = spec_.num_heads * spec_.head_dim;
+    const DType dt = ctx.act_dtype;
+    {
+      const trace::Span wait(trace::kHostAttention, "wait for queries");
+      be.host_wait(st.stored, st.deadline, name() + ": copying queries and keys to host memory");
+    }
+    st.pending = false;
+    for (Tensor& t : st.in_flight) t = Tensor();  // the copies are done: the device rows may go
+    const Tensor qh = staged(st.q_staging, {T, q_out}, dt);
+    Tensor out = Tensor::empty({T, q_out}, DType::F32);
+    {
+      const trace::Span span(trace::kHostAttention, name());
+      ctx.cache_backend->attention(out, dt == DType::F32 ? qh : qh.to_f32(), *kv, ctx.cache_step, host_shape(ctx));
+    }
+    Tensor back = staged(st.out_staging, {T, q_out}, dt);
+    if (dt == DType::F32)
+      std::memcpy(back.raw(), out.raw(), out.nbytes());
+    else
+      kernels::convert_on_host(back, out);
+    Tensor attn = be.scratch({T, q_out}, dt);
+    // Queued behind this batch's compute; the staging is rewritten only after the next layer's
+    // queries have crossed, which is after this copy.
+    be.copy_async(attn, back, kernels::Lane::Compute);
+    project_out(ctx, attn);
   }
 
  private:
-  // The cache lives in another tier (ctx.cache_backend, the host): the new keys and values go there.
-  // A prefill (no sequence has cached tokens) attends on the compute backend over a scratch cache
-  // holding just those rows, since its queries are many; a decode step's few queries cross to
-  // the cache's tier instead, so the cache never crosses PCIe: f32 attention there, output back.
-  void attend_where_the_cache_is(ForwardContext& ctx, kernels::LayerKv& kv, const Tensor& q, const Tensor& k,
-                                 const Tensor& v, Tensor& attn, kernels::AttentionShape shape) const {
+  kernels::AttentionShape host_shape(const ForwardContext& ctx) const {
+    kernels::AttentionShape shape;
+    shape.n_heads = static_cast<int>(spec_.num_heads);
+    shape.n_kv_heads = static_cast<int>(spec_.num_kv_heads);
+    shape.head_dim = static_cast<int>(spec_.head_dim);
+    shape.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(spec_.head_dim)));
+    shape.alibi_slopes = ctx.cache_alibi_slopes;
+    return shape;
+  }
+
+  // h (T, C) += the output projection of attn (T, Hq*D), then the post-LN norm.
+  void project_out(ForwardContext& ctx, const Tensor& attn) const {
     kernels::Backend& be = *ctx.backend;
-    kernels::Backend& cb = *ctx.cache_backend;
+    Tensor& h = ctx.hidden;
+    o_.apply_add(be, h, attn);
+    if (!spec_.pre_norm) h = norm_(be, h, spec_);
+  }
+
+  // A view of `shape` at the start of a growable host staging buffer (pinned by the backend).
+  static Tensor staged(const Tensor& buf, const Shape& shape, DType dt) {
+    TIERGEN_CHECK(buf.nbytes() >= static_cast<size_t>(shape_numel(shape)) * dtype_size(dt), "host staging too small");
+    return Tensor(buf.storage(), buf.offset_bytes(), shape, dt);
+  }
+
+  // The cache lives in host memory (ctx.cache_backend): each sequence's new key and value rows are
+  // copied on the Store lane straight into its cache rows there, after the compute that made them.
+  // A prefill (no sequence has cached tokens) then attends on the compute backend over a scratch
+  // cache holding just those rows, since its queries are many: returns true, attn is done. A
+  // decode step's few queries cross to the host instead (returns false: finish() attends there),
+  // so the cache itself never crosses PCIe.
+  bool send_to_host_cache(ForwardContext& ctx, kernels::LayerKv& kv, const Tensor& q, const Tensor& k,
+                          const Tensor& v, Tensor& attn, const kernels::AttentionShape& shape) const {
+    TIERGEN_CHECK(ctx.host != nullptr, name() + ": a KV cache in host memory needs the batch's host state");
+    kernels::Backend& be = *ctx.backend;
+    HostAttentionState& st = *ctx.host;
     const kernels::StepPlan& plan = ctx.plan;
-    Tensor kh = Tensor::empty(k.shape(), k.dtype()), vh = Tensor::empty(v.shape(), v.dtype());  // (T, W)
-    be.copy(kh, k);
-    be.copy(vh, v);
-    if (kh.dtype() != kv.k.dtype()) {  // the cache's dtype (f32 rows narrow as they are written)
-      kh = kh.to_f32();
-      vh = vh.to_f32();
-    }
-    cb.write_kv(kv, kh, vh, ctx.cache_step);
+    if (k.dtype() != kv.k.dtype())
+      throw InternalError(name() + ": keys of " + std::string(dtype_name(k.dtype())) + " for a cache of " +
+                          std::string(dtype_name(kv.k.dtype())));
+    release_host_rows(be, st);  // the previous layer's rows, read by the Store lane until `stored`
+    be.wait(kernels::Lane::Store, be.record(kernels::Lane::Compute));
+    const kernels::LaneSpan span(be, kernels::Lane::Store, trace::kStore, name() + ": new keys and values to host");
     bool fresh = true;
-    for (int64_t s = 0; s < plan.num_seqs(); ++s) fresh = fresh && plan.kv_len[s] == plan.q_len[s];
+    for (int64_t s = 0; s < plan.num_seqs(); ++s) {
+      const int64_t n = plan.q_len[s], at = plan.slot[s] * kv.capacity + plan.kv_len[s] - n;
+      for (auto [src, cache] : {std::pair{&k, &kv.k}, std::pair{&v, &kv.v}}) {
+        Tensor dst = cache->slice_rows(at, at + n);
+        be.copy_async(dst, src->slice_rows(plan.q_begin[s], plan.q_begin[s] + n), kernels::Lane::Store);
+      }
+      fresh = fresh && plan.kv_len[s] == n;
+    }
+    st.in_flight[0] = k;
+    st.in_flight[1] = v;
     if (fresh) {
+      st.stored = be.record(kernels::Lane::Store);
       int64_t slots = 0;
       for (int32_t slot : plan.slot) slots = std::max<int64_t>(slots, slot + 1);
       kernels::LayerKv scratch{be.scratch({slots * kv.capacity, k.dim(1)}, k.dtype()),
                                be.scratch({slots * kv.capacity, v.dim(1)}, v.dtype()), kv.capacity};
       be.write_kv(scratch, k, v, ctx.step);
       be.attention(attn, q, scratch, ctx.step, shape);
-      return;
+      return true;
     }
-    const Tensor qh = [&] {  // (T, Hq*D) f32 on the host
-      Tensor t = Tensor::empty(q.shape(), q.dtype());
-      be.copy(t, q);
-      return t.dtype() == DType::F32 ? t : t.to_f32();
-    }();
-    Tensor out = Tensor::empty(attn.shape(), DType::F32);
-    shape.alibi_slopes = ctx.cache_alibi_slopes;
-    cb.attention(out, qh, kv, ctx.cache_step, shape);
-    if (attn.dtype() != DType::F32) {
-      Tensor narrow = Tensor::empty(attn.shape(), attn.dtype());
-      kernels::convert_on_host(narrow, out);
-      out = narrow;
-    }
-    be.copy(attn, out);
+    grow(be, st.q_staging, q.nbytes());
+    grow(be, st.out_staging, q.nbytes());
+    Tensor qh = staged(st.q_staging, q.shape(), q.dtype());
+    be.copy_async(qh, q, kernels::Lane::Store);
+    st.in_flight[2] = q;
+    st.stored = be.record(kernels::Lane::Store);
+    st.pending = true;
+    return false;
+  }
+
+  static void grow(kernels::Backend& be, Tensor& buf, size_t nbytes) {
+    if (!buf.defined() || buf.nbytes() < nbytes) buf = be.alloc_host({static_cast<int64_t>(nbytes)}, DType::U8);
   }
 
   const ModelSpec& spec_;
@@ -173,6 +238,12 @@ class AttentionLayer final : public Layer {
 };
 
 }  // namespace
+
+void release_host_rows(kernels::Backend& be, HostAttentionState& st) {
+  if (!st.in_flight[0].defined()) return;
+  be.wait(kernels::Lane::Compute, st.stored);
+  for (Tensor& t : st.in_flight) t = Tensor();
+}
 
 std::unique_ptr<Layer> make_attention_layer(const ModelSpec& spec, const ArchitectureNames& names, int64_t index) {
   return std::make_unique<AttentionLayer>(spec, names, index);

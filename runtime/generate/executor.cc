@@ -4,6 +4,7 @@
 #include <string>
 
 #include "runtime/core/error.h"
+#include "runtime/core/trace.h"
 
 namespace tiergen {
 
@@ -21,6 +22,7 @@ void LocalPipeline::allocate_cache(int64_t slots, int64_t capacity) {
 
 std::vector<GpuBatch> LocalPipeline::run(const kernels::StepPlan& plan) {
   const int64_t slots = stages_.front()->cache_slots();
+  const trace::Span span(trace::kSteps, "step of " + std::to_string(plan.num_tokens()) + " tokens");
   std::vector<GpuBatch> batches = split_block(plan, gpu_batch_size_ > 0 ? gpu_batch_size_ : slots, slots);
   for (size_t i = 0; i < stages_.size(); ++i) {
     if (i > 0 && &stages_[i]->backend() != &stages_[i - 1]->backend())

@@ -113,6 +113,11 @@ MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stor
     const int64_t embed = spec.vocab_size * spec.hidden_size * (spec.tie_word_embeddings ? 1 : 2);
     const int64_t decoder = std::max<int64_t>(0, spec.num_params() - embed);
     const uint64_t layer = mul_sat(u(decoder / std::max<int64_t>(1, spec.num_layers)), dtype_size(compute.weights));
+    // A streamed buffer holds the larger half of a decoder layer: its attention or its MLP.
+    const uint64_t mlp = mul_sat(u((spec.gated_mlp ? 3 : 2) * spec.hidden_size) * u(spec.intermediate_size),
+                                 dtype_size(compute.weights));
+    const uint64_t buffers = mul_sat(std::max(mlp, layer - std::min(layer, mlp)), kStreamedWeightBuffers);
+    const std::string buffers_why = std::to_string(kStreamedWeightBuffers) + " attention or MLP layers streamed through";
     const uint64_t dec = mul_sat(u(decoder), dtype_size(compute.weights));
     auto share = [](uint64_t bytes, double pct) {
       return static_cast<uint64_t>(static_cast<double>(bytes) * pct / 100.0);
@@ -122,7 +127,7 @@ MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stor
     if (gpu) {
       plan.add("weights on the GPU", Tier::Gpu, rest + share(dec, w.gpu),
                "embeddings and head, and " + format_percent(w.gpu) + " of the decoder layers");
-      if (w.gpu < 100) plan.add("weight buffers", Tier::Gpu, 2 * layer, "2 decoder layers streamed through");
+      if (w.gpu < 100) plan.add("weight buffers", Tier::Gpu, buffers, buffers_why);
       if (w.cpu > 0)
         plan.add("weights in host memory", policy->pin_weight ? Tier::PinnedCpu : Tier::Cpu, share(dec, w.cpu),
                  format_percent(w.cpu) + " of the decoder layers");
@@ -136,7 +141,7 @@ MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stor
                weights == WeightHome::Generated ? "embeddings and head, " + format_percent(memory) +
                                                       " of the decoder layers, and one layer while loading"
                                                 : std::string(dtype_name(stored_dtype)) + ", " + params);
-      if (w.disk() > 0) plan.add("weight buffers", Tier::Cpu, 2 * layer, "2 decoder layers streamed through");
+      if (w.disk() > 0) plan.add("weight buffers", Tier::Cpu, buffers, buffers_why);
     }
     if (w.disk() > 0)
       plan.add("weights on disk", Tier::Disk, share(dec, w.disk()),

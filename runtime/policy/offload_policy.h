@@ -19,6 +19,11 @@ struct TierShares {
   double disk() const { return 100.0 - gpu - cpu; }
 };
 
+// Compute buffers streamed weights pass through: one computing, the others filling ahead, so
+// a short layer's compute (an MLP after an attention layer's long host attention) never leaves
+// the link idle.
+inline constexpr int kStreamedWeightBuffers = 3;
+
 struct OffloadPolicy {
   int64_t gpu_batch_size = 1;   // sequences per GPU batch
   int64_t num_gpu_batches = 1;  // GPU batches per block: weights cross PCIe once per block

@@ -253,6 +253,8 @@ TEST(CliErrors, OffloadPoliciesThatCannotRunAreNamed) {
   expect_error(
       run_tiergen(generate("-n 2 --percent 0 0 100 0 100 0 --offload-dir " + (dir / "missing").string() + " Hi")),
       ErrorKind::Io, "missing: No such file or directory");
+  expect_error(run_tiergen(generate("-n 2 --trace " + (dir / "no" / "such" / "t.json").string() + " Hi")),
+               ErrorKind::Io, "cannot write the trace file");
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // error line with a non-zero exit (never a crash or a stack dump).
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -179,6 +180,33 @@ TEST(Cli, GenerateWithWeightsOnDiskGivesTheSameTokens) {
       EXPECT_EQ(r.out, ref.out) << placement << " " << overlap;
       EXPECT_TRUE(std::filesystem::is_empty(dir.path())) << "an offload folder outlived the run";
     }
+}
+
+// --trace writes a Chrome trace: one named track per engine, spans with times that nest in the
+// run, and the run's tokens unchanged by tracing.
+TEST(Cli, TraceShowsComputeAndDiskTracks) {
+  testing::TempDir dir;
+  const std::string base = "generate --model " + model() + " --json --greedy -n 3 --percent 0 50 100 0 100 0 ";
+  const CliRun ref = tiergen(base + "Hello");
+  const std::string path = (dir / "run.trace.json").string();
+  const CliRun r = tiergen(base + "--trace " + path + " Hello");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, ref.out);
+  const nlohmann::json t = nlohmann::json::parse(testing::read_file(path));
+  std::map<int, std::string> tracks;
+  std::map<std::string, int> spans;
+  for (const auto& e : t.at("traceEvents"))
+    if (e.at("ph") == "M") tracks[e.at("tid").get<int>()] = e.at("args").at("name").get<std::string>();
+  for (const auto& e : t.at("traceEvents")) {
+    if (e.at("ph") != "X") continue;
+    EXPECT_GE(e.at("ts").get<double>(), 0.0);
+    EXPECT_GE(e.at("dur").get<double>(), 0.0);
+    spans[tracks.at(e.at("tid").get<int>())]++;
+  }
+  // A prefill and a decode step per further token.
+  EXPECT_GE(spans["steps"], 3);
+  EXPECT_GT(spans["compute"], spans["steps"]);  // a span per layer per step
+  EXPECT_GT(spans["disk I/O"], 0);              // half the weights are read from disk each step
 }
 
 }  // namespace

@@ -273,6 +273,46 @@ TEST(CpuKernels, AttentionOverA16BitCacheEqualsItsF32Widening) {
     }
 }
 
+// Decode-shaped batches (many sequences, one query each, many heads), where the kernel gives each
+// work item a block of kv heads: the naive attention's result for every head count, GQA ratio and
+// head size, with ALiBi, over an f32 cache and an f16 one (against the naive run on the f16
+// cache's values widened).
+TEST(CpuKernels, AttentionInDecodeShapesMatchesTheNaiveOne) {
+  struct Case {
+    int hq, hkv, d, seqs;
+    bool alibi;
+  };
+  for (const Case& c : {Case{16, 16, 128, 9, false}, Case{32, 4, 64, 20, false}, Case{12, 12, 80, 3, true},
+                        Case{56, 56, 128, 40, false}, Case{8, 1, 24, 5, true}})
+    for (DType dt : {DType::F32, DType::F16}) {
+      SCOPED_TRACE(std::to_string(c.hq) + "/" + std::to_string(c.hkv) + " heads, dim " + std::to_string(c.d) + ", " +
+                   std::to_string(c.seqs) + " sequences, " + dtype_name(dt));
+      const std::vector<float> slopes = c.alibi ? alibi_slopes(c.hq) : std::vector<float>{};
+      std::vector<kernels::AttentionSeq> seqs, wide;
+      for (int s = 0; s < c.seqs; ++s) {
+        const int64_t kv_len = 1 + (s * 37) % 61;
+        kernels::AttentionSeq n{s, 1, kv_len, Tensor(), Tensor()};
+        for (Tensor* t : {&n.k, &n.v}) {
+          *t = Tensor::empty({64, c.hkv * c.d}, dt);
+          kernels::convert_on_host(*t, random_tensor({64, c.hkv * c.d}, DType::F32, 100 + 2 * s + (t == &n.v)));
+        }
+        seqs.push_back(n);
+        wide.push_back({s, 1, kv_len, n.k.to_f32(), n.v.to_f32()});
+      }
+      const Tensor q = random_tensor({c.seqs, c.hq * c.d}, DType::F32, 13);
+      Tensor out = Tensor::empty({c.seqs, c.hq * c.d});
+      const auto scale = static_cast<float>(1.0 / std::sqrt(c.d));
+      kernels::cpu::attention(out, q, seqs, {c.hq, c.hkv, c.d, scale, c.alibi ? slopes.data() : nullptr});
+      for (const auto& s : wide) {
+        std::vector<double> ref;
+        naive_attention(ref, q.data<float>() + s.q_begin * c.hq * c.d, s.k.data<float>(), s.v.data<float>(), 1,
+                        s.kv_len, c.hq, c.hkv, c.d, scale, slopes);
+        for (size_t i = 0; i < ref.size(); ++i)
+          ASSERT_NEAR(out.data<float>()[s.q_begin * c.hq * c.d + i], ref[i], 2e-5) << "sequence " << s.q_begin;
+      }
+    }
+}
+
 TEST(CpuKernels, WriteRowsNarrowsF32IntoA16BitCache) {
   Tensor cache = Tensor::empty({4, 3}, DType::F16);
   const Tensor row = random_tensor({1, 3}, DType::F32, 5);
