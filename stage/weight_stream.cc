@@ -204,6 +204,9 @@ void WeightStream::start_fill(size_t k) {
       at += src->nbytes();
     }
   }
+  // Recorded here, not when the layer lands: by then the next layers' copies are queued behind
+  // these, and the layer's compute would wait for them too.
+  loaded_[slot] = be_.record(kernels::Lane::Load);
   if (!st.file) return;
   if (overlap_) {
     pending_[k] = pool_->submit([this, k] { read_disk(k); }, "reading the weights of layer " + std::to_string(st.layer));
@@ -237,8 +240,8 @@ void WeightStream::land(size_t k) {
         Tensor dst = bytes_view(buffers_[slot], p.buffer_offset + before, p.disk_bytes);
         be_.copy_async(dst, bytes_view(bounce, base + p.bounce_offset, p.disk_bytes), kernels::Lane::Load);
       }
+      loaded_[slot] = be_.record(kernels::Lane::Load);
     }
-    loaded_[slot] = be_.record(kernels::Lane::Load);
     be_.wait(kernels::Lane::Compute, loaded_[slot]);
   }
   const Tensor& buf = buffers_[slot];

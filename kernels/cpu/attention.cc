@@ -46,6 +46,13 @@ inline float hsum(__m256 x) {
 }
 #endif
 
+// Asks for `bytes` from p into the cache ahead of use: a decode item reads a few KiB of each cache
+// row, rows 2 * width apart, which the hardware prefetcher (within a 4 KiB page) does not foresee.
+inline void prefetch(const void* p, int64_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(c + b, 0, 0);
+}
+
 // q (D) · k (D), k widened as read.
 template <typename KV>
 inline float dot(const float* q, const KV* k, int64_t D) {
@@ -118,8 +125,11 @@ void attend(Tensor& out, const Tensor& q, std::span<const AttentionSeq> seqs, co
         const KV* kp = static_cast<const KV*>(s.k.raw()) + blk * kb * D;
         const KV* vp = static_cast<const KV*>(s.v.raw()) + blk * kb * D;
         scores.resize(static_cast<size_t>(nh * n));
+        const int64_t span = kb * D * static_cast<int64_t>(sizeof(KV));  // bytes of a row an item reads
+        constexpr int64_t kAhead = 4;                                        // rows prefetched ahead
         for (int64_t j = 0; j < n; ++j) {
           const KV* row = kp + j * ld_kv;
+          if (j + kAhead < n) prefetch(row + kAhead * ld_kv, span);
           for (int64_t h = 0; h < nh; ++h) scores[h * n + j] = dot(qv + h * D, row + (h / group) * D, D) * p.scale;
         }
         for (int64_t h = 0; h < nh; ++h) {
@@ -141,6 +151,7 @@ void attend(Tensor& out, const Tensor& q, std::span<const AttentionSeq> seqs, co
         std::fill(acc.begin(), acc.end(), 0.f);
         for (int64_t j = 0; j < n; ++j) {
           const KV* row = vp + j * ld_kv;
+          if (j + kAhead < n) prefetch(row + kAhead * ld_kv, span);
           for (int64_t h = 0; h < nh; ++h) axpy(acc.data() + h * D, scores[h * n + j], row + (h / group) * D, D);
         }
         std::copy(acc.begin(), acc.end(), op + (s.q_begin + i) * ld_q + h0 * D);

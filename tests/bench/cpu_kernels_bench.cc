@@ -37,24 +37,36 @@ BENCHMARK(BM_Linear)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
-// Decode attention: B sequences, one query each, over L cached tokens (Llama-2-7b heads).
+// Decode attention: B sequences, one query each, over L cached tokens, H heads of 128 (32: Llama-2-7b;
+// 56: OPT-30B), over an f32 cache (CPU runs) or an f16 one (a GPU run's cache in host memory).
 void BM_DecodeAttention(benchmark::State& state) {
-  const int64_t B = state.range(0), L = state.range(1), H = 32, D = 128;
+  const int64_t B = state.range(0), L = state.range(1), H = state.range(2), D = 128;
+  const DType dt = state.range(3) ? DType::F16 : DType::F32;
   auto be = kernels::make_cpu_backend();
   Tensor q = filled({B, H * D}, DType::F32, 0.01f), out = Tensor::empty({B, H * D});
   std::vector<kernels::AttentionSeq> seqs;
-  for (int64_t b = 0; b < B; ++b)
-    seqs.push_back({b, 1, L, filled({L, H * D}, DType::F32, 0.01f), filled({L, H * D}, DType::F32, 0.01f)});
+  for (int64_t b = 0; b < B; ++b) {
+    kernels::AttentionSeq s{b, 1, L, Tensor::empty({L, H * D}, dt), Tensor::empty({L, H * D}, dt)};
+    kernels::convert_on_host(s.k, filled({L, H * D}, DType::F32, 0.01f));
+    kernels::convert_on_host(s.v, filled({L, H * D}, DType::F32, 0.01f));
+    seqs.push_back(s);
+  }
   kernels::AttentionParams p{static_cast<int>(H), static_cast<int>(H), static_cast<int>(D), 0.088f, nullptr};
   for (auto _ : state) {
     kernels::cpu::attention(out, q, seqs, p);
     benchmark::DoNotOptimize(out.raw());
   }
-  state.counters["KV GB/s"] =
-      benchmark::Counter(static_cast<double>(2 * B * L * H * D * 4), benchmark::Counter::kIsIterationInvariantRate,
-                         benchmark::Counter::kIs1000);
+  state.counters["KV GB/s"] = benchmark::Counter(static_cast<double>(2 * B * L * H * D * dtype_size(dt)),
+                                                 benchmark::Counter::kIsIterationInvariantRate,
+                                                 benchmark::Counter::kIs1000);
 }
-BENCHMARK(BM_DecodeAttention)->ArgsProduct({{1, 16}, {512}})->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_DecodeAttention)
+    ->ArgNames({"B", "L", "H", "f16"})
+    ->Args({1, 512, 32, 0})
+    ->Args({16, 512, 32, 0})
+    ->Args({32, 544, 56, 1})  // OPT-30B, a GPU batch of 32 with --cpu-cache-compute
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace tiergen
