@@ -136,6 +136,10 @@ class Backend {
   virtual std::optional<uint64_t> peak_memory() const { return std::nullopt; }
   // Starts peak_memory() over from what is held now (a measurement's buffers are not the run's).
   virtual void reset_peak_memory() {}
+  // Caps what the backend takes of its own memory (GPU; a --gpu-mem budget): an allocation past
+  // it is an OutOfMemoryError, also where the device has more free. Nothing: no cap. The host
+  // backend has no cap of its own (the memory plan checks host budgets before a run).
+  virtual void set_memory_limit(std::optional<uint64_t> bytes) { (void)bytes; }
   // The step's layout in this backend's tier, uploaded once (one copy on the GPU).
   virtual StepTensors upload_step(const StepPlan& plan) = 0;
   // A host tensor's copy in this backend's tier, converted to `dtype` (weights, tables).

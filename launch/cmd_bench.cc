@@ -11,6 +11,7 @@
 
 #include "launch/commands.h"
 #include "launch/flag_checks.h"
+#include "launch/progress.h"
 #include "runtime/core/error.h"
 #include "runtime/generate/generator.h"
 #include "runtime/generate/rates.h"
@@ -29,13 +30,14 @@ struct BenchArgs {
   uint64_t seed = 0;
   bool json = false, warmup = true, roofline = true;
   int threads = 0;
-  std::optional<std::string> cpu_mem;
+  BudgetOptions budgets;
+  ProgressOptions progress;
 };
 
 int run_bench(BenchArgs& a) {
   apply_threads(a.threads);
   const ModelSpec s = a.source.spec();
-  const std::optional<uint64_t> budget = parse_budget(a.cpu_mem, "--cpu-mem");
+  const BudgetOptions::Bytes budgets = a.budgets.bytes(a.engine.cuda());
   // Every run is checked (context, memory) before the weights are generated or loaded, and before
   // its prompts are made: their size is known from the flags alone.
   check_context(s, a.prompt_len, a.gen_len, "--prompt-len + --gen-len");
@@ -44,11 +46,14 @@ int run_bench(BenchArgs& a) {
   const std::vector<int64_t> blocks = a.offload.blocks(a.batch_sizes, a.batch_flag->count() > 0);
   auto backend = a.engine.make_backend();
   std::vector<MemoryPlan> plans;
+  const OffloadPolicy* pol = policy ? &*policy : nullptr;
+  const Capacities cap = capacities(budgets, backend.get(), pol);
   for (int64_t bs : blocks) {
     if (policy) policy->gpu_batch_size = a.offload.gpu_batch(bs);
-    plans.push_back(a.source.check_memory(s, RunShape{bs, a.prompt_len + a.gen_len, bs * a.prompt_len, bs}, budget,
-                                          compute, backend.get(), policy ? &*policy : nullptr));
+    plans.push_back(
+        a.source.check_memory(s, uniform_run_shape(bs, a.prompt_len, a.gen_len), cap, compute, pol, "--gen-len"));
   }
+  backend->set_memory_limit(budgets.gpu);
   OffloadOptions::Active offloaded = policy ? a.offload.prepare(*policy, *backend, compute) : OffloadOptions::Active{};
   auto model = a.engine.load(a.source, *backend, compute, offloaded.on_loaded());
   Stage stage(*model, *backend, StageDtypes{compute.activations, compute.kv_cache});
@@ -56,13 +61,16 @@ int run_bench(BenchArgs& a) {
   if (policy) {
     std::cout << "policy: " << policy->describe() << "\n";
     for (size_t i = 0; i < blocks.size(); ++i)
-      std::cout << "memory plan (block of " << blocks[i] << "): " << plans[i].describe() << "\n";
+      std::cout << "memory plan (block of " << blocks[i] << "):\n" << plans[i].table(cap);
   }
   std::optional<DeviceRates> rates;
   if (a.roofline) {
     // Measured here, on this device, before the runs (and outside them): each run is reported as a
     // share of the bound these rates give for its workload.
+    // The probe's buffers are not the run's: the --gpu-mem cap is lifted while they exist.
+    backend->set_memory_limit(std::nullopt);
     rates = measure_rates(*backend, compute.activations, compute.weights, policy.has_value());
+    backend->set_memory_limit(budgets.gpu);
     std::cout << "roofline rates: GEMM " << rates->gemm_flops / 1e12 << " TFLOP/s (" << dtype_name(compute.activations)
               << "), memory read " << rates->read_bytes / 1e9 << " GB/s";
     if (rates->link_bytes > 0) std::cout << ", host to GPU " << rates->link_bytes / 1e9 << " GB/s";
@@ -85,9 +93,13 @@ int run_bench(BenchArgs& a) {
       gen.generate(warm);
     }
     GenerateStats st;
-    TraceFile trace(a.offload.trace_file);
-    gen.generate(reqs, &st);
-    trace.close();
+    {
+      ProgressLine progress(a.progress, bs * a.gen_len);
+      gen.on_step = [&](const GenerateStats& now) { progress.update(now); };
+      TraceFile trace(a.offload.trace_file);
+      gen.generate(reqs, &st);
+      trace.close();
+    }
     const double gb = 1e9;
     const double total = st.prefill_seconds + st.decode_seconds;
     const double decode_tokens = static_cast<double>(bs * (a.gen_len - 1));
@@ -105,8 +117,9 @@ int run_bench(BenchArgs& a) {
         << " GB\thidden size (p): "
         << static_cast<double>(bs * a.prompt_len * s.hidden_size) * dtype_size(compute.activations) / gb << " GB\n"
         << (backend->peak_memory()
-                ? "peak gpu mem: " + std::to_string(static_cast<double>(*backend->peak_memory()) / gb) + " GB\n"
+                ? "peak gpu mem: " + std::to_string(static_cast<double>(*backend->peak_memory()) / gb) + " GB\t"
                 : std::string())
+        << "peak cpu mem: " << static_cast<double>(peak_host_memory()) / gb << " GB\n"
         << "prefill latency: " << st.prefill_seconds
         << " s\tprefill throughput: " << static_cast<double>(st.prompt_tokens) / st.prefill_seconds << " token/s\n"
         << "decode latency: " << st.decode_seconds
@@ -118,7 +131,8 @@ int run_bench(BenchArgs& a) {
     if (rates) {
       Workload work{bs, a.prompt_len, a.gen_len, compute.weights, compute.kv_cache};
       if (compute.tier == Tier::Gpu && offloaded.weights)  // what crosses the host link each pass
-        work.streamed_weight_bytes = static_cast<double>(offloaded.weights->host_bytes() + offloaded.weights->disk_bytes());
+        work.streamed_weight_bytes =
+            static_cast<double>(offloaded.weights->host_bytes() + offloaded.weights->disk_bytes());
       work.cache_on_host = offloaded.host != nullptr;
       bound = roofline_bound(s, work, *rates);
       auto share = [](double measured, double most) { return most > 0 ? 100.0 * measured / most : 0.0; };
@@ -146,6 +160,7 @@ int run_bench(BenchArgs& a) {
                           {"decode_tokens_per_s", st.decode_seconds > 0 ? decode_tokens / st.decode_seconds : 0.0},
                           {"total_tokens_per_s", static_cast<double>(st.generated_tokens) / total}};
       if (auto peak = backend->peak_memory()) j["peak_gpu_bytes"] = *peak;
+      j["peak_cpu_bytes"] = peak_host_memory();
       if (bound) {
         j["roofline_total_tokens_per_s"] = bound->total_throughput;
         j["roofline_prefill_tokens_per_s"] = bound->prefill_throughput;
@@ -183,7 +198,8 @@ Command add_bench(CLI::App& app) {
   cmd->add_flag("!--no-warmup", a->warmup,
                 "Time the first run too (by default each batch size runs once untimed first)");
   add_threads_flag(*cmd, a->threads);
-  add_memory_flags(*cmd, a->cpu_mem);
+  a->budgets.add_flags(*cmd);
+  a->progress.add_flags(*cmd);
   return {cmd, [a] { return run_bench(*a); }};
 }
 

@@ -11,6 +11,7 @@
 
 #include "launch/commands.h"
 #include "launch/flag_checks.h"
+#include "launch/progress.h"
 #include "runtime/core/error.h"
 #include "runtime/generate/generator.h"
 #include "stage/stage.h"
@@ -35,7 +36,8 @@ struct GenerateArgs {
   int64_t batch_size = 64;
   CLI::Option* batch_flag = nullptr;  // given or not: it must agree with --gpu-batch-size
   int threads = 0;
-  std::optional<std::string> cpu_mem;
+  BudgetOptions budgets;
+  ProgressOptions progress;
   EngineOptions engine;
 };
 
@@ -70,7 +72,7 @@ std::vector<std::string> read_prompt_file(const std::string& path) {
 int run_generate(GenerateArgs& a) {
   apply_threads(a.threads);
   a.source.validate();
-  const std::optional<uint64_t> budget = parse_budget(a.cpu_mem, "--cpu-mem");
+  const BudgetOptions::Bytes budgets = a.budgets.bytes(a.engine.cuda());
   // Prompts: arguments, then the file, then token-id prompts; stdin only when none was given.
   std::vector<std::string> texts = a.prompts;
   if (!a.prompt_file.empty()) {
@@ -141,15 +143,25 @@ int run_generate(GenerateArgs& a) {
   const int64_t block = a.offload.blocks({a.batch_size}, a.batch_flag->count() > 0).front();
   auto backend = a.engine.make_backend();
   if (policy) policy->gpu_batch_size = a.offload.gpu_batch(block);
-  a.source.check_memory(spec, run_shape(reqs, block), budget, compute, backend.get(), policy ? &*policy : nullptr);
+  const OffloadPolicy* pol = policy ? &*policy : nullptr;
+  a.source.check_memory(spec, run_shape(reqs, block), capacities(budgets, backend.get(), pol), compute, pol,
+                        "--max-new-tokens");
+  backend->set_memory_limit(budgets.gpu);
   OffloadOptions::Active offloaded = policy ? a.offload.prepare(*policy, *backend, compute) : OffloadOptions::Active{};
   auto model = a.engine.load(a.source, *backend, compute, offloaded.on_loaded());
   Stage stage(*model, *backend, StageDtypes{compute.activations, compute.kv_cache});
   if (policy) a.offload.attach(*policy, offloaded, stage);
   Generator gen(stage, tokenizer.get(), block, a.offload.gpu_batch(block));
-  TraceFile trace(a.offload.trace_file);
-  const std::vector<Result> results = gen.generate(reqs);
-  trace.close();
+  int64_t most_tokens = 0;
+  for (const Request& r : reqs) most_tokens += r.max_new_tokens;
+  std::vector<Result> results;
+  {
+    ProgressLine progress(a.progress, most_tokens);
+    gen.on_step = [&](const GenerateStats& st) { progress.update(st); };
+    TraceFile trace(a.offload.trace_file);
+    results = gen.generate(reqs);
+    trace.close();
+  }
   for (size_t i = 0; i < results.size(); ++i) {
     const Result& r = results[i];
     if (a.json) {
@@ -211,7 +223,8 @@ Command add_generate(CLI::App& app) {
                       ->check(integer_in(1, 1 << 20));
   cmd->add_flag("--json", a->json, "Print one JSON object per prompt: input_ids, output_ids, text, finish_reason");
   add_threads_flag(*cmd, a->threads);
-  add_memory_flags(*cmd, a->cpu_mem);
+  a->budgets.add_flags(*cmd);
+  a->progress.add_flags(*cmd);
   a->engine.add_flags(*cmd);
   a->offload.add_flags(*cmd);
   cmd->get_option("--greedy")->excludes("--sample");

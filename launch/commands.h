@@ -31,6 +31,7 @@ Command add_tokenize(CLI::App& app);
 Command add_detokenize(CLI::App& app);
 Command add_info(CLI::App& app);
 Command add_bench(CLI::App& app);
+Command add_plan(CLI::App& app);
 
 // Where a model comes from: a folder (--model) or a preset shape with dummy weights (--dummy).
 struct ModelSource {
@@ -48,17 +49,20 @@ struct ModelSource {
   // The folder's tokenizer.json, checked against the model's vocabulary; null for dummy models and
   // folders without one.
   std::unique_ptr<Tokenizer> tokenizer(const ModelSpec& spec) const;
-  // OutOfMemoryError before anything large is allocated when the run's host memory (weights
-  // generated in place, KV cache, activations) exceeds what the machine has or `budget`.
-  // A GPU run also checks the GPU's part against `gpu`'s free memory.
-  // With an offloading policy, the plan places by its shares and the disk is checked too.
-  // Returns the plan it checked.
-  MemoryPlan check_memory(const ModelSpec& spec, const RunShape& shape, std::optional<uint64_t> budget,
-                          const ComputePlacement& compute, const kernels::Backend* gpu,
-                          const OffloadPolicy* policy = nullptr) const;
+  // The run's memory plan: host memory (weights generated in place or mapped, KV cache,
+  // activations), the GPU's part of a GPU run and, with an offloading policy, each tier's share and
+  // the disk.
+  MemoryPlan plan_memory(const ModelSpec& spec, const RunShape& shape, const ComputePlacement& compute,
+                         const OffloadPolicy* policy = nullptr) const;
+  // The plan, checked against `cap` before anything large is allocated: OutOfMemoryError (host,
+  // GPU) or IoError (disk) naming what does not fit and what to change (`length_flag`: the
+  // command's flag for new tokens). Returns the plan.
+  MemoryPlan check_memory(const ModelSpec& spec, const RunShape& shape, const Capacities& cap,
+                          const ComputePlacement& compute, const OffloadPolicy* policy,
+                          const std::string& length_flag) const;
 };
 
-// --percent, --gpu-batch-size, --num-gpu-batches, --offload-dir, --no-overlap
+// --percent, --gpu-batch-size, --num-gpu-batches, --offload-dir, --no-overlap, --pin-weight
 // (launch/offload_options.cc).
 struct OffloadOptions {
   std::vector<double> percent;
@@ -67,8 +71,10 @@ struct OffloadOptions {
   std::string offload_dir;
   bool overlap = true;
   bool cpu_cache_compute = false;
+  int pin_weight = 1;      // FlexGen's --pin-weight 0/1
   std::string trace_file;  // --trace
-  void add_flags(CLI::App& cmd);
+  // `runs`: the command runs the model (generate, bench), so --trace applies; plan has no run.
+  void add_flags(CLI::App& cmd, bool runs = true);
   // The policy when --percent was given; InvalidArgumentError for shares that do not add up,
   // UnsupportedError for what is not built yet: activations off the GPU or on disk; on --device cuda
   // a KV cache split between tiers, or on the CPU without --cpu-cache-compute.
@@ -133,8 +139,25 @@ std::vector<int32_t> parse_token_ids(const std::string& text);
 void add_threads_flag(CLI::App& cmd, int& threads);
 void apply_threads(int threads);
 
-// --cpu-mem SIZE: the host memory budget, and its value in bytes (none: what the machine has).
-void add_memory_flags(CLI::App& cmd, std::optional<std::string>& cpu_mem);
-std::optional<uint64_t> parse_budget(const std::optional<std::string>& text, const char* flag);
+// --cpu-mem, --gpu-mem, --disk-mem SIZE: what a run may use of host memory, of the GPU's and of the
+// offload folder's filesystem (none: what the machine has). The memory plan is checked against
+// them before anything is allocated; the GPU budget also caps the backend's allocations.
+struct BudgetOptions {
+  std::optional<std::string> cpu_mem, gpu_mem, disk_mem;
+  void add_flags(CLI::App& cmd);
+  // In bytes; InvalidArgumentError naming the flag for a size that is not one, and for --gpu-mem
+  // on a run that computes on the CPU (`cuda` false).
+  struct Bytes {
+    std::optional<uint64_t> cpu, gpu, disk;
+  };
+  Bytes bytes(bool cuda) const;
+};
+
+// What each tier can give a run: the budgets, the GPU's free memory (`gpu`, null for CPU runs or
+// where no GPU is visible) and the offload folder's free space (`policy`'s folder, when it has one).
+Capacities capacities(const BudgetOptions::Bytes& budgets, const kernels::Backend* gpu, const OffloadPolicy* policy);
+// What to change when a plan does not fit, with or without an offloading policy.
+// What to change when a plan does not fit; `length_flag` is the command's flag for new tokens.
+std::string memory_hint(const OffloadPolicy* policy, const std::string& length_flag);
 
 }  // namespace tiergen::cli

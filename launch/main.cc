@@ -19,13 +19,15 @@ int main(int argc, char** argv) {
       "  tiergen generate --model models/fortune-tiny \"Q: What is a fortune?\"\n"
       "  tiergen tokenize --model models/fortune-tiny \"Hello world\"\n"
       "  tiergen info --model models/fortune-tiny\n"
-      "  tiergen bench --device cpu --dummy llama-2-7b --batch-size 1,16 --prompt-len 128 --gen-len 8\n",
+      "  tiergen bench --device cpu --dummy llama-2-7b --batch-size 1,16 --prompt-len 128 --gen-len 8\n"
+      "  tiergen plan --dummy opt-30b --device cuda --percent 20 80 0 100 100 0 --cpu-cache-compute \\\n"
+      "      --gpu-batch-size 32 --num-gpu-batches 2 --gpu-mem 24GiB\n",
       "tiergen"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "tiergen 0.1.0");
-  const std::vector<tiergen::cli::Command> commands = {tiergen::cli::add_generate(app), tiergen::cli::add_tokenize(app),
-                                                       tiergen::cli::add_detokenize(app), tiergen::cli::add_info(app),
-                                                       tiergen::cli::add_bench(app)};
+  const std::vector<tiergen::cli::Command> commands = {
+      tiergen::cli::add_generate(app), tiergen::cli::add_tokenize(app), tiergen::cli::add_detokenize(app),
+      tiergen::cli::add_info(app),     tiergen::cli::add_bench(app),    tiergen::cli::add_plan(app)};
   if (argc > 1 && argv[1][0] != '-') {  // CLI11 would only say "a subcommand is required"
     bool known = false;
     std::string names;

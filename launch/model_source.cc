@@ -69,19 +69,32 @@ std::unique_ptr<Tokenizer> ModelSource::tokenizer(const ModelSpec& spec) const {
   return tok;
 }
 
-MemoryPlan ModelSource::check_memory(const ModelSpec& spec, const RunShape& shape, std::optional<uint64_t> budget,
-                                     const ComputePlacement& compute, const kernels::Backend* gpu,
-                                     const OffloadPolicy* policy) const {
-  const MemoryPlan plan = plan_generation(spec, dummy.empty() ? WeightHome::Mapped : WeightHome::Generated,
-                                          weight_dtype(spec), compute, shape, policy);
-  const std::string hint =
-      policy ? "Lower --max-new-tokens or the batch size, or move more to another tier with --percent."
-             : "Lower --max-new-tokens or --batch-size, use a smaller model, free memory, or offload with --percent.";
-  plan.check_host(host_memory_limit(budget), hint);
-  if (gpu)
-    if (auto free = gpu->free_memory()) plan.check_device(*free, gpu->name(), hint);
-  if (policy) plan.check_disk(policy->offload_dir, hint);
+MemoryPlan ModelSource::plan_memory(const ModelSpec& spec, const RunShape& shape, const ComputePlacement& compute,
+                                    const OffloadPolicy* policy) const {
+  return plan_generation(spec, dummy.empty() ? WeightHome::Mapped : WeightHome::Generated, weight_dtype(spec), compute,
+                         shape, policy);
+}
+
+MemoryPlan ModelSource::check_memory(const ModelSpec& spec, const RunShape& shape, const Capacities& cap,
+                                     const ComputePlacement& compute, const OffloadPolicy* policy,
+                                     const std::string& length_flag) const {
+  MemoryPlan plan = plan_memory(spec, shape, compute, policy);
+  plan.check(cap, policy ? policy->offload_dir : std::string(), memory_hint(policy, length_flag));
   return plan;
+}
+
+std::string memory_hint(const OffloadPolicy* policy, const std::string& length_flag) {
+  return policy ? "Lower " + length_flag + " or the batch size, or move more to another tier with --percent."
+                : "Lower " + length_flag +
+                      " or --batch-size, use a smaller model, free memory, or offload with --percent.";
+}
+
+Capacities capacities(const BudgetOptions::Bytes& budgets, const kernels::Backend* gpu, const OffloadPolicy* policy) {
+  Capacities c;
+  c.host = host_memory_limit(budgets.cpu);
+  c.device = device_memory_limit(gpu ? gpu->free_memory() : std::nullopt, gpu ? gpu->name() : "the GPU", budgets.gpu);
+  if (policy) c.disk = disk_limit(policy->offload_dir, budgets.disk);
+  return c;
 }
 
 std::vector<int32_t> parse_token_ids(const std::string& text) {
@@ -117,16 +130,28 @@ void apply_threads(int threads) {
   if (threads > 0) omp_set_num_threads(threads);
 }
 
-void add_memory_flags(CLI::App& cmd, std::optional<std::string>& cpu_mem) {
+void BudgetOptions::add_flags(CLI::App& cmd) {
   cmd.add_option("--cpu-mem", cpu_mem,
-                 "Host memory the run may use, e.g. 16GB (default: what is available); a run that needs more is "
-                 "refused before it starts")
+                 "Host memory the run may use, e.g. 16GB or 24GiB (default: what is available); a run that needs "
+                 "more is refused before it starts")
+      ->check(byte_size());
+  cmd.add_option("--gpu-mem", gpu_mem,
+                 "GPU memory the run may use, e.g. 24GiB (default: what is free); checked before the run and "
+                 "enforced on every allocation, so a policy for a smaller card can be tried on a larger one")
+      ->check(byte_size());
+  cmd.add_option("--disk-mem", disk_mem,
+                 "Disk the run may use in the offload folder (default: the free space of its filesystem)")
       ->check(byte_size());
 }
 
-std::optional<uint64_t> parse_budget(const std::optional<std::string>& text, const char* flag) {
-  if (!text) return std::nullopt;
-  return parse_bytes(*text, flag);
+BudgetOptions::Bytes BudgetOptions::bytes(bool cuda) const {
+  if (gpu_mem && !cuda)
+    throw InvalidArgumentError("--gpu-mem is a budget for --device cuda runs; this one computes on the CPU");
+  const auto parse = [](const std::optional<std::string>& text, const char* flag) -> std::optional<uint64_t> {
+    if (!text) return std::nullopt;
+    return parse_bytes(*text, flag);
+  };
+  return {parse(cpu_mem, "--cpu-mem"), parse(gpu_mem, "--gpu-mem"), parse(disk_mem, "--disk-mem")};
 }
 
 }  // namespace tiergen::cli

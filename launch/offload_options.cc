@@ -1,7 +1,8 @@
-// --percent, --gpu-batch-size, --num-gpu-batches, --offload-dir, --no-overlap: FlexGen's offloading
-// flags. Built so far, with CPU compute: the weights' and the KV cache's shares on disk
-// (stage/weight_stream.h, stage/kv_stream.h) and the block schedule (stage/gpu_batch.h). Everything
-// else a policy can ask for is refused by name until it is built, never silently ignored.
+// --percent, --gpu-batch-size, --num-gpu-batches, --offload-dir, --no-overlap, --pin-weight,
+// --cpu-cache-compute: FlexGen's offloading flags, made into an OffloadPolicy and the objects that
+// carry it out: the weight stream (stage/weight_stream.h), the KV cache's disk share
+// (stage/kv_stream.h), the host attention backend, and the block schedule (stage/gpu_batch.h).
+// What a policy can ask for that is not built is refused by name, never silently ignored.
 #include <cstdlib>
 #include <string>
 
@@ -12,7 +13,7 @@
 
 namespace tiergen::cli {
 
-void OffloadOptions::add_flags(CLI::App& cmd) {
+void OffloadOptions::add_flags(CLI::App& cmd, bool runs) {
   cmd.add_option("--percent", percent,
                  "Placement, FlexGen's six percentages: weights on GPU, on CPU; KV cache on GPU, on CPU; "
                  "activations on GPU, on CPU (the rest of each on disk), e.g. 0 50 100 0 100 0")
@@ -32,6 +33,11 @@ void OffloadOptions::add_flags(CLI::App& cmd) {
                "cache is, so the cache never crosses PCIe");
   cmd.add_flag("!--no-overlap", overlap,
                "Read the next layer's weights and KV cache from disk only when they are needed");
+  cmd.add_option("--pin-weight", pin_weight,
+                 "With --device cuda: keep the weights' CPU share in pinned memory (1, the default: copied to "
+                 "the GPU at the link's rate) or in pageable memory (0)")
+      ->check(CLI::IsMember({0, 1}));
+  if (!runs) return;
   cmd.add_option("--trace", trace_file,
                  "Write a Chrome/Perfetto trace of the run (one track per GPU stream, I/O thread and CPU "
                  "attention) to FILE; open it in ui.perfetto.dev. bench traces its last timed run");
@@ -60,6 +66,7 @@ std::optional<OffloadPolicy> OffloadOptions::policy(bool cuda) const {
   set_percent(p, percent);
   p.overlap = overlap;
   p.cpu_cache_compute = cpu_cache_compute;
+  p.pin_weight = pin_weight != 0;
   const char* tmp = std::getenv("TMPDIR");
   p.offload_dir = offload_dir.empty() ? (tmp && *tmp ? tmp : "/tmp") : offload_dir;
   if (cuda && p.activations.gpu != 100)
@@ -105,6 +112,7 @@ OffloadOptions::Active OffloadOptions::prepare(const OffloadPolicy& p, kernels::
   if (gpu ? p.weights.gpu < 100 : p.weights.disk() > 0)
     a.weights = std::make_unique<WeightStream>(backend, gpu ? std::optional<DType>(compute.weights) : std::nullopt,
                                                p.weights, a.dir.get(), p.overlap);
+  if (a.weights) a.weights->pin_host_weights(p.pin_weight);
   return a;
 }
 

@@ -114,7 +114,7 @@ void WeightStream::adopt(size_t index, Layer& layer) {
     }
     if (c > 0) {
       const Tensor rows_c = w.slice_rows(g, g + c);
-      p.host = be_.alloc_host(rows_c.shape(), dt);
+      p.host = pin_ ? be_.alloc_host(rows_c.shape(), dt) : Tensor::empty(rows_c.shape(), dt);
       kernels::convert_on_host(p.host, rows_c);
       host_bytes_ += p.host.nbytes();
     }
@@ -209,7 +209,8 @@ void WeightStream::start_fill(size_t k) {
   loaded_[slot] = be_.record(kernels::Lane::Load);
   if (!st.file) return;
   if (overlap_) {
-    pending_[k] = pool_->submit([this, k] { read_disk(k); }, "reading the weights of layer " + std::to_string(st.layer));
+    pending_[k] =
+        pool_->submit([this, k] { read_disk(k); }, "reading the weights of layer " + std::to_string(st.layer));
   } else {
     read_disk(k);
   }

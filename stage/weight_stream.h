@@ -50,6 +50,11 @@ class WeightStream {
   WeightStream(const WeightStream&) = delete;
   WeightStream& operator=(const WeightStream&) = delete;
 
+  // GPU runs: the host share of the weights in pinned memory (the default; copies run by DMA at
+  // the link's rate) or pageable (the driver stages each copy, slower, but the host keeps the
+  // pages swappable: FlexGen's --pin-weight 0). Before the first adopt.
+  void pin_host_weights(bool pin) { pin_ = pin; }
+
   // Places layer `index` (its weights on the host, just loaded): a decoder layer by the shares,
   // the embedding and the head wholly on the compute tier (tied weights once).
   void adopt(size_t index, Layer& layer);
@@ -101,6 +106,7 @@ class WeightStream {
   TierShares shares_;
   io::OffloadDir* dir_;
   bool overlap_;
+  bool pin_ = true;
   std::chrono::milliseconds deadline_;
   std::map<std::pair<const void*, DType>, Tensor> placed_;  // whole weights on the compute tier, by source
   std::vector<Streamed> streamed_;

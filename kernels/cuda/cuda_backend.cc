@@ -159,6 +159,7 @@ class CudaBackend final : public Backend {
 
   std::optional<uint64_t> peak_memory() const override { return peak_device_bytes(device_); }
   void reset_peak_memory() override { reset_peak_device_bytes(device_); }
+  void set_memory_limit(std::optional<uint64_t> bytes) override { set_device_memory_limit(device_, bytes.value_or(0)); }
 
   void synchronize() override {
     activate();

@@ -19,16 +19,37 @@ constexpr int kMaxDevices = 64;
 std::atomic<uint64_t> g_in_use[kMaxDevices];
 std::atomic<uint64_t> g_peak[kMaxDevices];
 
-void count_alloc(int device, size_t n) {
-  if (device < 0 || device >= kMaxDevices) return;
+std::atomic<uint64_t> g_limit[kMaxDevices];  // 0: none (set_device_memory_limit)
+
+// Counts n bytes about to be taken from cudaMalloc; false (nothing counted) when they would pass
+// the device's limit.
+bool reserve(int device, size_t n) {
+  if (device < 0 || device >= kMaxDevices) return true;
   const uint64_t now = g_in_use[device].fetch_add(n) + n;
+  const uint64_t limit = g_limit[device].load();
+  if (limit != 0 && now > limit) {
+    g_in_use[device].fetch_sub(n);
+    return false;
+  }
   uint64_t peak = g_peak[device].load();
   while (now > peak && !g_peak[device].compare_exchange_weak(peak, now)) {
   }
+  return true;
+}
+
+void unreserve(int device, size_t n) {
+  if (device >= 0 && device < kMaxDevices) g_in_use[device].fetch_sub(n);
+}
+
+std::string over_limit(size_t n, int device) {
+  const uint64_t in_use = device >= 0 && device < kMaxDevices ? g_in_use[device].load() : 0;
+  return "allocating " + std::to_string(n) + " bytes on cuda:" + std::to_string(device) + " would pass its " +
+         std::to_string(g_limit[device].load()) + "-byte limit (the --gpu-mem budget; " + std::to_string(in_use) +
+         " bytes are in use): the memory plan underestimated this run, please report it";
 }
 
 void free_on(void* p, size_t n, int device) noexcept {
-  if (device >= 0 && device < kMaxDevices) g_in_use[device].fetch_sub(n);
+  unreserve(device, n);
   int current = -1;
   const bool switched =
       cudaGetDevice(&current) == cudaSuccess && current != device && cudaSetDevice(device) == cudaSuccess;
@@ -43,7 +64,10 @@ std::shared_ptr<Storage> allocate_device(size_t nbytes, int device) {
   CUDA_CHECK(cudaSetDevice(device));
   void* p = nullptr;
   // cudaMalloc(0) may return null; one byte keeps every Storage's pointer valid and distinct.
-  const cudaError_t err = cudaMalloc(&p, nbytes == 0 ? 1 : nbytes);
+  const size_t n = nbytes == 0 ? 1 : nbytes;
+  if (!reserve(device, n)) throw OutOfMemoryError(over_limit(n, device));
+  const cudaError_t err = cudaMalloc(&p, n);
+  if (err != cudaSuccess) unreserve(device, n);
   if (err == cudaErrorMemoryAllocation) {
     (void)cudaGetLastError();  // clear it: an allocation failure is not sticky
     size_t free_b = 0, total_b = 0;
@@ -52,8 +76,6 @@ std::shared_ptr<Storage> allocate_device(size_t nbytes, int device) {
                            " failed: " + std::to_string(free_b) + " of " + std::to_string(total_b) + " bytes free");
   }
   CUDA_CHECK(err);
-  const size_t n = nbytes == 0 ? 1 : nbytes;
-  count_alloc(device, n);
   return Storage::wrap(p, nbytes, Tier::Gpu, [p, n, device] { free_on(p, n, device); });
 }
 
@@ -62,17 +84,21 @@ DevicePool::DevicePool(int device)
           [device](size_t n) -> void* {
             void* p = nullptr;
             CUDA_CHECK(cudaSetDevice(device));
+            if (!reserve(device, n)) return nullptr;  // the pool frees its cache and retries
             const cudaError_t err = cudaMalloc(&p, n);
+            if (err != cudaSuccess) unreserve(device, n);
             if (err == cudaErrorMemoryAllocation) {
               (void)cudaGetLastError();  // not sticky: the pool frees its cache and retries
               return nullptr;
             }
             CUDA_CHECK(err);
-            count_alloc(device, n);
             return p;
           },
           [device](void* p, size_t n) { free_on(p, n, device); }, Tier::Gpu,
           [device](size_t n) {
+            if (device >= 0 && device < kMaxDevices && g_limit[device].load() != 0 &&
+                g_in_use[device].load() + n > g_limit[device].load())
+              return over_limit(n, device);
             size_t free_b = 0, total_b = 0;
             (void)cudaMemGetInfo(&free_b, &total_b);
             return "cudaMalloc of " + std::to_string(n) + " bytes on cuda:" + std::to_string(device) +
@@ -80,6 +106,10 @@ DevicePool::DevicePool(int device)
           }) {}
 
 uint64_t peak_device_bytes(int device) { return device >= 0 && device < kMaxDevices ? g_peak[device].load() : 0; }
+
+void set_device_memory_limit(int device, uint64_t bytes) {
+  if (device >= 0 && device < kMaxDevices) g_limit[device].store(bytes);
+}
 
 void reset_peak_device_bytes(int device) {
   if (device >= 0 && device < kMaxDevices) g_peak[device].store(g_in_use[device].load());
@@ -119,7 +149,8 @@ std::shared_ptr<Storage> allocate_pinned(size_t nbytes) {
   constexpr size_t kHuge = size_t{2} << 20;
   const auto fail = [nbytes](cudaError_t err) {
     (void)cudaGetLastError();
-    return OutOfMemoryError("cannot pin " + std::to_string(nbytes) + " bytes of host memory: " + cudaGetErrorString(err));
+    return OutOfMemoryError("cannot pin " + std::to_string(nbytes) +
+                            " bytes of host memory: " + cudaGetErrorString(err));
   };
   if (nbytes >= 16 * kHuge) {
     const size_t len = (nbytes + kHuge - 1) / kHuge * kHuge;

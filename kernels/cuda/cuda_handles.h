@@ -24,6 +24,10 @@ std::shared_ptr<Storage> allocate_device(size_t nbytes, int device);
 uint64_t peak_device_bytes(int device);
 // Starts the high-water mark over from what is held now.
 void reset_peak_device_bytes(int device);
+// From now on an allocation that would take this process's cudaMalloc'ed bytes on `device` past
+// `bytes` fails with OutOfMemoryError instead (0: no limit): what a --gpu-mem budget promises,
+// also where the card has more.
+void set_device_memory_limit(int device, uint64_t bytes);
 
 // `nbytes` of page-locked host memory (cudaHostAlloc), Tier::PinnedCpu: the source of async H2D
 // copies that the DMA engine reads while the host goes on. Freed with cudaFreeHost.

@@ -150,6 +150,7 @@ void Generator::run_block(const std::vector<Request>& requests, size_t begin, si
       if (on_token) on_token(l.req, res);
     }
     (prefill ? stats.prefill_seconds : stats.decode_seconds) += seconds_since(t0);
+    if (on_step) on_step(stats);
   }
 }
 

@@ -30,6 +30,9 @@ class Generator {
 
   // Called after each decode step with (request index, its result so far); for streaming output.
   std::function<void(size_t, const Result&)> on_token;
+  // Called after each step (prefill or decode) with the stats of the generate call so far; for a
+  // progress line.
+  std::function<void(const GenerateStats&)> on_step;
 
  private:
   void run_block(const std::vector<Request>& requests, size_t begin, size_t end, std::vector<Result>& out,

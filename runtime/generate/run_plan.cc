@@ -66,6 +66,10 @@ RunShape run_shape(std::span<const Request> requests, int64_t max_batch) {
   return s;
 }
 
+RunShape uniform_run_shape(int64_t sequences, int64_t prompt_len, int64_t gen_len) {
+  return RunShape{sequences, prompt_len + gen_len, sequences * prompt_len, sequences};
+}
+
 namespace {
 
 // a * b * c in 64 bits, saturating instead of wrapping.
@@ -117,7 +121,8 @@ MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stor
     const uint64_t mlp = mul_sat(u((spec.gated_mlp ? 3 : 2) * spec.hidden_size) * u(spec.intermediate_size),
                                  dtype_size(compute.weights));
     const uint64_t buffers = mul_sat(std::max(mlp, layer - std::min(layer, mlp)), kStreamedWeightBuffers);
-    const std::string buffers_why = std::to_string(kStreamedWeightBuffers) + " attention or MLP layers streamed through";
+    const std::string buffers_why =
+        std::to_string(kStreamedWeightBuffers) + " attention or MLP layers streamed through";
     const uint64_t dec = mul_sat(u(decoder), dtype_size(compute.weights));
     auto share = [](uint64_t bytes, double pct) {
       return static_cast<uint64_t>(static_cast<double>(bytes) * pct / 100.0);
@@ -160,8 +165,10 @@ MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stor
     plan.add("KV cache", compute.tier, kv_bytes, kv_shape);
   } else {
     const double on_compute = 100.0 - kv_disk - kv_host;
-    if (on_compute > 0) plan.add("KV cache", compute.tier, part(on_compute), format_percent(on_compute) + " of " + kv_shape);
-    if (kv_host > 0) plan.add("KV cache in host memory", Tier::Cpu, part(kv_host), format_percent(kv_host) + " of " + kv_shape);
+    if (on_compute > 0)
+      plan.add("KV cache", compute.tier, part(on_compute), format_percent(on_compute) + " of " + kv_shape);
+    if (kv_host > 0)
+      plan.add("KV cache in host memory", Tier::Cpu, part(kv_host), format_percent(kv_host) + " of " + kv_shape);
     if (kv_disk > 0) {
       plan.add("KV cache on disk", Tier::Disk, part(kv_disk), format_percent(kv_disk) + " of " + kv_shape);
       const int64_t batch = std::min(shape.cache_slots, policy->gpu_batch_size);
@@ -176,8 +183,20 @@ MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stor
   const int64_t C = spec.hidden_size, q = spec.num_heads * spec.head_dim, kv = spec.num_kv_heads * spec.head_dim;
   const uint64_t per_row =
       dtype_size(compute.activations) * (5 * u(C) + 2 * u(q) + 2 * u(kv) + 2 * u(spec.intermediate_size));
-  plan.add("activations", compute.tier, mul_sat(per_row, u(shape.max_step_tokens)),
-           count(shape.max_step_tokens, "token") + " in the largest step");
+  // A block of several GPU batches keeps every batch's hidden state between layers but one batch's
+  // temporaries at a time, except with --cpu-cache-compute, whose two passes hold every batch's.
+  const int64_t batch = policy ? std::min(shape.cache_slots, policy->gpu_batch_size) : shape.cache_slots;
+  if (policy && !policy->cpu_cache_compute && batch < shape.cache_slots && shape.cache_slots > 0) {
+    const int64_t batch_rows = (shape.max_step_tokens * batch + shape.cache_slots - 1) / shape.cache_slots;
+    const uint64_t hidden = dtype_size(compute.activations) * u(C);
+    plan.add("activations", compute.tier,
+             mul_sat(hidden, u(shape.max_step_tokens)) + mul_sat(per_row - hidden, u(batch_rows)),
+             "hidden states of " + count(shape.max_step_tokens, "token") + ", and one GPU batch's " +
+                 std::to_string(batch_rows) + " in the largest step");
+  } else {
+    plan.add("activations", compute.tier, mul_sat(per_row, u(shape.max_step_tokens)),
+             count(shape.max_step_tokens, "token") + " in the largest step");
+  }
   // f32 logits where they are computed, and their host copy for the sampler.
   const uint64_t logits = mul_sat(u(shape.max_logit_rows), u(spec.vocab_size), 4);
   plan.add("logits", compute.tier, logits,

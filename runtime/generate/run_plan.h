@@ -40,6 +40,8 @@ struct RunShape {
 
 // Requests run in blocks of `max_batch` in order (Generator::generate).
 RunShape run_shape(std::span<const Request> requests, int64_t max_batch);
+// A block of `sequences` prompts of `prompt_len` tokens, each generating `gen_len` (bench, plan).
+RunShape uniform_run_shape(int64_t sequences, int64_t prompt_len, int64_t gen_len);
 
 // Bytes of a KV cache of `slots` x `capacity` tokens over all of the model's layers.
 uint64_t kv_cache_bytes(const ModelSpec& spec, int64_t slots, int64_t capacity, DType dtype = DType::F32);

@@ -25,6 +25,7 @@ struct Offload {
   bool overlap = true;
   int64_t gpu_batch = 0, num_batches = 1;  // 0: one batch per block of 64
   bool cache_on_host = false;              // --cpu-cache-compute
+  bool pin = true;                         // --pin-weight
 };
 
 std::vector<std::vector<int32_t>> greedy_ids(kernels::Backend& gpu, const testing::HfReferenceModel& ref, DType dtype,
@@ -35,6 +36,7 @@ std::vector<std::vector<int32_t>> greedy_ids(kernels::Backend& gpu, const testin
   std::unique_ptr<Model> model;
   if (o.weights) {
     stream = std::make_unique<WeightStream>(gpu, dtype, *o.weights, &dir, o.overlap);
+    stream->pin_host_weights(o.pin);
     model = Model::load(ref.dir, [&](size_t i, Layer& l) { stream->adopt(i, l); });
     stream->finish();
     if (host_bytes) *host_bytes = stream->host_bytes() + stream->disk_bytes();
@@ -78,6 +80,14 @@ TEST_P(CudaOffload, EveryWeightPlacementGivesThePlainTokens) {
         EXPECT_EQ(greedy_ids(*gpu_, ref_, DType::F16, Offload{w, overlap, g, n}, &away), plain);
         EXPECT_GT(away, 0u);
       }
+}
+
+// --pin-weight 0: the host share in pageable memory, copied through the driver's staging.
+TEST_P(CudaOffload, PageableHostWeightsGiveThePlainTokens) {
+  const auto plain = greedy_ids(*gpu_, ref_, DType::F16, Offload{});
+  Offload o{TierShares{20, 60}, true, 2, 2};
+  o.pin = false;
+  EXPECT_EQ(greedy_ids(*gpu_, ref_, DType::F16, o), plain);
 }
 
 TEST_P(CudaOffload, Float32StreamedWeightsGiveTheReferenceTokens) {

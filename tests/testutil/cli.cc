@@ -4,38 +4,74 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <chrono>
+#include <csignal>
 #include <cstdlib>
-
-#include "tests/testutil/testutil.h"
+#include <thread>
 
 namespace tiergen::testing {
 
-CliRun run_tiergen(const std::string& args, const std::string& input) {
-  TempDir tmp;
-  write_file(tmp / "in", input);
+TiergenProcess::TiergenProcess(const std::string& args, const std::string& input, const CliLimits& limits) {
+  write_file(tmp_ / "in", input);
   // exec replaces the shell, so the rusage of the waited child is tiergen's own.
-  const std::string cmd = "exec " + tiergen_binary() + " " + args + " <" + (tmp / "in").string() + " >" +
-                          (tmp / "out").string() + " 2>" + (tmp / "err").string();
-  CliRun r;
-  const auto t0 = std::chrono::steady_clock::now();
-  const pid_t pid = fork();
-  if (pid == 0) {
-    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+  cmd_ = "exec " + tiergen_binary() + " " + args + " <" + (tmp_ / "in").string() + " >" + (tmp_ / "out").string() +
+         " 2>" + (tmp_ / "err").string();
+  start_ = std::chrono::steady_clock::now();
+  pid_ = fork();
+  if (pid_ == 0) {
+    if (limits.file_size) {
+      std::signal(SIGXFSZ, SIG_IGN);  // kept across exec: the write fails instead of killing
+      const rlimit lim{static_cast<rlim_t>(*limits.file_size), static_cast<rlim_t>(*limits.file_size)};
+      if (setrlimit(RLIMIT_FSIZE, &lim) != 0) _exit(126);
+    }
+    execl("/bin/sh", "sh", "-c", cmd_.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
+  if (pid_ < 0) ADD_FAILURE() << "could not start " << cmd_;
+}
+
+TiergenProcess::~TiergenProcess() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGKILL);
+  int raw = 0;
+  (void)waitpid(pid_, &raw, 0);
+}
+
+void TiergenProcess::signal(int sig) const {
+  if (pid_ > 0) ::kill(pid_, sig);
+}
+
+CliRun TiergenProcess::wait(std::chrono::seconds deadline) {
+  CliRun r;
+  if (pid_ <= 0) return r;
   int raw = 0;
   rusage usage{};
-  if (pid < 0 || wait4(pid, &raw, 0, &usage) != pid) {
-    ADD_FAILURE() << "could not run " << cmd;
+  const auto until = start_ + deadline;
+  pid_t got = 0;
+  while ((got = wait4(pid_, &raw, WNOHANG, &usage)) == 0) {
+    if (std::chrono::steady_clock::now() > until) {
+      ADD_FAILURE() << "still running after " << deadline.count() << " s: " << cmd_;
+      ::kill(pid_, SIGKILL);
+      got = wait4(pid_, &raw, 0, &usage);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const bool reaped = got == pid_;
+  pid_ = -1;
+  if (!reaped) {
+    ADD_FAILURE() << "could not wait for " << cmd_;
     return r;
   }
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   r.max_rss_kb = usage.ru_maxrss;
   r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
-  r.out = read_file(tmp / "out");
-  r.err = read_file(tmp / "err");
+  r.out = read_file(tmp_ / "out");
+  r.err = read_file(tmp_ / "err");
   return r;
+}
+
+CliRun run_tiergen(const std::string& args, const std::string& input, const CliLimits& limits) {
+  return TiergenProcess(args, input, limits).wait();
 }
 
 // The build's executable, unless TIERGEN_BINARY names another (a build carried to a GPU host).

@@ -233,6 +233,35 @@ TEST(CliErrors, TokenizeAddsSpecialTokensAsGenerateDoes) {
 namespace tiergen {
 namespace {
 
+// --gpu-mem, --cpu-mem and --disk-mem: sizes, where each applies, and a disk budget the plan exceeds.
+TEST(CliErrors, BudgetsAreSizesForTheirTier) {
+  expect_error(run_tiergen(generate("-n 2 --gpu-mem 12XB Hi")), ErrorKind::InvalidArgument,
+               "--gpu-mem: '12XB' is not a size");
+  expect_error(run_tiergen(generate("-n 2 --cpu-mem -1GB Hi")), ErrorKind::InvalidArgument, "--cpu-mem");
+  expect_error(run_tiergen(generate("-n 2 --gpu-mem 1GiB Hi")), ErrorKind::InvalidArgument,
+               "--gpu-mem is a budget for --device cuda runs");
+  testing::TempDir dir;
+  const CliRun disk = run_tiergen(
+      generate("-n 2 --percent 0 0 100 0 100 0 --disk-mem 10kB --offload-dir " + dir.path().string() + " Hi"));
+  expect_error(disk, ErrorKind::Io, "of disk in " + dir.path().string());
+  EXPECT_NE(disk.err.find("10.0 kB is the --disk-mem budget"), std::string::npos) << disk.err;
+  expect_fast_and_small(disk);
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path())) << "wrote to the offload folder before failing";
+}
+
+// Writes that fail midway through the run, as on a disk that fills after the plan was checked (a
+// file-size limit makes them fail: EFBIG, as ENOSPC would): one error naming the file and what to
+// do, and no offload file left behind.
+TEST(CliErrors, AWriteThatFailsMidRunIsAnErrorAndLeavesNothing) {
+  testing::TempDir dir;
+  const CliRun r = run_tiergen(generate("-n 2 --percent 0 0 100 0 100 0 --offload-dir " + dir.path().string() + " Hi"),
+                               "", testing::CliLimits{uint64_t{1} << 20});
+  expect_error(r, ErrorKind::Io, "of " + dir.path().string() + "/tiergen-");
+  for (const char* part : {"File too large", "the file size limit was reached", "--offload-dir"})
+    EXPECT_NE(r.err.find(part), std::string::npos) << part << " in " << r.err;
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path())) << "offload files outlived the failed run";
+}
+
 TEST(CliErrors, OffloadPoliciesThatCannotRunAreNamed) {
   testing::TempDir dir;
   expect_error(run_tiergen(generate("-n 2 --percent 60 50 100 0 100 0 Hi")), ErrorKind::InvalidArgument,

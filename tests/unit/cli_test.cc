@@ -1,10 +1,12 @@
 // The `tiergen` executable end to end: outputs a tool can parse, and bad input ending in one clear
 // error line with a non-zero exit (never a crash or a stack dump).
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "tests/testutil/cli.h"
 #include "tests/testutil/testutil.h"
@@ -106,7 +108,8 @@ TEST(Cli, InfoDescribesTheModel) {
 TEST(Cli, BenchPrintsFlexGenLinesAndJson) {
   const CliRun r = tiergen("bench --device cpu --dummy opt-125m --batch-size 1,2 --prompt-len 8 --gen-len 3 --json");
   ASSERT_EQ(r.status, 0) << r.err;
-  for (const char* line : {"model size:", "prefill latency:", "decode throughput:", "total throughput:"})
+  for (const char* line :
+       {"model size:", "peak cpu mem:", "prefill latency:", "decode throughput:", "total throughput:"})
     EXPECT_NE(r.out.find(line), std::string::npos) << line;
   std::istringstream lines(r.out);
   std::string line;
@@ -120,6 +123,10 @@ TEST(Cli, BenchPrintsFlexGenLinesAndJson) {
       EXPECT_GT(j.at("roofline_total_tokens_per_s").get<double>(), 0.5 * j.at("total_tokens_per_s").get<double>());
       EXPECT_GT(j.at("gemm_flops_per_s").get<double>(), 0.0);
       EXPECT_GT(j.at("read_bytes_per_s").get<double>(), 0.0);
+      // The process's own peak: at least OPT-125M's weights, at most what the OS saw it hold.
+      const auto peak = j.at("peak_cpu_bytes").get<uint64_t>();
+      EXPECT_GT(peak, uint64_t{125000000} * 2);
+      EXPECT_LE(peak, static_cast<uint64_t>(r.max_rss_kb) * 1024);
     }
   EXPECT_EQ(batches, (std::vector<int>{1, 2}));
   EXPECT_NE(r.out.find("roofline rates: GEMM"), std::string::npos);
@@ -180,6 +187,82 @@ TEST(Cli, GenerateWithWeightsOnDiskGivesTheSameTokens) {
       EXPECT_EQ(r.out, ref.out) << placement << " " << overlap;
       EXPECT_TRUE(std::filesystem::is_empty(dir.path())) << "an offload folder outlived the run";
     }
+}
+
+// `tiergen plan` prints the run's memory per tier against the budgets, loading nothing: OPT-30B
+// with FlexGen's 24 GB policy (20% of the decoder layers on the GPU, KV cache on the CPU, two GPU
+// batches of 32). A budget the plan exceeds is marked in the table and is the command's error.
+TEST(Cli, PlanShowsEachTierAgainstItsBudget) {
+  const std::string base =
+      "plan --dummy opt-30b --device cuda --percent 20 80 0 100 100 0 --cpu-cache-compute --gpu-batch-size 32 "
+      "--num-gpu-batches 2 --cpu-mem 120GiB ";
+  const CliRun fits = tiergen(base + "--gpu-mem 24GiB");
+  ASSERT_EQ(fits.status, 0) << fits.err;
+  // 64 sequences x 544 tokens x 2 (K, V) x 48 layers x 7168 x 2 bytes = 47.9 GB of KV cache.
+  for (const char* part : {"block: 64 sequences (2 GPU batches of 32), 512 prompt + 32 new tokens each",
+                           "of 25.8 GB (the --gpu-mem budget)", "host memory: 97.8 GB of 129 GB (the --cpu-mem budget)",
+                           "weights in host memory (pinned)", "47.9 GB  100% of 64 sequences x 544 tokens x 1.38 MB",
+                           "weight buffers", "fits: yes"})
+    EXPECT_NE(fits.out.find(part), std::string::npos) << part << " in\n" << fits.out;
+  EXPECT_EQ(fits.out.find("DOES NOT FIT"), std::string::npos) << fits.out;
+  // Nothing of the 100 GB planned is allocated (a CUDA plan loads the GPU libraries to ask for free memory).
+  EXPECT_LT(fits.max_rss_kb, 512 * 1024) << "plan allocated: " << fits.max_rss_kb << " kB";
+
+  const CliRun small = tiergen(base + "--gpu-mem 8GiB");
+  EXPECT_EQ(small.status, 3) << small.err;  // out of memory (launch/exit_codes.h)
+  EXPECT_NE(small.out.find("of 8.59 GB (the --gpu-mem budget): DOES NOT FIT"), std::string::npos) << small.out;
+  expect_one_error_line(small, 3, "of GPU memory");
+  EXPECT_NE(small.err.find("8.59 GB is the --gpu-mem budget"), std::string::npos) << small.err;
+  EXPECT_NE(small.err.find("Lower --gen-len"), std::string::npos) << small.err;
+}
+
+// SIGINT or SIGTERM while a run streams its weights from disk: the process ends by the signal, as
+// it would have, and its offload folder is gone (OPT-125M's 340 MB of f32 decoder layers).
+TEST(Cli, ASignalDuringARunRemovesTheOffloadFiles) {
+  for (const int sig : {SIGINT, SIGTERM}) {
+    testing::TempDir dir;
+    testing::TiergenProcess run(
+        "bench --dummy opt-125m --percent 0 0 100 0 100 0 --prompt-len 16 --gen-len 2000 "
+        "--no-roofline --no-warmup --offload-dir " +
+        dir.path().string());
+    // Every layer's file written: the run is generating.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    auto last_layer_written = [&] {
+      for (const auto& sub : std::filesystem::directory_iterator(dir.path()))
+        if (std::filesystem::exists(sub.path() / "layer-11")) return true;
+      return false;
+    };
+    while (!last_layer_written() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_TRUE(last_layer_written()) << "the run wrote no weights to " << dir.path();
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    run.signal(sig);
+    const CliRun r = run.wait(std::chrono::seconds(180));
+    EXPECT_EQ(r.status, 128 + sig) << r.err;
+    EXPECT_TRUE(std::filesystem::is_empty(dir.path())) << "offload files outlived signal " << sig;
+  }
+}
+
+// --progress: a line on stderr every so often (here after every step), stdout untouched.
+TEST(Cli, ProgressLinesGoToStderr) {
+  const std::string base = "generate --model " + model() + " --json --greedy --ignore-eos -n 12 ";
+  const CliRun quiet = tiergen(base + "Hello 'A fool'");
+  const CliRun r = tiergen(base + "--progress 0.000001 Hello 'A fool'");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, quiet.out);
+  EXPECT_TRUE(quiet.err.empty()) << quiet.err;
+  std::istringstream lines(r.err);
+  std::string line;
+  int n = 0;
+  while (std::getline(lines, line)) {
+    EXPECT_EQ(line.rfind("tiergen: ", 0), 0u) << line;
+    EXPECT_NE(line.find(" of 24 tokens ("), std::string::npos) << line;
+    EXPECT_NE(line.find(" token/s"), std::string::npos) << line;
+    ++n;
+  }
+  EXPECT_EQ(n, 12);  // one per step: the prefill and 11 decode steps
+  EXPECT_NE(r.err.find("tiergen: 24 of 24 tokens (100.0%)"), std::string::npos) << r.err;
+  expect_one_error_line(tiergen(base + "--progress -1 Hi"), 2, "--progress");
 }
 
 // --trace writes a Chrome trace: one named track per engine, spans with times that nest in the

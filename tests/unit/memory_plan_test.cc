@@ -48,6 +48,12 @@ TEST(MemoryPlan, GpuWeightsSplitByThePolicy) {
   EXPECT_LE(item(plan, "weights"), static_cast<uint64_t>(2.0 * dec / m.spec.num_layers) + 1);
   EXPECT_FALSE(has(plan, "weights on disk"));
   EXPECT_NE(plan.describe().find("pinned"), std::string::npos) << plan.describe();
+  EXPECT_EQ(plan.total(Tier::PinnedCpu), item(plan, "weights in host memory"));
+  // --pin-weight 0: the same bytes, pageable.
+  p.pin_weight = false;
+  const MemoryPlan pageable = plan_generation(m.spec, WeightHome::Generated, DType::F16, gpu, shape, &p);
+  EXPECT_EQ(pageable.total(Tier::PinnedCpu), 0u);
+  EXPECT_EQ(pageable.host_total(), plan.host_total());
   // Without a policy every weight is on the GPU.
   const MemoryPlan all = plan_generation(m.spec, WeightHome::Generated, DType::F16, gpu, shape);
   EXPECT_NEAR(static_cast<double>(item(all, "weights on the GPU")), dec + 2.0 * m.embed(), 1e6);
@@ -70,15 +76,55 @@ TEST(MemoryPlan, CpuDiskSharesOfWeightsAndKvCache) {
   EXPECT_NEAR(static_cast<double>(plan.total(Tier::Disk)), 0.5 * dec + 0.75 * kv, 2e6);
 }
 
+// A block of GPU batches holds every batch's hidden state between layers, but the temporaries of one
+// batch at a time; with --cpu-cache-compute every batch's, as its two passes keep them.
+TEST(MemoryPlan, ActivationsAreOneGpuBatchsTemporaries) {
+  const Opt30b m;
+  const ComputePlacement gpu{Tier::Gpu, DType::F16, DType::F16, DType::F16};
+  const RunShape shape = uniform_run_shape(64, 512, 32);
+  OffloadPolicy p;
+  set_percent(p, {20, 80, 100, 0, 100, 0});
+  p.gpu_batch_size = 64;
+  const MemoryPlan whole = plan_generation(m.spec, WeightHome::Generated, DType::F16, gpu, shape, &p);
+  p.gpu_batch_size = 16;
+  const MemoryPlan quarter = plan_generation(m.spec, WeightHome::Generated, DType::F16, gpu, shape, &p);
+  const uint64_t hidden = 2 * static_cast<uint64_t>(m.spec.hidden_size) * 64 * 512;
+  const uint64_t temps = item(whole, "activations") - hidden;
+  EXPECT_EQ(item(quarter, "activations"), hidden + temps / 4);
+  p.cpu_cache_compute = true;
+  set_percent(p, {20, 80, 0, 100, 100, 0});
+  const MemoryPlan two_pass = plan_generation(m.spec, WeightHome::Generated, DType::F16, gpu, shape, &p);
+  EXPECT_EQ(item(two_pass, "activations"), item(whole, "activations"));
+}
+
+// The table `tiergen plan` prints: each tier's total against its capacity, a misfit marked.
+TEST(MemoryPlan, TheTableShowsEachTierAgainstItsCapacity) {
+  MemoryPlan plan;
+  plan.add("weights on the GPU", Tier::Gpu, 3000000000, "embeddings and head");
+  plan.add("KV cache", Tier::PinnedCpu, 2000000000);
+  plan.add("weights on disk", Tier::Disk, 1000000);
+  Capacities c;
+  c.device = device_memory_limit(uint64_t{80} << 30, "a GPU", uint64_t{2} << 30);
+  c.host = host_memory_limit(uint64_t{8} << 30);
+  const std::string t = plan.table(c);
+  for (const char* part : {"GPU memory: 3.00 GB of 2.15 GB (the --gpu-mem budget): DOES NOT FIT\n",
+                           "  weights on the GPU  3.00 GB  embeddings and head\n",
+                           "host memory: 2.00 GB of 8.59 GB (the --cpu-mem budget)\n", "  KV cache (pinned)",
+                           "disk: 1.00 MB (capacity unknown"})
+    EXPECT_NE(t.find(part), std::string::npos) << part << " in\n" << t;
+  EXPECT_THROW_WITH(plan.check(c, "/tmp", "Use less."), OutOfMemoryError, "2.15 GB is the --gpu-mem budget");
+}
+
 TEST(MemoryPlan, ADiskShareLargerThanTheFolderIsAnError) {
   testing::TempDir dir;
   MemoryPlan plan;
   plan.add("weights on disk", Tier::Disk, uint64_t{1} << 62);
-  EXPECT_THROW_WITH(plan.check_disk(dir.path().string(), "Keep more in memory."), IoError,
-                    "of disk in " + dir.path().string());
+  EXPECT_THROW_WITH(
+      plan.check_disk(disk_limit(dir.path().string(), std::nullopt), dir.path().string(), "Keep more in memory."),
+      IoError, "of disk in " + dir.path().string());
   MemoryPlan small;
   small.add("weights on disk", Tier::Disk, 4096);
-  EXPECT_NO_THROW(small.check_disk(dir.path().string(), ""));
+  EXPECT_NO_THROW(small.check_disk(disk_limit(dir.path().string(), std::nullopt), dir.path().string(), ""));
 }
 
 }  // namespace
