@@ -40,11 +40,21 @@
 #                              upstream FlexGen at 32 and 128 (FLEXGEN_CASES overrides the harness
 #                              cases). Every bench prints the roofline rates it measured and each
 #                              run's share of its bound. Logs to $TIERGEN_LOG_DIR when set.
+#   scripts/gpu-test.sh bench-offload  GPU HOST: the offloading engine's scenarios (dummy weights,
+#                              prompt 512): OPT-30B under a 24 GiB GPU budget, OPT-66B and
+#                              Llama-2-70B under 70 GiB, OPT-30B with 24 GiB of GPU and 24 GiB of
+#                              host memory and the rest on disk (gen 8), each with --json and a
+#                              trace; TIERGEN_SCENARIOS picks some (names as in docs/benchmarks.md),
+#                              TIERGEN_OFFLOAD_DIR is the disk folder (default /tmp). Then upstream
+#                              FlexGen's offloading cases when FLEXGEN_HARNESS is set (FLEXGEN_CASES,
+#                              default 30b_off 30b_24g). Logs to $TIERGEN_LOG_DIR.
 # build-gpu/, build-gpu-tree/ (/build*/) and .devlibs/ are ignored by .gitignore.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TREE="$ROOT/build-gpu-tree"   # the real build tree: objects and static libraries stay here
+# The real build tree: objects and static libraries stay here. TIERGEN_GPU_TREE may name another
+# CUDA build (e.g. build/ where nvcc was found) so that pack does not build everything twice.
+TREE="$(realpath -m "${TIERGEN_GPU_TREE:-$ROOT/build-gpu-tree}")"
 BIN="$ROOT/build-gpu"         # what travels: the stripped test executables
 LIBS="$ROOT/.devlibs"
 
@@ -161,6 +171,41 @@ bench_gpu() {
   fi
 }
 
+# name, then tiergen bench flags: the offloading scenarios (prompt 512; gen 32 unless given).
+offload_scenario() {
+  case "$1" in
+    opt-30b-gpu24g) echo "--dummy opt-30b --gpu-mem 24GiB --percent ${P30:-25 75 0 100 100 0} --cpu-cache-compute" \
+      "--gpu-batch-size ${G30:-40} --num-gpu-batches ${N30:-2}" ;;
+    opt-66b-gpu70g) echo "--dummy opt-66b --gpu-mem 70GiB --percent ${P66:-50 50 0 100 100 0} --cpu-cache-compute" \
+      "--gpu-batch-size ${G66:-12} --num-gpu-batches ${N66:-2}" ;;
+    llama-2-70b-gpu70g) echo "--dummy llama-2-70b --gpu-mem 70GiB --percent ${P70:-40 60 100 0 100 0}" \
+      "--gpu-batch-size ${G70:-16} --num-gpu-batches ${N70:-2}" ;;
+    opt-30b-disk) echo "--dummy opt-30b --gpu-mem 24GiB --cpu-mem 24GiB --percent ${PD:-25 25 100 0 100 0}" \
+      "--gpu-batch-size ${GD:-8} --num-gpu-batches ${ND:-1} --gen-len 8" ;;
+    *) echo "unknown scenario $1" >&2; return 1 ;;
+  esac
+}
+
+bench_offload() {
+  unpack_libs
+  local out="${TIERGEN_LOG_DIR:-/tmp/tiergen-bench}" t="$BIN/tools/tiergen" name flags
+  mkdir -p "$out"
+  nvidia-smi -L | tee "$out/nvidia-smi.txt"
+  for name in ${TIERGEN_SCENARIOS:-opt-30b-gpu24g opt-66b-gpu70g llama-2-70b-gpu70g opt-30b-disk}; do
+    flags=$(offload_scenario "$name")
+    echo "=== $name: tiergen bench --device cuda $flags"
+    # shellcheck disable=SC2086  # flags are words
+    "$t" bench --device cuda $flags --prompt-len 512 --json --progress 30 \
+      --offload-dir "${TIERGEN_OFFLOAD_DIR:-/tmp}" --trace "$out/$name.trace.json" 2>&1 | tee "$out/tiergen-$name.txt" ||
+      echo "=== $name failed"
+  done
+  if [[ -n "${FLEXGEN_HARNESS:-}" ]]; then
+    # shellcheck disable=SC2086  # a list of case names
+    OUT="$out" T="${T:-300}" bash "$FLEXGEN_HARNESS/flexgen_baseline.sh" ${FLEXGEN_CASES:-30b_off 30b_24g} 2>&1 |
+      tee "$out/flexgen.txt"
+  fi
+}
+
 run() {
   unpack_libs
   local out="${TIERGEN_LOG_DIR:-}"
@@ -202,8 +247,9 @@ case "${1:-}" in
   run) run ;;
   bench) bench ;;
   bench-gpu) bench_gpu ;;
+  bench-offload) bench_offload ;;
   *)
-    echo "usage: $0 pack|run|bench|bench-gpu   (see the comment at the top)" >&2
+    echo "usage: $0 pack|run|bench|bench-gpu|bench-offload   (see the comment at the top)" >&2
     exit 2
     ;;
 esac

@@ -183,14 +183,17 @@ MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stor
   const int64_t C = spec.hidden_size, q = spec.num_heads * spec.head_dim, kv = spec.num_kv_heads * spec.head_dim;
   const uint64_t per_row =
       dtype_size(compute.activations) * (5 * u(C) + 2 * u(q) + 2 * u(kv) + 2 * u(spec.intermediate_size));
-  // A block of several GPU batches keeps every batch's hidden state between layers but one batch's
-  // temporaries at a time, except with --cpu-cache-compute, whose two passes hold every batch's.
+  // A block of several GPU batches keeps every batch's hidden state between layers but the
+  // temporaries of one batch at a time; with the KV cache in host memory (--cpu-cache-compute) also
+  // every batch's new keys and values, which the Store lane copies out until the next layer.
   const int64_t batch = policy ? std::min(shape.cache_slots, policy->gpu_batch_size) : shape.cache_slots;
-  if (policy && !policy->cpu_cache_compute && batch < shape.cache_slots && shape.cache_slots > 0) {
+  if (policy && batch < shape.cache_slots && shape.cache_slots > 0) {
     const int64_t batch_rows = (shape.max_step_tokens * batch + shape.cache_slots - 1) / shape.cache_slots;
-    const uint64_t hidden = dtype_size(compute.activations) * u(C);
+    const uint64_t held =
+        dtype_size(compute.activations) * (u(C) + (gpu && policy->cpu_cache_compute ? 2 * u(kv) : 0));
     plan.add("activations", compute.tier,
-             mul_sat(hidden, u(shape.max_step_tokens)) + mul_sat(per_row - hidden, u(batch_rows)),
+             mul_sat(held, u(shape.max_step_tokens)) + mul_sat(per_row - dtype_size(compute.activations) * u(C),
+                                                               u(batch_rows)),
              "hidden states of " + count(shape.max_step_tokens, "token") + ", and one GPU batch's " +
                  std::to_string(batch_rows) + " in the largest step");
   } else {
