@@ -9,8 +9,8 @@
 
 #include <algorithm>
 #include <bit>
-#include <cstdint>
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -85,76 +85,224 @@ inline void axpy(float* acc, float w, const KV* v, int64_t D) {
   for (int64_t d = 0; d < D; ++d) acc[d] += w * to_f32(v[d]);
 }
 
-// Work is cut into items of (sequence, query, block of kv heads): an item streams its block's
-// part of each cache row once for all the query heads that read it, so a decode step reads the
-// cache in row order (long runs the prefetcher follows) instead of one head's 2*D bytes per row.
-// Blocks shrink until there are enough items to keep every thread busy.
-int64_t kv_heads_per_item(int64_t n_queries, int64_t Hkv, int64_t group) {
-  const int64_t want_items = 8 * static_cast<int64_t>(omp_get_max_threads());
-  const int64_t most = std::max<int64_t>(1, 16 / group);  // at most 16 query heads' accumulators
-  int64_t kb = std::max<int64_t>(1, std::min({Hkv, most, Hkv * n_queries / want_items}));
-  while (Hkv % kb != 0) --kb;
-  return kb;
+// Four rows at once, so that q, or acc, is loaded once for four rows of the cache: the kernel then
+// keeps up with the memory on fewer cores. out[r] = q (D) . k_r (D).
+template <typename KV>
+inline void dot4(float* out, const float* q, const KV* const* k, int64_t D) {
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+  if (D % 8 == 0) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    for (int64_t d = 0; d < D; d += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + d);
+      a0 = _mm256_fmadd_ps(qv, load8(k[0] + d), a0);
+      a1 = _mm256_fmadd_ps(qv, load8(k[1] + d), a1);
+      a2 = _mm256_fmadd_ps(qv, load8(k[2] + d), a2);
+      a3 = _mm256_fmadd_ps(qv, load8(k[3] + d), a3);
+    }
+    // Pairwise sums: lane r of each 128-bit half holds a partial sum of row r.
+    const __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1)));
+    return;
+  }
+#endif
+  for (int r = 0; r < 4; ++r) out[r] = dot(q, k[r], D);
 }
+
+// acc (D) += sum_r w[r] * v_r (D).
+template <typename KV>
+inline void axpy4(float* acc, const float* w, const KV* const* v, int64_t D) {
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+  if (D % 8 == 0) {
+    const __m256 w0 = _mm256_set1_ps(w[0]), w1 = _mm256_set1_ps(w[1]), w2 = _mm256_set1_ps(w[2]),
+                 w3 = _mm256_set1_ps(w[3]);
+    for (int64_t d = 0; d < D; d += 8) {
+      __m256 a = _mm256_loadu_ps(acc + d);
+      a = _mm256_fmadd_ps(w0, load8(v[0] + d), a);
+      a = _mm256_fmadd_ps(w1, load8(v[1] + d), a);
+      a = _mm256_fmadd_ps(w2, load8(v[2] + d), a);
+      a = _mm256_fmadd_ps(w3, load8(v[3] + d), a);
+      _mm256_storeu_ps(acc + d, a);
+    }
+    return;
+  }
+#endif
+  for (int r = 0; r < 4; ++r) axpy(acc, w[r], v[r], D);
+}
+
+// Work is cut into items of (query, block of kv heads, chunk of cache rows). A block is as many
+// heads as fit the accumulators (every head, for most models), so an item streams whole cache rows,
+// one contiguous run of memory that the hardware prefetcher follows; chunks split a long sequence
+// (flash-decoding's split over keys) so that a decode step's few queries still keep every thread
+// busy. A query whose rows are cut into several chunks has its partial softmax states merged after.
+struct WorkSplit {
+  int64_t kb = 1;          // kv heads per item
+  int64_t chunk_rows = 1;  // cache rows per item, at most
+};
+
+constexpr int64_t kMaxHeadsPerItem = 64;  // query heads' accumulators an item holds (64 x 128 f32 = 32 KiB)
+constexpr int64_t kMinChunkRows = 64;     // shorter chunks cost more in merging than they gain
+
+WorkSplit split_work(int64_t total_rows, int64_t Hkv, int64_t group) {
+  WorkSplit w;
+  w.kb = std::max<int64_t>(1, std::min(Hkv, kMaxHeadsPerItem / group));
+  while (Hkv % w.kb != 0) --w.kb;
+  const int64_t want_items = 8 * static_cast<int64_t>(omp_get_max_threads());
+  const int64_t row_items = total_rows * (Hkv / w.kb);  // rows x blocks: the work in units of a block's row
+  w.chunk_rows = std::max(kMinChunkRows, (row_items + want_items - 1) / want_items);
+  return w;
+}
+
+struct Item {
+  int64_t query, blk, j0, j1;  // query index, head block, cache rows [j0, j1)
+  int64_t partial;             // slot of its partial state, or -1: it holds the whole query and writes out
+};
+
+// One item's softmax state for nh heads: running max, sum of exponentials and the weighted sum of
+// values, all relative to the max.
+struct Partials {
+  int64_t nh = 0, D = 0;
+  std::vector<float> max, sum, acc;  // (slots, nh), (slots, nh), (slots, nh, D)
+  void resize(int64_t slots) {
+    max.resize(static_cast<size_t>(slots * nh));
+    sum.resize(static_cast<size_t>(slots * nh));
+    acc.resize(static_cast<size_t>(slots * nh * D));
+  }
+};
 
 template <typename KV>
 void attend(Tensor& out, const Tensor& q, std::span<const AttentionSeq> seqs, const AttentionParams& p) {
   const int64_t D = p.head_dim, Hq = p.n_heads, Hkv = p.n_kv_heads;
   const int64_t group = Hq / Hkv;
   const int64_t ld_q = Hq * D, ld_kv = Hkv * D;
-  std::vector<std::pair<int64_t, int64_t>> queries;  // (sequence index, query index within it)
+  struct Query {
+    int64_t seq, i, n;  // sequence index, query index within it, keys visible (0 .. n)
+  };
+  std::vector<Query> queries;
+  int64_t total_rows = 0;
   for (size_t si = 0; si < seqs.size(); ++si)
-    for (int64_t i = 0; i < seqs[si].q_len; ++i) queries.emplace_back(static_cast<int64_t>(si), i);
-  const auto n_queries = static_cast<int64_t>(queries.size());
-  const int64_t kb = kv_heads_per_item(n_queries, Hkv, group);
-  const int64_t blocks = Hkv / kb, nh = kb * group;  // query heads per item
+    for (int64_t i = 0; i < seqs[si].q_len; ++i) {
+      const int64_t n = seqs[si].kv_len - seqs[si].q_len + i + 1;
+      queries.push_back({static_cast<int64_t>(si), i, n});
+      total_rows += n;
+    }
+  const WorkSplit w = split_work(total_rows, Hkv, group);
+  const int64_t blocks = Hkv / w.kb, nh = w.kb * group;  // query heads per item
+  std::vector<Item> items;
+  struct Merge {
+    int64_t query, blk, first, count;  // the partial slots [first, first + count) of one query's block
+  };
+  std::vector<Merge> merges;
+  int64_t slots = 0;
+  for (int64_t qi = 0; qi < static_cast<int64_t>(queries.size()); ++qi) {
+    const int64_t n = queries[qi].n;
+    const int64_t chunks = (n + w.chunk_rows - 1) / w.chunk_rows;
+    const int64_t rows = (n + chunks - 1) / chunks;  // even chunks
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      if (chunks > 1) merges.push_back({qi, blk, slots, chunks});
+      for (int64_t c = 0; c < chunks; ++c)
+        items.push_back({qi, blk, c * rows, std::min(n, (c + 1) * rows), chunks > 1 ? slots++ : -1});
+    }
+  }
+  Partials part{nh, D, {}, {}, {}};
+  part.resize(slots);
   const float* qp = q.data<float>();
   float* op = out.data<float>();
+  const auto n_items = static_cast<int64_t>(items.size());
 #pragma omp parallel
   {
-    std::vector<float> scores;  // (nh, pos + 1)
+    std::vector<float> scores;  // (nh, rows of the item)
     std::vector<float> acc(static_cast<size_t>(nh * D));
-#pragma omp for collapse(2) schedule(dynamic, 1)
-    for (int64_t it = 0; it < n_queries; ++it) {
-      for (int64_t blk = 0; blk < blocks; ++blk) {
-        const AttentionSeq& s = seqs[queries[it].first];
-        const int64_t i = queries[it].second;
-        const int64_t pos = s.kv_len - s.q_len + i;  // this query's position; keys 0..pos visible
-        const int64_t n = pos + 1, h0 = blk * nh;    // query heads h0 .. h0 + nh read kv heads blk*kb ..
-        const float* qv = qp + (s.q_begin + i) * ld_q + h0 * D;
-        const KV* kp = static_cast<const KV*>(s.k.raw()) + blk * kb * D;
-        const KV* vp = static_cast<const KV*>(s.v.raw()) + blk * kb * D;
-        scores.resize(static_cast<size_t>(nh * n));
-        const int64_t span = kb * D * static_cast<int64_t>(sizeof(KV));  // bytes of a row an item reads
-        constexpr int64_t kAhead = 4;                                        // rows prefetched ahead
-        for (int64_t j = 0; j < n; ++j) {
-          const KV* row = kp + j * ld_kv;
-          if (j + kAhead < n) prefetch(row + kAhead * ld_kv, span);
-          for (int64_t h = 0; h < nh; ++h) scores[h * n + j] = dot(qv + h * D, row + (h / group) * D, D) * p.scale;
-        }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t ii = 0; ii < n_items; ++ii) {
+      const Item& it = items[ii];
+      const Query& qr = queries[it.query];
+      const AttentionSeq& s = seqs[qr.seq];
+      const int64_t m = it.j1 - it.j0, h0 = it.blk * nh;  // query heads h0 .. h0 + nh read kv heads blk*kb ..
+      const float* qv = qp + (s.q_begin + qr.i) * ld_q + h0 * D;
+      const KV* kp = static_cast<const KV*>(s.k.raw()) + it.j0 * ld_kv + it.blk * w.kb * D;
+      const KV* vp = static_cast<const KV*>(s.v.raw()) + it.j0 * ld_kv + it.blk * w.kb * D;
+      scores.resize(static_cast<size_t>(nh * m));
+      const int64_t span = w.kb * D * static_cast<int64_t>(sizeof(KV));  // bytes of a row an item reads
+      constexpr int64_t kAhead = 4;                                      // rows prefetched ahead
+      int64_t j = 0;
+      for (; j + 4 <= m; j += 4) {
+        const KV* row = kp + j * ld_kv;
+        if (j + kAhead + 4 <= m)
+          for (int r = 0; r < 4; ++r) prefetch(row + (kAhead + r) * ld_kv, span);
         for (int64_t h = 0; h < nh; ++h) {
-          float* sc = scores.data() + h * n;
-          if (p.alibi_slopes) {
-            const float slope = p.alibi_slopes[h0 + h];
-            for (int64_t j = 0; j < n; ++j) sc[j] += slope * static_cast<float>(j);
-          }
-          float mx = -INFINITY;
-          for (int64_t j = 0; j < n; ++j) mx = std::max(mx, sc[j]);
-          double sum = 0;
-          for (int64_t j = 0; j < n; ++j) {
-            sc[j] = std::exp(sc[j] - mx);
-            sum += sc[j];
-          }
+          const int64_t off = (h / group) * D;
+          const KV* rows[4] = {row + off, row + ld_kv + off, row + 2 * ld_kv + off, row + 3 * ld_kv + off};
+          float sc[4];
+          dot4(sc, qv + h * D, rows, D);
+          for (int r = 0; r < 4; ++r) scores[h * m + j + r] = sc[r] * p.scale;
+        }
+      }
+      for (; j < m; ++j) {
+        const KV* row = kp + j * ld_kv;
+        for (int64_t h = 0; h < nh; ++h) scores[h * m + j] = dot(qv + h * D, row + (h / group) * D, D) * p.scale;
+      }
+      float* mx_out = it.partial >= 0 ? part.max.data() + it.partial * nh : nullptr;
+      float* sum_out = it.partial >= 0 ? part.sum.data() + it.partial * nh : nullptr;
+      for (int64_t h = 0; h < nh; ++h) {
+        float* sc = scores.data() + h * m;
+        if (p.alibi_slopes) {
+          const float slope = p.alibi_slopes[h0 + h];
+          for (int64_t j = 0; j < m; ++j) sc[j] += slope * static_cast<float>(it.j0 + j);
+        }
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < m; ++j) mx = std::max(mx, sc[j]);
+        double sum = 0;
+        for (int64_t j = 0; j < m; ++j) {
+          sc[j] = std::exp(sc[j] - mx);
+          sum += sc[j];
+        }
+        if (mx_out) {  // normalised in the merge, across chunks
+          mx_out[h] = mx;
+          sum_out[h] = static_cast<float>(sum);
+        } else {
           const auto inv = static_cast<float>(1.0 / sum);
-          for (int64_t j = 0; j < n; ++j) sc[j] *= inv;
+          for (int64_t j = 0; j < m; ++j) sc[j] *= inv;
         }
-        std::fill(acc.begin(), acc.end(), 0.f);
-        for (int64_t j = 0; j < n; ++j) {
-          const KV* row = vp + j * ld_kv;
-          if (j + kAhead < n) prefetch(row + kAhead * ld_kv, span);
-          for (int64_t h = 0; h < nh; ++h) axpy(acc.data() + h * D, scores[h * n + j], row + (h / group) * D, D);
+      }
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (j = 0; j + 4 <= m; j += 4) {
+        const KV* row = vp + j * ld_kv;
+        if (j + kAhead + 4 <= m)
+          for (int r = 0; r < 4; ++r) prefetch(row + (kAhead + r) * ld_kv, span);
+        for (int64_t h = 0; h < nh; ++h) {
+          const int64_t off = (h / group) * D;
+          const KV* rows[4] = {row + off, row + ld_kv + off, row + 2 * ld_kv + off, row + 3 * ld_kv + off};
+          const float w[4] = {scores[h * m + j], scores[h * m + j + 1], scores[h * m + j + 2], scores[h * m + j + 3]};
+          axpy4(acc.data() + h * D, w, rows, D);
         }
-        std::copy(acc.begin(), acc.end(), op + (s.q_begin + i) * ld_q + h0 * D);
+      }
+      for (; j < m; ++j) {
+        const KV* row = vp + j * ld_kv;
+        for (int64_t h = 0; h < nh; ++h) axpy(acc.data() + h * D, scores[h * m + j], row + (h / group) * D, D);
+      }
+      float* dst = it.partial >= 0 ? part.acc.data() + it.partial * nh * D : op + (s.q_begin + qr.i) * ld_q + h0 * D;
+      std::copy(acc.begin(), acc.end(), dst);
+    }
+    // out = sum_c e^(max_c - max) acc_c / sum_c e^(max_c - max) sum_c, per head.
+#pragma omp for schedule(static)
+    for (int64_t mi = 0; mi < static_cast<int64_t>(merges.size()); ++mi) {
+      const Merge& mg = merges[mi];
+      const Query& qr = queries[mg.query];
+      float* o = op + (seqs[qr.seq].q_begin + qr.i) * ld_q + mg.blk * nh * D;
+      for (int64_t h = 0; h < nh; ++h) {
+        float mx = -INFINITY;
+        for (int64_t c = 0; c < mg.count; ++c) mx = std::max(mx, part.max[(mg.first + c) * nh + h]);
+        double total = 0;
+        std::fill(acc.begin(), acc.begin() + D, 0.f);
+        for (int64_t c = 0; c < mg.count; ++c) {
+          const int64_t slot = mg.first + c;
+          const float f = std::exp(part.max[slot * nh + h] - mx);
+          total += static_cast<double>(f) * part.sum[slot * nh + h];
+          const float* a = part.acc.data() + (slot * nh + h) * D;
+          for (int64_t d = 0; d < D; ++d) acc[d] += f * a[d];
+        }
+        const auto inv = static_cast<float>(1.0 / total);
+        for (int64_t d = 0; d < D; ++d) o[h * D + d] = acc[d] * inv;
       }
     }
   }

@@ -247,8 +247,8 @@ TEST(CpuKernels, AttentionRaggedGqaAlibi) {
 TEST(CpuKernels, AttentionOverA16BitCacheEqualsItsF32Widening) {
   for (DType dt : {DType::F16, DType::BF16})
     for (const auto& [hq, hkv, d] : std::vector<std::tuple<int, int, int>>{{4, 4, 64}, {8, 2, 128}, {3, 1, 5}}) {
-      SCOPED_TRACE(std::string(dtype_name(dt)) + " heads " + std::to_string(hq) + "/" + std::to_string(hkv) +
-                   " dim " + std::to_string(d));
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " heads " + std::to_string(hq) + "/" + std::to_string(hkv) + " dim " +
+                   std::to_string(d));
       const std::vector<std::pair<int64_t, int64_t>> shapes = {{7, 7}, {1, 40}, {2, 33}};  // (q_len, kv_len)
       std::vector<kernels::AttentionSeq> narrow, wide;
       int64_t rows = 0;
@@ -281,20 +281,22 @@ TEST(CpuKernels, AttentionInDecodeShapesMatchesTheNaiveOne) {
   struct Case {
     int hq, hkv, d, seqs;
     bool alibi;
+    int64_t min_kv = 1;  // long caches are split over several work items, their partial softmaxes merged
   };
   for (const Case& c : {Case{16, 16, 128, 9, false}, Case{32, 4, 64, 20, false}, Case{12, 12, 80, 3, true},
-                        Case{56, 56, 128, 40, false}, Case{8, 1, 24, 5, true}})
+                        Case{56, 56, 128, 40, false}, Case{8, 1, 24, 5, true}, Case{16, 16, 128, 2, false, 700},
+                        Case{8, 2, 64, 3, true, 300}, Case{56, 56, 128, 1, false, 2000}})
     for (DType dt : {DType::F32, DType::F16}) {
       SCOPED_TRACE(std::to_string(c.hq) + "/" + std::to_string(c.hkv) + " heads, dim " + std::to_string(c.d) + ", " +
                    std::to_string(c.seqs) + " sequences, " + dtype_name(dt));
       const std::vector<float> slopes = c.alibi ? alibi_slopes(c.hq) : std::vector<float>{};
       std::vector<kernels::AttentionSeq> seqs, wide;
       for (int s = 0; s < c.seqs; ++s) {
-        const int64_t kv_len = 1 + (s * 37) % 61;
+        const int64_t kv_len = c.min_kv + (s * 37) % 61, rows = c.min_kv + 63;
         kernels::AttentionSeq n{s, 1, kv_len, Tensor(), Tensor()};
         for (Tensor* t : {&n.k, &n.v}) {
-          *t = Tensor::empty({64, c.hkv * c.d}, dt);
-          kernels::convert_on_host(*t, random_tensor({64, c.hkv * c.d}, DType::F32, 100 + 2 * s + (t == &n.v)));
+          *t = Tensor::empty({rows, c.hkv * c.d}, dt);
+          kernels::convert_on_host(*t, random_tensor({rows, c.hkv * c.d}, DType::F32, 100 + 2 * s + (t == &n.v)));
         }
         seqs.push_back(n);
         wide.push_back({s, 1, kv_len, n.k.to_f32(), n.v.to_f32()});
