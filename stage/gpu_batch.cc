@@ -53,4 +53,22 @@ std::vector<GpuBatch> split_block(const kernels::StepPlan& plan, int64_t gpu_bat
   return out;
 }
 
+std::vector<GpuBatch> split_step(const kernels::StepPlan& plan, int64_t gpu_batch_size, int64_t block_slots,
+                                 int64_t cache_slots) {
+  TIERGEN_CHECK(block_slots > 0 && cache_slots > 0, "split_step: empty block shape");
+  if (plan.slot.empty()) return {};
+  const int64_t base = plan.slot.front() / block_slots * block_slots;
+  kernels::StepPlan local = plan;  // slots counted from the block's first
+  for (auto* slots : {&local.slot, &local.row_slot})
+    for (int32_t& s : *slots) {
+      if (s < base || s >= base + block_slots)
+        throw InternalError("split_step: a step's sequences in slots " + std::to_string(base) + " and " +
+                            std::to_string(s) + " are in different blocks of " + std::to_string(block_slots));
+      s -= static_cast<int32_t>(base);
+    }
+  std::vector<GpuBatch> out = split_block(local, gpu_batch_size, std::min(block_slots, cache_slots - base));
+  for (GpuBatch& b : out) b.first_slot += base;
+  return out;
+}
+
 }  // namespace tiergen

@@ -25,4 +25,11 @@ struct GpuBatch {
 // InternalError for a logit row outside its sequence's rows or a slot outside the cache.
 std::vector<GpuBatch> split_block(const kernels::StepPlan& plan, int64_t gpu_batch_size, int64_t cache_slots);
 
+// One block's step, its sequences in the slots of block b: [b * block_slots, (b + 1) * block_slots)
+// of a cache of `cache_slots` (the last block may be shorter), cut by split_block within the block,
+// so that no GPU batch reaches into another block's slots. InternalError for a plan whose sequences
+// are in different blocks.
+std::vector<GpuBatch> split_step(const kernels::StepPlan& plan, int64_t gpu_batch_size, int64_t block_slots,
+                                 int64_t cache_slots);
+
 }  // namespace tiergen

@@ -49,13 +49,20 @@ void Stage::set_cache_backend(kernels::Backend* host) {
                            : Tensor();
 }
 
-void Stage::allocate_cache(int64_t slots, int64_t capacity, int64_t batch_slots) {
+void Stage::allocate_cache(int64_t slots, int64_t capacity, int64_t batch_slots, int64_t block_slots) {
+  block_slots_ = block_slots > 0 ? std::min(block_slots, slots) : slots;
+  batch_slots_ = batch_slots > 0 ? std::min(batch_slots, block_slots_) : block_slots_;
   if (kv_stream_)
-    kv_stream_->allocate(slots, capacity, batch_slots > 0 ? batch_slots : slots);
+    kv_stream_->allocate(slots, capacity, batch_slots_);
   else if (cache_backend_)  // pinned by the compute backend, so its rows cross by DMA on the lanes
     cache_.allocate(backend_, slots, capacity, /*host=*/true);
   else
     cache_.allocate(backend_, slots, capacity);
+}
+
+std::vector<GpuBatch> Stage::split(const kernels::StepPlan& plan) const {
+  TIERGEN_CHECK(block_slots_ > 0, "split() before allocate_cache()");
+  return split_step(plan, batch_slots_, block_slots_, cache_slots());
 }
 
 void Stage::forward(ForwardContext& ctx) {

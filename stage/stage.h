@@ -30,9 +30,13 @@ class Stage {
   // The whole model.
   explicit Stage(const Model& model, kernels::Backend& backend, StageDtypes dtypes = {});
 
-  // (Re)allocates the KV cache: `slots` sequences of up to `capacity` tokens each, run in GPU
-  // batches of up to `batch_slots` slots (the whole block by default).
-  void allocate_cache(int64_t slots, int64_t capacity, int64_t batch_slots = 0);
+  // (Re)allocates the KV cache: `slots` sequences of up to `capacity` tokens each, in blocks of
+  // `block_slots` slots (the whole cache by default; a pipeline keeps several blocks in flight),
+  // each run in GPU batches of up to `batch_slots` slots (the whole block by default).
+  void allocate_cache(int64_t slots, int64_t capacity, int64_t batch_slots = 0, int64_t block_slots = 0);
+  // One block's step plan cut into the GPU batches this cache runs it in (split_step): the same
+  // cut on every stage of a pipeline, since each allocates the same layout.
+  std::vector<GpuBatch> split(const kernels::StepPlan& plan) const;
   int64_t cache_slots() const { return kv_stream_ ? kv_stream_->slots() : cache_.slots(); }
   int64_t cache_capacity() const { return kv_stream_ ? kv_stream_->capacity() : cache_.capacity(); }
   // K (= V) width of each of the stage's layers, 0 where a layer does not attend.
@@ -70,11 +74,12 @@ class Stage {
   size_t begin_, end_;
   StageDtypes dtypes_;
   KvCache cache_;
-  Tensor alibi_slopes_;  // (n_heads) in the backend's tier, ALiBi models only
+  int64_t batch_slots_ = 0, block_slots_ = 0;  // the layout allocate_cache was given
+  Tensor alibi_slopes_;                        // (n_heads) in the backend's tier, ALiBi models only
   WeightStream* stream_ = nullptr;
   KvStream* kv_stream_ = nullptr;
   kernels::Backend* cache_backend_ = nullptr;
-  Tensor host_alibi_slopes_;  // (n_heads) on cache_backend_, ALiBi models only
+  Tensor host_alibi_slopes_;                     // (n_heads) on cache_backend_, ALiBi models only
   std::vector<HostAttentionState> host_states_;  // one per GPU batch, with cache_backend_
 };
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 
 #include "runtime/core/error.h"
 #include "runtime/generate/run_plan.h"
@@ -37,12 +38,14 @@ std::vector<Result> Generator::generate(const std::vector<Request>& requests, Ge
   validate_requests(exec_.spec(), requests, tokenizer_ != nullptr);
   if (requests.empty()) return {};
   // One cache for the whole run, sized by what its requests can use (the plan the CLI checked).
-  const RunShape shape = run_shape(requests, max_batch_);
-  exec_.allocate_cache(shape.cache_slots, shape.cache_capacity);
+  const int waves = exec_.max_in_flight();
+  const RunShape shape = run_shape(requests, max_batch_, waves);
+  exec_.allocate_cache(shape.cache_slots, shape.cache_capacity, shape.block_slots);
   std::vector<Result> out(requests.size());
   GenerateStats local;
-  for (size_t b = 0; b < requests.size(); b += static_cast<size_t>(max_batch_))
-    run_block(requests, b, std::min(requests.size(), b + static_cast<size_t>(max_batch_)), out, local);
+  const size_t per_wave = static_cast<size_t>(max_batch_) * static_cast<size_t>(waves);
+  for (size_t b = 0; b < requests.size(); b += per_wave)
+    run_wave(requests, b, std::min(requests.size(), b + per_wave), out, local);
   if (stats) *stats = local;
   return out;
 }
@@ -60,12 +63,11 @@ std::string decode_output(const Tokenizer& tok, const std::vector<int32_t>& ids)
     if (tok.id_to_token(id)) known.push_back(id);
   return tok.decode(known, /*skip_special_tokens=*/true);
 }
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 }  // namespace
 
-void Generator::run_block(const std::vector<Request>& requests, size_t begin, size_t end, std::vector<Result>& out,
-                          GenerateStats& stats) {
+void Generator::run_wave(const std::vector<Request>& requests, size_t begin, size_t end, std::vector<Result>& out,
+                         GenerateStats& stats) {
   const ModelSpec& spec = exec_.spec();
 
   struct Live {
@@ -76,53 +78,71 @@ void Generator::run_block(const std::vector<Request>& requests, size_t begin, si
     Rng rng;
     bool done;
   };
-  std::vector<Live> live;
+  // A block of the wave: its sequences, and those of its step in flight.
+  struct Block {
+    std::vector<Live> live;
+    std::vector<Live*> active;
+    bool prefill = true, greedy = false;
+    int64_t tokens = 0;  // of the step in flight
+  };
+  const size_t batch = static_cast<size_t>(max_batch_);
+  std::vector<Block> blocks((end - begin + batch - 1) / batch);
   for (size_t i = begin; i < end; ++i) {
     out[i] = Result{};
     out[i].input_ids = requests[i].input_ids;
-    live.push_back({i, static_cast<int64_t>(i - begin), 0, requests[i].input_ids, Rng(requests[i].sampling.seed),
-                    requests[i].max_new_tokens == 0});
+    // Block k of the wave owns slots [k * max_batch, ...): its steps never touch another's cache.
+    blocks[(i - begin) / batch].live.push_back({i, static_cast<int64_t>(i - begin), 0, requests[i].input_ids,
+                                                Rng(requests[i].sampling.seed), requests[i].max_new_tokens == 0});
   }
 
-  for (bool prefill = true;; prefill = false) {
-    // A step's time is its wall time, from building its plan to the last token chosen: what a user
-    // waits for, sampling and bookkeeping included.
-    const auto t0 = Clock::now();
-    // Build one ragged step over the unfinished sequences: the whole prompt first, then the last token.
+  // Builds and submits the block's next step: the whole prompt first, then the last token of each
+  // unfinished sequence. False when the block has nothing left to run.
+  auto submit = [&](Block& blk) {
     kernels::StepPlan plan;
-    std::vector<Live*> active;
-    for (Live& l : live) {
+    blk.active.clear();
+    for (Live& l : blk.live) {
       if (l.done) continue;
       const std::span<const int32_t> fresh(l.context.data() + l.len, l.context.size() - static_cast<size_t>(l.len));
       const int64_t row = plan.add_sequence(fresh, l.len, l.slot);
       plan.logit_rows.push_back(static_cast<int32_t>(row + static_cast<int64_t>(fresh.size()) - 1));
-      active.push_back(&l);
+      blk.active.push_back(&l);
     }
-    if (active.empty()) break;
+    if (blk.active.empty()) return false;
     // Plain greedy rows need only their argmax, taken where the logits are: R ids cross to the
     // host instead of R x V floats, and the host does not scan them.
-    const bool greedy = std::all_of(active.begin(), active.end(), [&](const Live* l) {
+    blk.greedy = std::all_of(blk.active.begin(), blk.active.end(), [&](const Live* l) {
       const SamplingParams& p = requests[l->req].sampling;
       return !p.do_sample && p.repetition_penalty == 1.0;
     });
-    Tensor logits;                // (active, V) f32 on the host, unless greedy
-    std::vector<int32_t> chosen;  // (active), when greedy
-    if (greedy)
-      chosen = exec_.forward_greedy(plan);
-    else
-      logits = exec_.forward(plan);
-    if (prefill) stats.prompt_tokens += plan.num_tokens();
+    blk.tokens = plan.num_tokens();
+    exec_.submit(plan, blk.greedy);
+    return true;
+  };
 
-    for (size_t a = 0; a < active.size(); ++a) {
-      Live& l = *active[a];
+  // Steps come back in the order they went in: the oldest block's first. Each is sampled and that
+  // block's next step submitted at once, while the other blocks' steps are still running.
+  std::deque<Block*> in_flight;
+  for (Block& blk : blocks)
+    if (submit(blk)) in_flight.push_back(&blk);
+  // A step's time runs from the previous step's last token chosen to its own: what a user waits
+  // for, sampling and bookkeeping included (with one block in flight: plan, compute, sampling).
+  auto t0 = Clock::now();
+  while (!in_flight.empty()) {
+    Block& blk = *in_flight.front();
+    in_flight.pop_front();
+    StepOutput step = exec_.collect();
+    if (blk.prefill) stats.prompt_tokens += blk.tokens;
+
+    for (size_t a = 0; a < blk.active.size(); ++a) {
+      Live& l = *blk.active[a];
       const Request& req = requests[l.req];
       Result& res = out[l.req];
       l.len = static_cast<int64_t>(l.context.size());
       int32_t next = 0;
-      if (greedy) {
-        next = chosen[a];
+      if (blk.greedy) {
+        next = step.ids[a];
       } else {
-        std::span<float> row(logits.data<float>() + a * spec.vocab_size, static_cast<size_t>(spec.vocab_size));
+        std::span<float> row(step.logits.data<float>() + a * spec.vocab_size, static_cast<size_t>(spec.vocab_size));
         next = sample_next(row, l.context, req.sampling, l.rng);
       }
       l.context.push_back(next);
@@ -149,7 +169,12 @@ void Generator::run_block(const std::vector<Request>& requests, size_t begin, si
       if (static_cast<int64_t>(res.output_ids.size()) >= req.max_new_tokens) l.done = true;
       if (on_token) on_token(l.req, res);
     }
-    (prefill ? stats.prefill_seconds : stats.decode_seconds) += seconds_since(t0);
+    const bool was_prefill = blk.prefill;
+    blk.prefill = false;
+    if (submit(blk)) in_flight.push_back(&blk);
+    const auto now = Clock::now();
+    (was_prefill ? stats.prefill_seconds : stats.decode_seconds) += std::chrono::duration<double>(now - t0).count();
+    t0 = now;
     if (on_step) on_step(stats);
   }
 }

@@ -2,6 +2,9 @@
 // are run in blocks of up to `max_batch` sequences: one ragged prefill of all their prompts, then
 // decode steps with one new token per unfinished sequence. Each sequence's result equals running it
 // alone (same seed): sequences share only the GEMMs, never state.
+// Blocks run in waves of the executor's max_in_flight(): each block of a wave owns its own KV cache
+// slots and steps on its own, so a pipeline works on one block's step while the host samples
+// another's tokens (the micro-batches circulate); results do not depend on the wave size.
 #pragma once
 
 #include <cstdint>
@@ -35,8 +38,9 @@ class Generator {
   std::function<void(const GenerateStats&)> on_step;
 
  private:
-  void run_block(const std::vector<Request>& requests, size_t begin, size_t end, std::vector<Result>& out,
-                 GenerateStats& stats);
+  // Runs requests [begin, end) as blocks of max_batch_, all in flight together.
+  void run_wave(const std::vector<Request>& requests, size_t begin, size_t end, std::vector<Result>& out,
+                GenerateStats& stats);
   std::unique_ptr<Executor> owned_;  // the one-stage pipeline of the Stage constructor
   Executor& exec_;
   const Tokenizer* tokenizer_;

@@ -45,8 +45,10 @@ void check_tokenizer(const Tokenizer& tokenizer, const ModelSpec& spec) {
                       " (config.json vocab_size): this tokenizer is not the model's");
 }
 
-RunShape run_shape(std::span<const Request> requests, int64_t max_batch) {
+RunShape run_shape(std::span<const Request> requests, int64_t max_batch, int micro_batches) {
   if (max_batch <= 0) throw InvalidArgumentError("batch size must be positive, got " + std::to_string(max_batch));
+  if (micro_batches <= 0)
+    throw InvalidArgumentError("micro-batch count must be positive, got " + std::to_string(micro_batches));
   RunShape s;
   const size_t step = static_cast<size_t>(max_batch);
   for (size_t b = 0; b < requests.size(); b += step) {
@@ -63,6 +65,11 @@ RunShape run_shape(std::span<const Request> requests, int64_t max_batch) {
     s.max_step_tokens = std::max(s.max_step_tokens, prompt_tokens);
     s.max_logit_rows = std::max<int64_t>(s.max_logit_rows, static_cast<int64_t>(e - b));
   }
+  // Several blocks in flight: each owns max_batch slots, as Generator::run_wave lays them out.
+  const int64_t blocks = (static_cast<int64_t>(requests.size()) + max_batch - 1) / max_batch;
+  const int64_t in_flight = std::min<int64_t>(blocks, micro_batches);
+  s.block_slots = in_flight > 1 ? max_batch : s.cache_slots;
+  if (in_flight > 1) s.cache_slots = in_flight * max_batch;
   return s;
 }
 
@@ -189,11 +196,10 @@ MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stor
   const int64_t batch = policy ? std::min(shape.cache_slots, policy->gpu_batch_size) : shape.cache_slots;
   if (policy && batch < shape.cache_slots && shape.cache_slots > 0) {
     const int64_t batch_rows = (shape.max_step_tokens * batch + shape.cache_slots - 1) / shape.cache_slots;
-    const uint64_t held =
-        dtype_size(compute.activations) * (u(C) + (gpu && policy->cpu_cache_compute ? 2 * u(kv) : 0));
+    const uint64_t held = dtype_size(compute.activations) * (u(C) + (gpu && policy->cpu_cache_compute ? 2 * u(kv) : 0));
     plan.add("activations", compute.tier,
-             mul_sat(held, u(shape.max_step_tokens)) + mul_sat(per_row - dtype_size(compute.activations) * u(C),
-                                                               u(batch_rows)),
+             mul_sat(held, u(shape.max_step_tokens)) +
+                 mul_sat(per_row - dtype_size(compute.activations) * u(C), u(batch_rows)),
              "hidden states of " + count(shape.max_step_tokens, "token") + ", and one GPU batch's " +
                  std::to_string(batch_rows) + " in the largest step");
   } else {

@@ -32,14 +32,16 @@ void validate_requests(const ModelSpec& spec, std::span<const Request> requests,
 void check_tokenizer(const Tokenizer& tokenizer, const ModelSpec& spec);
 
 struct RunShape {
-  int64_t cache_slots = 0;      // sequences held at once: the largest block
+  int64_t cache_slots = 0;      // sequences held at once: the largest block, or a wave of blocks
   int64_t cache_capacity = 0;   // tokens per slot: the longest prompt + max_new_tokens of any request
   int64_t max_step_tokens = 0;  // rows of the largest step: a block's prefill, all its prompt tokens
   int64_t max_logit_rows = 0;   // sequences in the largest block
+  int64_t block_slots = 0;      // slots of each block of a wave (0: cache_slots, one block)
 };
 
-// Requests run in blocks of `max_batch` in order (Generator::generate).
-RunShape run_shape(std::span<const Request> requests, int64_t max_batch);
+// Requests run in blocks of `max_batch` in order, `micro_batches` blocks in flight at once, each
+// in max_batch slots of its own (Generator::generate).
+RunShape run_shape(std::span<const Request> requests, int64_t max_batch, int micro_batches = 1);
 // A block of `sequences` prompts of `prompt_len` tokens, each generating `gen_len` (bench, plan).
 RunShape uniform_run_shape(int64_t sequences, int64_t prompt_len, int64_t gen_len);
 

@@ -3,6 +3,7 @@
 #include "runtime/generate/generator.h"
 
 #include "runtime/core/error.h"
+#include "runtime/generate/run_plan.h"
 #include "tests/testutil/testutil.h"
 
 namespace tiergen {
@@ -53,6 +54,32 @@ TEST_F(GeneratorTest, BatchedEqualsAloneWhenSampling) {
   // Blocks of 2 give the same results as one block of 3.
   const auto blocks = run(reqs, 2);
   for (size_t i = 0; i < reqs.size(); ++i) EXPECT_EQ(blocks[i].output_ids, together[i].output_ids) << i;
+}
+
+// Blocks in waves (several in flight, each in its own cache slots, as a pipeline runs them) give
+// what one block at a time gives, for greedy and sampled requests of unequal lengths, also when
+// the blocks run as several GPU batches and a wave is cut short by the request count.
+TEST_F(GeneratorTest, WavesOfBlocksEqualOneBlockAtATime) {
+  std::vector<Request> reqs;
+  const char* prompts[] = {"A fool", "Q: What is the meaning of life?", "You", "The", "Q: Why?", "Luck", "A"};
+  for (size_t i = 0; i < std::size(prompts); ++i) reqs.push_back(req(prompts[i], 6 + 3 * (i % 3), i % 2 == 1, i));
+  const auto one = run(reqs, 2);
+  for (int waves : {2, 3, 4})
+    for (int64_t gpu_batch : {0, 1}) {
+      auto be = kernels::make_cpu_backend();
+      Stage stage(*model_, *be);
+      LocalPipeline pipe({&stage}, gpu_batch, waves);
+      Generator gen(pipe, tok_, 2);
+      const auto got = gen.generate(reqs);
+      for (size_t i = 0; i < reqs.size(); ++i) {
+        EXPECT_EQ(got[i].output_ids, one[i].output_ids) << "request " << i << ", " << waves << " blocks in flight";
+        EXPECT_EQ(got[i].text, one[i].text) << i;
+      }
+    }
+  const RunShape shape = run_shape(reqs, 2, 3);  // 4 blocks, 3 in flight: 3 x 2 slots
+  EXPECT_EQ(shape.cache_slots, 6);
+  EXPECT_EQ(shape.block_slots, 2);
+  EXPECT_EQ(run_shape(reqs, 8, 3).cache_slots, 7);  // one block: its own size
 }
 
 TEST_F(GeneratorTest, MaxNewTokensAndLengthFinish) {

@@ -48,7 +48,7 @@ TEST(LocalPipeline, GreedyIdsAreTheArgmaxOfTheLogits) {
     auto be = kernels::make_cpu_backend();
     Stage whole(*model, *be);
     LocalPipeline pipe({&whole});
-    pipe.allocate_cache(2, 8);
+    pipe.allocate_cache(2, 8, 2);
     kernels::StepPlan plan;
     const std::vector<int32_t> a = {5, 17, 3}, b = {99, 42};
     plan.add_sequence(a, 0, 0);
