@@ -15,11 +15,13 @@ set(allowed_runtime_engine "runtime/core;runtime/model;runtime/engine;kernels")
 set(allowed_stage "runtime/core;runtime/model;runtime/policy;runtime/io;runtime/engine;kernels;stage")
 set(allowed_runtime_generate
     "runtime/core;runtime/model;runtime/tokenizer;runtime/policy;runtime/io;runtime/engine;kernels;stage;runtime/generate")
+set(allowed_comm
+    "runtime/core;runtime/model;runtime/tokenizer;runtime/policy;runtime/io;runtime/engine;kernels;stage;runtime/generate;comm")
 set(allowed_launch
-    "runtime/core;runtime/model;runtime/tokenizer;runtime/policy;runtime/io;runtime/engine;kernels;stage;runtime/generate;launch")
+    "runtime/core;runtime/model;runtime/tokenizer;runtime/policy;runtime/io;runtime/engine;kernels;stage;runtime/generate;comm;launch")
 
 set(components runtime/core runtime/model runtime/tokenizer runtime/policy runtime/io kernels kernels/cpu kernels/cuda
-               runtime/engine stage runtime/generate launch)
+               runtime/engine stage runtime/generate comm launch)
 set(violations "")
 foreach(comp ${components})
   string(REPLACE "/" "_" key "${comp}")

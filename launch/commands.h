@@ -45,7 +45,7 @@ struct ModelSource {
   ModelSpec spec() const;
   // The dtype the weights are held in: the checkpoint's, or F16 for dummy weights of an f32 preset.
   DType weight_dtype(const ModelSpec& spec) const;
-  std::unique_ptr<Model> load(const LayerLoaded& on_loaded = {}) const;
+  std::unique_ptr<Model> load(const LayerLoaded& on_loaded = {}, LayerSpan span = {}) const;
   // The folder's tokenizer.json, checked against the model's vocabulary; null for dummy models and
   // folders without one.
   std::unique_ptr<Tokenizer> tokenizer(const ModelSpec& spec) const;
@@ -128,7 +128,7 @@ struct EngineOptions {
   // The source's model with its weights in the backend's tier and the compute dtype (GPU runs), or
   // placed layer by layer by `on_loaded` when there is one (offloading).
   std::unique_ptr<Model> load(const ModelSource& source, kernels::Backend& backend, const ComputePlacement& p,
-                              const LayerLoaded& on_loaded = {}) const;
+                              const LayerLoaded& on_loaded = {}, LayerSpan span = {}) const;
 };
 
 // Token ids written as "2,40313,318", "[2, 40313, 318]" or "2 40313 318". A word that is not a

@@ -57,8 +57,9 @@ std::unique_ptr<kernels::Backend> EngineOptions::make_backend() const {
 }
 
 std::unique_ptr<Model> EngineOptions::load(const ModelSource& source, kernels::Backend& backend,
-                                           const ComputePlacement& p, const LayerLoaded& on_loaded) const {
-  auto model = source.load(on_loaded);
+                                           const ComputePlacement& p, const LayerLoaded& on_loaded,
+                                           LayerSpan span) const {
+  auto model = source.load(on_loaded, span);
   if (p.tier == Tier::Gpu && !on_loaded) model->place(backend, p.weights);
   return model;
 }

@@ -5,6 +5,7 @@
 //   3  the run does not fit in memory (what it needs and what there is are in the message)
 //   4  valid input this build or this CPU cannot run (an unknown model_type, a missing backend)
 //   5  the GPU, CUDA or a communication library reported an error
+//   6  another rank of a pipeline failed, stopped answering or was lost (the message names it)
 //  70  an internal error: a bug in tiergen (please report it with the message)
 #pragma once
 
@@ -19,6 +20,7 @@ enum ExitCode : int {
   kExitMemory = 3,
   kExitUnsupported = 4,
   kExitDevice = 5,
+  kExitPeer = 6,
   kExitInternal = 70,
 };
 
@@ -36,6 +38,8 @@ constexpr ExitCode exit_code(ErrorKind kind) {
       return kExitUnsupported;
     case ErrorKind::Device:
       return kExitDevice;
+    case ErrorKind::Peer:
+      return kExitPeer;
     case ErrorKind::Internal:
       return kExitInternal;
   }

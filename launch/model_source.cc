@@ -51,13 +51,13 @@ DType ModelSource::weight_dtype(const ModelSpec& spec) const {
   return spec.dtype;
 }
 
-std::unique_ptr<Model> ModelSource::load(const LayerLoaded& on_loaded) const {
+std::unique_ptr<Model> ModelSource::load(const LayerLoaded& on_loaded, LayerSpan span) const {
   validate();
   if (!dummy.empty()) {
     const ModelSpec spec = preset_model_spec(dummy);
-    return Model::dummy(spec, weight_dtype(spec), 0, on_loaded);
+    return Model::dummy(spec, weight_dtype(spec), 0, on_loaded, span);
   }
-  return Model::load(dir, on_loaded);
+  return Model::load(dir, on_loaded, span);
 }
 
 std::unique_ptr<Tokenizer> ModelSource::tokenizer(const ModelSpec& spec) const {

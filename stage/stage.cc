@@ -12,6 +12,10 @@ std::vector<int64_t> layer_kv_widths(const Model& model, size_t begin, size_t en
   if (begin > end || end > model.layers().size())
     throw InvalidArgumentError("stage layer range [" + std::to_string(begin) + ", " + std::to_string(end) +
                                ") is outside the model's " + std::to_string(model.layers().size()) + " layers");
+  if (begin < end && (!model.loaded().contains(begin) || !model.loaded().contains(end - 1)))
+    throw InternalError("stage layers [" + std::to_string(begin) + ", " + std::to_string(end) +
+                        ") were not all loaded (this process loaded [" + std::to_string(model.loaded().begin) + ", " +
+                        std::to_string(model.loaded().end) + "))");
   std::vector<int64_t> w;
   for (size_t i = begin; i < end; ++i) w.push_back(model.layers()[i]->kv_elems_per_token() / 2);
   return w;

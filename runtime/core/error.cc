@@ -20,6 +20,8 @@ const char* error_kind_name(ErrorKind kind) {
       return "out of memory";
     case ErrorKind::Device:
       return "device error";
+    case ErrorKind::Peer:
+      return "pipeline peer failed";
     case ErrorKind::Internal:
       return "internal error";
   }

@@ -15,6 +15,7 @@ enum class ErrorKind {
   Unsupported,      // a valid input that this build cannot run (unknown model_type, op not on backend)
   OutOfMemory,      // an allocation or a memory budget failed
   Device,           // CUDA / cuBLAS / NCCL reported an error
+  Peer,             // another rank of a pipeline failed, stopped answering or sent what it should not
   Internal,         // a broken invariant: a bug in tiergen
 };
 
@@ -42,6 +43,7 @@ TIERGEN_DEFINE_ERROR(NotFoundError, NotFound)
 TIERGEN_DEFINE_ERROR(UnsupportedError, Unsupported)
 TIERGEN_DEFINE_ERROR(OutOfMemoryError, OutOfMemory)
 TIERGEN_DEFINE_ERROR(DeviceError, Device)
+TIERGEN_DEFINE_ERROR(PeerError, Peer)
 TIERGEN_DEFINE_ERROR(InternalError, Internal)
 #undef TIERGEN_DEFINE_ERROR
 

@@ -1,5 +1,6 @@
 #include "runtime/engine/model.h"
 
+#include <algorithm>
 #include <map>
 #include <utility>
 
@@ -23,33 +24,39 @@ void check_layer_count(const ModelSpec& spec, const ArchitectureNames& names, co
 
 }  // namespace
 
-Model::Model(const ModelSpec& spec, WeightSource& weights, const LayerLoaded& on_loaded)
+Model::Model(const ModelSpec& spec, WeightSource& weights, const LayerLoaded& on_loaded, LayerSpan span)
     : spec_(spec), names_(architecture_names(spec_)), source_(weights.describe()) {
   layers_ = build_layers(spec_, names_);
-  for (size_t i = 0; i < layers_.size(); ++i) {
+  span_ = {std::min(span.begin, layers_.size()), std::min(span.end, layers_.size())};
+  if (span_.begin >= span_.end)
+    throw InvalidArgumentError("layers [" + std::to_string(span.begin) + ", " + std::to_string(span.end) +
+                               ") hold none of the model's " + std::to_string(layers_.size()) + " layers");
+  for (size_t i = span_.begin; i < span_.end; ++i) {
     layers_[i]->load(weights);
     if (on_loaded) on_loaded(i, *layers_[i]);
   }
 }
 
-std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const LayerLoaded& on_loaded) {
+std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, const LayerLoaded& on_loaded, LayerSpan span) {
   if (!std::filesystem::is_directory(dir))
     throw NotFoundError("model folder '" + dir.string() + "' does not exist or is not a directory");
   ModelSpec spec = load_model_config(dir / "config.json");
   auto weights = checkpoint_weights(Checkpoint::open(dir));
   check_layer_count(spec, architecture_names(spec), *weights, dir / "config.json");
-  return std::make_unique<Model>(spec, *weights, on_loaded);
+  return std::make_unique<Model>(spec, *weights, on_loaded, span);
 }
 
-std::unique_ptr<Model> Model::dummy(const ModelSpec& spec, DType dtype, uint64_t seed, const LayerLoaded& on_loaded) {
+std::unique_ptr<Model> Model::dummy(const ModelSpec& spec, DType dtype, uint64_t seed, const LayerLoaded& on_loaded,
+                                    LayerSpan span) {
   auto weights = dummy_weights(dtype, seed);
-  return std::make_unique<Model>(spec, *weights, on_loaded);
+  return std::make_unique<Model>(spec, *weights, on_loaded, span);
 }
 
 void Model::place(kernels::Backend& be, DType dtype) {
   std::map<std::pair<const void*, DType>, Tensor> placed;  // by source bytes: tied weights upload once
   for (auto& layer : layers_)
     for (Tensor* w : layer->weights()) {
+      if (!w->defined()) continue;  // a layer another stage loads
       auto [it, fresh] = placed.try_emplace({w->raw(), w->dtype()});
       if (fresh) it->second = be.upload(*w, dtype);
       *w = it->second;

@@ -1,0 +1,392 @@
+#include "comm/pipeline.h"
+
+#include <cstring>
+#include <new>
+#include <tuple>
+#include <type_traits>
+
+#include "runtime/core/error.h"
+#include "runtime/core/trace.h"
+
+namespace tiergen::comm {
+namespace {
+
+enum class Kind : uint32_t { Allocate = 1, Step = 2, Stop = 3, Output = 4, Status = 5, Shape = 6 };
+
+// Messages are flat: fixed-size fields and length-prefixed int32 vectors, in host byte order (every
+// rank of a pipeline runs the same build on the same kind of CPU).
+class Writer {
+ public:
+  explicit Writer(Kind k) { put(static_cast<uint32_t>(k)); }
+  template <class T>
+  void put(T v) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    const auto* p = reinterpret_cast<const std::byte*>(&v);
+    bytes_.insert(bytes_.end(), p, p + sizeof v);
+  }
+  void put(const std::vector<int32_t>& v) {
+    put(static_cast<uint64_t>(v.size()));
+    raw(v.data(), v.size() * sizeof(int32_t));
+  }
+  void put(const std::string& s) {
+    put(static_cast<uint64_t>(s.size()));
+    raw(s.data(), s.size());
+  }
+  void raw(const void* p, size_t n) {
+    const auto* b = static_cast<const std::byte*>(p);
+    bytes_.insert(bytes_.end(), b, b + n);
+  }
+  std::vector<std::byte> take() { return std::move(bytes_); }
+
+ private:
+  std::vector<std::byte> bytes_;
+};
+
+// Reads what Writer wrote; a message shorter than its fields say is the sender's fault, named.
+class Reader {
+ public:
+  Reader(const std::vector<std::byte>& b, std::string from) : b_(b), from_(std::move(from)) {}
+  template <class T>
+  T get() {
+    T v;
+    std::memcpy(&v, take(sizeof v), sizeof v);
+    return v;
+  }
+  std::vector<int32_t> ints() {
+    const auto n = get<uint64_t>();
+    if (n > (b_.size() - at_) / sizeof(int32_t)) bad();
+    std::vector<int32_t> v(n);
+    std::memcpy(v.data(), take(n * sizeof(int32_t)), n * sizeof(int32_t));
+    return v;
+  }
+  std::string text() {
+    const auto n = get<uint64_t>();
+    if (n > b_.size() - at_) bad();
+    const auto* p = reinterpret_cast<const char*>(take(n));
+    return std::string(p, n);
+  }
+  Kind kind() { return static_cast<Kind>(get<uint32_t>()); }
+  [[noreturn]] void bad() const {
+    throw PeerError("a malformed message from " + from_ + " (" + std::to_string(b_.size()) + " bytes)");
+  }
+  const std::byte* rest() const { return b_.data() + at_; }
+  size_t left() const { return b_.size() - at_; }
+
+ private:
+  const std::byte* take(size_t n) {
+    if (n > b_.size() - at_) bad();
+    const std::byte* p = b_.data() + at_;
+    at_ += n;
+    return p;
+  }
+  const std::vector<std::byte>& b_;
+  std::string from_;
+  size_t at_ = 0;
+};
+
+void put_plan(Writer& w, const kernels::StepPlan& p) {
+  for (const auto* v :
+       {&p.token_ids, &p.positions, &p.row_slot, &p.q_begin, &p.q_len, &p.kv_len, &p.slot, &p.logit_rows})
+    w.put(*v);
+}
+
+kernels::StepPlan get_plan(Reader& r) {
+  kernels::StepPlan p;
+  for (auto* v : {&p.token_ids, &p.positions, &p.row_slot, &p.q_begin, &p.q_len, &p.kv_len, &p.slot, &p.logit_rows})
+    *v = r.ints();
+  const size_t T = p.token_ids.size(), S = p.q_len.size();
+  if (p.positions.size() != T || p.row_slot.size() != T || p.q_begin.size() != S || p.kv_len.size() != S ||
+      p.slot.size() != S)
+    r.bad();
+  return p;
+}
+
+std::vector<std::byte> step_message(const kernels::StepPlan& plan, bool greedy, DType act) {
+  Writer w(Kind::Step);
+  w.put(static_cast<uint8_t>(greedy));
+  w.put(static_cast<uint32_t>(act));
+  put_plan(w, plan);
+  return w.take();
+}
+
+// Each GPU batch's hidden state (T_b, C) to `peer`, as the bytes of its dtype on the host.
+void send_hidden(Transport& t, int peer, kernels::Backend& be, const std::vector<GpuBatch>& batches) {
+  for (const GpuBatch& b : batches) {
+    Tensor host = Tensor::empty(b.ctx.hidden.shape(), b.ctx.hidden.dtype());  // (T_b, C)
+    be.copy(host, b.ctx.hidden);
+    std::vector<std::byte> bytes(host.nbytes());
+    std::memcpy(bytes.data(), host.raw(), bytes.size());
+    t.send(peer, std::move(bytes));
+  }
+}
+
+// The hidden states of `batches` from `peer`, sent in `wire` dtype, into `stage`'s tier and dtype.
+void recv_hidden(Transport& t, int peer, Duration timeout, Stage& stage, DType wire, std::vector<GpuBatch>& batches) {
+  const int64_t C = stage.model().spec().hidden_size;
+  for (GpuBatch& b : batches) {
+    const std::vector<std::byte> bytes = t.recv(peer, timeout);
+    Tensor host = Tensor::empty({b.ctx.plan.num_tokens(), C}, wire);  // (T_b, C)
+    if (bytes.size() != host.nbytes())
+      throw PeerError(t.describe(t.rank()) + ": a hidden state of " + std::to_string(bytes.size()) + " bytes from " +
+                      t.describe(peer) + ", expected " + std::to_string(host.nbytes()) +
+                      " (do both ranks run the same model?)");
+    std::memcpy(host.raw(), bytes.data(), bytes.size());
+    b.ctx.hidden = stage.backend().upload(host, stage.dtypes().activations);
+  }
+}
+
+std::vector<std::byte> output_message(const StepOutput& out, bool greedy) {
+  Writer w(Kind::Output);
+  w.put(static_cast<uint8_t>(greedy));
+  if (greedy) {
+    w.put(out.ids);
+  } else {
+    w.put(static_cast<int64_t>(out.logits.dim(0)));
+    w.raw(out.logits.raw(), out.logits.nbytes());
+  }
+  return w.take();
+}
+
+Kind expect(Reader& r, std::initializer_list<Kind> kinds) {
+  const Kind k = r.kind();
+  for (Kind ok : kinds)
+    if (k == ok) return k;
+  r.bad();
+}
+
+}  // namespace
+
+std::vector<LayerSpan> stage_spans(int64_t num_layers, int stages, const std::vector<int64_t>& first_layers) {
+  if (stages < 1) throw InvalidArgumentError("a pipeline needs at least one stage, got " + std::to_string(stages));
+  if (stages > num_layers)
+    throw InvalidArgumentError("a pipeline of " + std::to_string(stages) + " stages for a model of " +
+                               std::to_string(num_layers) + " decoder layers: each stage needs at least one layer");
+  std::vector<int64_t> starts = {0};
+  if (first_layers.empty()) {
+    // Even shares, the first stages taking one more where they do not divide.
+    const int64_t base = num_layers / stages, extra = num_layers % stages;
+    for (int s = 1; s < stages; ++s) starts.push_back(starts.back() + base + (s - 1 < extra ? 1 : 0));
+  } else {
+    if (static_cast<int>(first_layers.size()) != stages - 1)
+      throw InvalidArgumentError(std::to_string(stages) + " stages need " + std::to_string(stages - 1) +
+                                 " first layers (one per stage after the first), got " +
+                                 std::to_string(first_layers.size()));
+    for (int64_t f : first_layers) {
+      if (f <= starts.back() || f >= num_layers)
+        throw InvalidArgumentError("stage boundaries must increase within the model's decoder layers 1-" +
+                                   std::to_string(num_layers - 1) + ", got " + std::to_string(f) + " after " +
+                                   std::to_string(starts.back()));
+      starts.push_back(f);
+    }
+  }
+  std::vector<LayerSpan> spans;
+  for (int s = 0; s < stages; ++s) {
+    const int64_t a = starts[static_cast<size_t>(s)];
+    const int64_t b = s + 1 < stages ? starts[static_cast<size_t>(s + 1)] : num_layers;
+    // The layer list: [embed, (attention_i, mlp_i) x L, head].
+    spans.push_back({s == 0 ? 0 : static_cast<size_t>(1 + 2 * a),
+                     s + 1 == stages ? static_cast<size_t>(2 + 2 * num_layers) : static_cast<size_t>(1 + 2 * b)});
+  }
+  return spans;
+}
+
+std::string describe_span(LayerSpan span, int64_t num_layers) {
+  const auto last_list = static_cast<size_t>(1 + 2 * num_layers);  // the head's index
+  const int64_t first = span.begin == 0 ? 0 : static_cast<int64_t>(span.begin - 1) / 2;
+  const int64_t end = span.end > last_list ? num_layers : static_cast<int64_t>(span.end - 1) / 2;
+  std::string s = "decoder layers " + std::to_string(first) + "-" + std::to_string(end - 1);
+  if (span.begin == 0) s += ", the embedding";
+  if (span.end > last_list) s += ", the head";
+  return s;
+}
+
+void agree(Transport& t, const std::exception_ptr& mine, Duration timeout) {
+  auto status = [&]() -> std::pair<ErrorKind, std::string> {
+    try {
+      std::rethrow_exception(mine);
+    } catch (const Error& e) {
+      return {e.kind(), e.what()};
+    } catch (const std::bad_alloc&) {
+      return {ErrorKind::OutOfMemory, "out of host memory"};
+    } catch (const std::exception& e) {
+      return {ErrorKind::Internal, e.what()};
+    }
+  };
+  auto encode = [](bool failed, ErrorKind kind, const std::string& text) {
+    Writer w(Kind::Status);
+    w.put(static_cast<uint8_t>(failed));
+    w.put(static_cast<uint32_t>(kind));
+    w.put(text);
+    return w.take();
+  };
+  bool failed = false;
+  ErrorKind kind = ErrorKind::Internal;
+  std::string text;
+  auto note = [&](ErrorKind k, const std::string& what, int rank) {
+    if (!failed) kind = k;
+    failed = true;
+    text += (text.empty() ? "" : "; ") + (t.size() > 1 ? t.describe(rank) + ": " : std::string()) + what;
+  };
+  ErrorKind my_kind = ErrorKind::Internal;
+  std::string my_what;
+  if (mine) {
+    std::tie(my_kind, my_what) = status();
+    note(my_kind, my_what, t.rank());
+  }
+  if (t.size() == 1) {
+    if (mine) std::rethrow_exception(mine);
+    return;
+  }
+  if (t.rank() == 0) {
+    for (int r = 1; r < t.size(); ++r) {
+      const auto bytes = t.recv(r, timeout);
+      Reader rd(bytes, t.describe(r));
+      expect(rd, {Kind::Status});
+      const bool bad = rd.get<uint8_t>() != 0;
+      const auto k = static_cast<ErrorKind>(rd.get<uint32_t>());
+      const std::string what = rd.text();
+      if (bad) note(k, what, r);
+    }
+    for (int r = 1; r < t.size(); ++r) t.send(r, encode(failed, kind, text));
+  } else {
+    t.send(0, encode(failed, my_kind, my_what));
+    const auto bytes = t.recv(0, timeout);
+    Reader rd(bytes, t.describe(0));
+    expect(rd, {Kind::Status});
+    failed = rd.get<uint8_t>() != 0;
+    kind = static_cast<ErrorKind>(rd.get<uint32_t>());
+    text = rd.text();
+  }
+  if (failed) throw Error(kind, text);
+}
+
+RunShape share_shape(Transport& t, const RunShape& shape, Duration timeout) {
+  if (t.size() == 1) return shape;
+  if (t.rank() == 0) {
+    for (int r = 1; r < t.size(); ++r) {
+      Writer w(Kind::Shape);
+      w.put(shape);
+      t.send(r, w.take());
+    }
+    return shape;
+  }
+  const auto bytes = t.recv(0, timeout);
+  Reader rd(bytes, t.describe(0));
+  expect(rd, {Kind::Shape});
+  return rd.get<RunShape>();
+}
+
+PipelineExecutor::PipelineExecutor(Stage& stage, Transport& t, int64_t gpu_batch_size, int micro_batches,
+                                   Duration timeout)
+    : stage_(stage), t_(t), gpu_batch_size_(gpu_batch_size), micro_batches_(micro_batches), timeout_(timeout) {
+  TIERGEN_CHECK(t.rank() == 0, "the pipeline's executor runs on rank 0");
+  if (micro_batches < 1)
+    throw InvalidArgumentError("micro-batch count must be positive, got " + std::to_string(micro_batches));
+}
+
+PipelineExecutor::~PipelineExecutor() {
+  try {
+    stop();
+  } catch (const std::exception&) {  // the ranks that cannot be told end by their own deadline
+  }
+}
+
+void PipelineExecutor::stop() {
+  if (stopped_ || t_.size() == 1) return;
+  stopped_ = true;
+  t_.send(1, Writer(Kind::Stop).take());
+  t_.flush(timeout_);
+}
+
+void PipelineExecutor::allocate_cache(int64_t slots, int64_t capacity, int64_t block_slots) {
+  const int64_t block = block_slots > 0 ? block_slots : slots;
+  const int64_t batch = gpu_batch_size_ > 0 ? std::min(gpu_batch_size_, block) : block;
+  stage_.allocate_cache(slots, capacity, batch, block);
+  if (t_.size() == 1) return;
+  // Every rank lays its cache out alike, so that each cuts a step into the same GPU batches.
+  Writer w(Kind::Allocate);
+  for (int64_t v : {slots, capacity, batch, block}) w.put(v);
+  t_.send(1, w.take());
+}
+
+void PipelineExecutor::submit(const kernels::StepPlan& plan, bool greedy) {
+  const trace::Span span(trace::kSteps, "step of " + std::to_string(plan.num_tokens()) + " tokens");
+  std::vector<GpuBatch> batches = stage_.split(plan);
+  stage_.forward_block(batches);
+  if (t_.size() == 1) {
+    done_.push_back(step_output(stage_.backend(), batches, plan.logit_rows.size(), spec().vocab_size, greedy));
+    return;
+  }
+  t_.send(1, step_message(plan, greedy, stage_.dtypes().activations));
+  send_hidden(t_, 1, stage_.backend(), batches);
+  ++in_flight_;
+}
+
+StepOutput PipelineExecutor::collect() {
+  if (t_.size() == 1) {
+    TIERGEN_CHECK(!done_.empty(), "collect() without a submitted step");
+    StepOutput out = std::move(done_.front());
+    done_.pop_front();
+    return out;
+  }
+  TIERGEN_CHECK(in_flight_ > 0, "collect() without a submitted step");
+  const int last = t_.size() - 1;
+  const auto bytes = t_.recv(last, timeout_);
+  --in_flight_;
+  Reader rd(bytes, t_.describe(last));
+  expect(rd, {Kind::Output});
+  StepOutput out;
+  if (rd.get<uint8_t>() != 0) {
+    out.ids = rd.ints();
+    return out;
+  }
+  const auto rows = rd.get<int64_t>();
+  const int64_t V = spec().vocab_size;
+  if (rows < 0 || rd.left() != static_cast<size_t>(rows * V) * sizeof(float)) rd.bad();
+  out.logits = Tensor::empty({rows, V}, DType::F32);  // (R, V) on the host
+  std::memcpy(out.logits.raw(), rd.rest(), rd.left());
+  return out;
+}
+
+void serve_stage(Stage& stage, Transport& t, Duration timeout) {
+  reporting_failures(t, [&] {
+    const int prev = t.rank() - 1, next = t.rank() + 1;
+    const bool last = next == t.size();
+    for (;;) {
+      std::vector<std::byte> msg = t.recv(prev, timeout);
+      Reader rd(msg, t.describe(prev));
+      switch (expect(rd, {Kind::Allocate, Kind::Step, Kind::Stop})) {
+        case Kind::Stop:
+          if (!last) t.send(next, std::move(msg));
+          t.flush(timeout);
+          return;
+        case Kind::Allocate: {
+          int64_t v[4];
+          for (int64_t& x : v) x = rd.get<int64_t>();
+          stage.allocate_cache(v[0], v[1], v[2], v[3]);
+          if (!last) t.send(next, std::move(msg));
+          break;
+        }
+        default: {  // a step
+          const bool greedy = rd.get<uint8_t>() != 0;
+          const auto wire = static_cast<DType>(rd.get<uint32_t>());
+          const kernels::StepPlan plan = get_plan(rd);
+          const trace::Span span(trace::kSteps, "step of " + std::to_string(plan.num_tokens()) + " tokens");
+          std::vector<GpuBatch> batches = stage.split(plan);
+          recv_hidden(t, prev, timeout, stage, wire, batches);
+          stage.forward_block(batches);
+          if (last) {
+            const StepOutput out =
+                step_output(stage.backend(), batches, plan.logit_rows.size(), stage.model().spec().vocab_size, greedy);
+            t.send(0, output_message(out, greedy));
+          } else {
+            t.send(next, step_message(plan, greedy, stage.dtypes().activations));
+            send_hidden(t, next, stage.backend(), batches);
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace tiergen::comm

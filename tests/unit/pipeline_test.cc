@@ -1,0 +1,199 @@
+// The pipeline over ranks, its ranks as threads over the in-process transport: every reference
+// model gives exactly the single-process tokens (greedy, and sampled with seeds) for uneven layer
+// splits and several micro-batch counts; each stage loads only its own layers. Failures: a rank
+// that stops answering ends every other rank's wait within the deadline, naming it; a bad
+// configuration is the same clear error on every rank; the layer split is checked.
+#include "comm/pipeline.h"
+
+#include <future>
+#include <thread>
+
+#include "comm/local_transport.h"
+#include "runtime/core/error.h"
+#include "runtime/generate/generator.h"
+#include "tests/testutil/hf_reference.h"
+#include "tests/testutil/testutil.h"
+
+namespace tiergen {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Each stage of `spans` in its own thread with its own model (only its layers loaded) and backend;
+// rank 0 runs the Generator. Returns rank 0's results; rethrows the first rank's error.
+std::vector<Result> run_pipeline(const std::filesystem::path& dir, const std::vector<LayerSpan>& spans,
+                                 const std::vector<Request>& reqs, int64_t block, int micro, int64_t gpu_batch = 0) {
+  const int n = static_cast<int>(spans.size());
+  comm::LocalHub hub(n);
+  std::vector<std::future<std::vector<Result>>> ranks;
+  for (int r = 0; r < n; ++r)
+    ranks.push_back(std::async(std::launch::async, [&, r] {
+      auto t = hub.endpoint(r);
+      return comm::reporting_failures(*t, [&] {
+        auto model = Model::load(dir, {}, spans[static_cast<size_t>(r)]);
+        auto be = kernels::make_cpu_backend();
+        Stage stage(*model, *be, spans[static_cast<size_t>(r)].begin, spans[static_cast<size_t>(r)].end);
+        if (r > 0) {
+          comm::serve_stage(stage, *t, 10s);
+          return std::vector<Result>{};
+        }
+        comm::PipelineExecutor exec(stage, *t, gpu_batch, micro, 10s);
+        Generator gen(exec, nullptr, block);
+        auto out = gen.generate(reqs);
+        exec.stop();
+        return out;
+      });
+    }));
+  std::vector<Result> out;
+  std::exception_ptr first;
+  for (int r = 0; r < n; ++r) try {
+      auto got = ranks[static_cast<size_t>(r)].get();
+      if (r == 0) out = std::move(got);
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  if (first) std::rethrow_exception(first);
+  return out;
+}
+
+std::vector<Result> run_alone(const std::filesystem::path& dir, const std::vector<Request>& reqs, int64_t block) {
+  auto model = Model::load(dir);
+  auto be = kernels::make_cpu_backend();
+  Stage stage(*model, *be);
+  Generator gen(stage, nullptr, block);
+  return gen.generate(reqs);
+}
+
+std::vector<Request> mixed_requests(const testing::HfReferenceModel& ref) {
+  std::vector<Request> reqs = testing::greedy_requests(ref, testing::all_cases(ref));
+  // Sampled ones too: the sampler runs on rank 0 from each request's own seed.
+  const size_t n = reqs.size();
+  for (size_t i = 0; i < n; ++i) {
+    Request r = reqs[i];
+    r.sampling.do_sample = true;
+    r.sampling.temperature = 0.9;
+    r.sampling.top_k = 20;
+    r.sampling.seed = 7 + i;
+    reqs.push_back(r);
+  }
+  return reqs;
+}
+
+class PipelineModels : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PipelineModels, EqualsOneProcess) {
+  const auto ref = testing::load_hf_reference(GetParam());
+  const auto spec = load_model_config(ref.dir / "config.json");
+  const std::vector<Request> reqs = mixed_requests(ref);
+  const int64_t block = 2;
+  const auto alone = run_alone(ref.dir, reqs, block);
+  const int64_t L = spec.num_layers;
+  struct Shape {
+    int stages;
+    std::vector<int64_t> cuts;
+    int micro;
+    int64_t gpu_batch;
+  };
+  std::vector<Shape> shapes = {{2, {}, 1, 0}, {2, {L - 1}, 3, 1}, {3, {}, 2, 0}, {1, {}, 2, 0}};
+  if (L >= 4) shapes.push_back({4, {1, 2, L - 1}, 4, 1});
+  for (const Shape& s : shapes) {
+    if (s.stages > L) continue;
+    const auto got = run_pipeline(ref.dir, comm::stage_spans(L, s.stages, s.cuts), reqs, block, s.micro, s.gpu_batch);
+    ASSERT_EQ(got.size(), reqs.size());
+    for (size_t i = 0; i < reqs.size(); ++i)
+      EXPECT_EQ(got[i].output_ids, alone[i].output_ids)
+          << GetParam() << ": request " << i << ", " << s.stages << " stages, " << s.micro << " micro-batches";
+  }
+  // The greedy requests also match the Hugging Face reference.
+  for (size_t i = 0; i < ref.cases.size(); ++i) EXPECT_EQ(alone[i].output_ids, ref.cases[i].greedy) << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, PipelineModels, ::testing::ValuesIn(testing::hf_reference_models()),
+                         [](const auto& info) { return testing::test_name(info.param); });
+
+TEST(StageSpans, EvenAndGivenSplits) {
+  auto spans = comm::stage_spans(5, 2);  // 3 + 2 decoder layers
+  ASSERT_EQ(spans.size(), 2u);
+  EXPECT_EQ(spans[0].begin, 0u);
+  EXPECT_EQ(spans[0].end, 7u);  // embed + 3 x (attention, mlp)
+  EXPECT_EQ(spans[1].begin, 7u);
+  EXPECT_EQ(spans[1].end, 12u);  // ... + head
+  EXPECT_EQ(comm::describe_span(spans[0], 5), "decoder layers 0-2, the embedding");
+  EXPECT_EQ(comm::describe_span(spans[1], 5), "decoder layers 3-4, the head");
+  spans = comm::stage_spans(5, 3, {1, 4});
+  EXPECT_EQ(comm::describe_span(spans[1], 5), "decoder layers 1-3");
+  EXPECT_THROW_WITH(comm::stage_spans(2, 3), InvalidArgumentError, "each stage needs at least one layer");
+  EXPECT_THROW_WITH(comm::stage_spans(5, 3, {3, 2}), InvalidArgumentError, "must increase");
+  EXPECT_THROW_WITH(comm::stage_spans(5, 3, {1}), InvalidArgumentError, "need 2 first layers");
+  EXPECT_THROW_WITH(comm::stage_spans(5, 2, {5}), InvalidArgumentError, "must increase");
+}
+
+// A rank that stops answering (it never serves): rank 0's wait ends at the deadline, naming it.
+TEST(PipelineFailure, SilentRankEndsTheWaitNamingIt) {
+  comm::LocalHub hub(2);
+  auto t0 = hub.endpoint(0), t1 = hub.endpoint(1);
+  auto model = Model::load(testing::hf_model_dir("opt-tiny"));
+  auto be = kernels::make_cpu_backend();
+  const auto spans = comm::stage_spans(model->spec().num_layers, 2);
+  Stage first(*model, *be, spans[0].begin, spans[0].end);
+  comm::PipelineExecutor exec(first, *t0, 0, 1, 300ms);
+  Generator gen(exec, nullptr, 2);
+  Request r;
+  r.input_ids = {5, 6, 7};
+  r.max_new_tokens = 3;
+  const auto t = std::chrono::steady_clock::now();
+  EXPECT_THROW_WITH(gen.generate({r}), PeerError, "no message from rank 1 (this process) within 0.3 s");
+  EXPECT_LT(std::chrono::steady_clock::now() - t, 5s);
+}
+
+// A rank that fails reports it: the others stop with its error, not with their own deadline.
+TEST(PipelineFailure, AFailingRankIsNamedByEveryRank) {
+  comm::LocalHub hub(3);
+  std::vector<std::future<std::string>> ranks;
+  for (int r = 0; r < 3; ++r)
+    ranks.push_back(std::async(std::launch::async, [&, r]() -> std::string {
+      auto t = hub.endpoint(r);
+      try {
+        comm::reporting_failures(*t, [&] {
+          if (r == 1) throw OutOfMemoryError("the stage's plan needs 9 GiB of the GPU's 8 GiB");
+          t->recv(r == 0 ? 2 : 1, 30s);  // waits that only the report ends in time
+        });
+      } catch (const Error& e) {
+        return e.what();
+      }
+      return "no error";
+    }));
+  for (int r = 0; r < 3; ++r) {
+    const std::string what = ranks[static_cast<size_t>(r)].get();
+    // The failing rank has its own error; the others have its report, not a deadline of their own.
+    EXPECT_NE(what.find(r == 1 ? "the stage's plan needs 9 GiB" : "rank 1 (this process) stopped: the stage's plan"),
+              std::string::npos)
+        << r << ": " << what;
+  }
+}
+
+// Every rank checks its part before loading; all learn every failure, with its kind.
+TEST(PipelineFailure, AgreeGivesEveryRankTheSameError) {
+  comm::LocalHub hub(3);
+  std::vector<std::future<std::pair<ErrorKind, std::string>>> ranks;
+  for (int r = 0; r < 3; ++r)
+    ranks.push_back(std::async(std::launch::async, [&, r]() -> std::pair<ErrorKind, std::string> {
+      auto t = hub.endpoint(r);
+      std::exception_ptr mine;
+      if (r == 2) mine = std::make_exception_ptr(OutOfMemoryError("KV cache: needs 3 GiB, the budget is 1 GiB"));
+      try {
+        comm::agree(*t, mine, 5s);
+      } catch (const Error& e) {
+        return {e.kind(), e.what()};
+      }
+      return {ErrorKind::Internal, "agreed"};
+    }));
+  for (int r = 0; r < 3; ++r) {
+    auto [kind, what] = ranks[static_cast<size_t>(r)].get();
+    EXPECT_EQ(kind, ErrorKind::OutOfMemory) << r;
+    EXPECT_EQ(what, "rank 2 (this process): KV cache: needs 3 GiB, the budget is 1 GiB") << r;
+  }
+}
+
+}  // namespace
+}  // namespace tiergen
