@@ -11,6 +11,7 @@
 
 #include "launch/commands.h"
 #include "launch/flag_checks.h"
+#include "launch/pipeline_rank.h"
 #include "launch/progress.h"
 #include "runtime/core/error.h"
 #include "runtime/generate/generator.h"
@@ -39,6 +40,7 @@ struct GenerateArgs {
   BudgetOptions budgets;
   ProgressOptions progress;
   EngineOptions engine;
+  PipelineOptions pipeline;
 };
 
 std::vector<std::string> read_lines(std::istream& in) {
@@ -69,10 +71,8 @@ std::vector<std::string> read_prompt_file(const std::string& path) {
   return lines;
 }
 
-int run_generate(GenerateArgs& a) {
-  apply_threads(a.threads);
-  a.source.validate();
-  const BudgetOptions::Bytes budgets = a.budgets.bytes(a.engine.cuda());
+// Rank 0 (or the only process): prompts in, the run driven through the pipeline, outputs out.
+int lead_generate(GenerateArgs& a, const BudgetOptions::Bytes& budgets, const ModelSpec& spec, PipelineRank& rank) {
   // Prompts: arguments, then the file, then token-id prompts; stdin only when none was given.
   std::vector<std::string> texts = a.prompts;
   if (!a.prompt_file.empty()) {
@@ -91,7 +91,6 @@ int run_generate(GenerateArgs& a) {
     if (texts.empty()) throw InvalidArgumentError("no prompts on stdin");
   }
 
-  const ModelSpec spec = a.source.spec();
   auto tokenizer = a.source.tokenizer(spec);
   if (!texts.empty() && !tokenizer)
     throw InvalidArgumentError("text prompts need a tokenizer.json in the model folder; use --input-ids with " +
@@ -138,28 +137,22 @@ int run_generate(GenerateArgs& a) {
   for (auto& ids : id_prompts) add(ids, "");
   // Everything about the run is checked before the weights are loaded or generated.
   validate_requests(spec, reqs, tokenizer != nullptr);
-  const ComputePlacement compute = a.engine.placement(spec);
   std::optional<OffloadPolicy> policy = a.offload.policy(a.engine.cuda());
   const int64_t block = a.offload.blocks({a.batch_size}, a.batch_flag->count() > 0).front();
-  auto backend = a.engine.make_backend();
-  if (policy) policy->gpu_batch_size = a.offload.gpu_batch(block);
-  const OffloadPolicy* pol = policy ? &*policy : nullptr;
-  a.source.check_memory(spec, run_shape(reqs, block), capacities(budgets, backend.get(), pol), compute, pol,
-                        "--max-new-tokens");
-  backend->set_memory_limit(budgets.gpu);
-  OffloadOptions::Active offloaded = policy ? a.offload.prepare(*policy, *backend, compute) : OffloadOptions::Active{};
-  auto model = a.engine.load(a.source, *backend, compute, offloaded.on_loaded());
-  Stage stage(*model, *backend, StageDtypes{compute.activations, compute.kv_cache});
-  if (policy) a.offload.attach(*policy, offloaded, stage);
-  Generator gen(stage, tokenizer.get(), block, a.offload.gpu_batch(block));
+  const RunShape shape = comm::share_shape(rank.transport(), run_shape(reqs, block, rank.micro_batches()), rank.timeout());
+  PipelineRank::Loaded stage = rank.load(a.source, a.engine, a.offload, policy, {shape}, budgets, "--max-new-tokens");
+  comm::PipelineExecutor exec(*stage.stage, rank.transport(), a.offload.gpu_batch(block), rank.micro_batches(),
+                              rank.timeout());
+  Generator gen(exec, tokenizer.get(), block);
   int64_t most_tokens = 0;
   for (const Request& r : reqs) most_tokens += r.max_new_tokens;
   std::vector<Result> results;
   {
     ProgressLine progress(a.progress, most_tokens);
     gen.on_step = [&](const GenerateStats& st) { progress.update(st); };
-    TraceFile trace(a.offload.trace_file);
+    TraceFile trace(rank.trace_path(a.offload.trace_file));
     results = gen.generate(reqs);
+    exec.stop();
     trace.close();
   }
   for (size_t i = 0; i < results.size(); ++i) {
@@ -185,6 +178,28 @@ int run_generate(GenerateArgs& a) {
   }
   std::cout.flush();
   return 0;
+}
+
+
+// Every other rank: its stage, checked and loaded like rank 0's, serving the steps rank 0 sends.
+int serve_generate(GenerateArgs& a, const BudgetOptions::Bytes& budgets, PipelineRank& rank) {
+  std::optional<OffloadPolicy> policy = a.offload.policy(a.engine.cuda());
+  const RunShape shape = comm::share_shape(rank.transport(), RunShape{}, rank.timeout());
+  PipelineRank::Loaded stage = rank.load(a.source, a.engine, a.offload, policy, {shape}, budgets, "--max-new-tokens");
+  TraceFile trace(rank.trace_path(a.offload.trace_file));
+  comm::serve_stage(*stage.stage, rank.transport(), rank.timeout());
+  trace.close();
+  return 0;
+}
+
+int run_generate(GenerateArgs& a) {
+  apply_threads(a.threads);
+  a.source.validate();
+  const BudgetOptions::Bytes budgets = a.budgets.bytes(a.engine.cuda());
+  const ModelSpec spec = a.source.spec();
+  // Alone, a pipeline of one; under mpirun, rank 0 reads the prompts, drives and prints.
+  PipelineRank rank(a.pipeline, spec);
+  return rank.run([&] { return rank.first() ? lead_generate(a, budgets, spec, rank) : serve_generate(a, budgets, rank); });
 }
 
 }  // namespace
@@ -227,6 +242,7 @@ Command add_generate(CLI::App& app) {
   a->progress.add_flags(*cmd);
   a->engine.add_flags(*cmd);
   a->offload.add_flags(*cmd);
+  a->pipeline.add_flags(*cmd);
   cmd->get_option("--greedy")->excludes("--sample");
   return {cmd, [a] { return run_generate(*a); }};
 }

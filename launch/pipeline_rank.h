@@ -1,0 +1,77 @@
+// This process's place in a pipeline (launch/pipeline_rank.cc): the same `tiergen generate|bench`
+// runs alone or as one rank of `mpirun -np N tiergen ...`. Alone it is a pipeline of one; under
+// mpirun each rank loads and runs its own stage, rank 0 reads the prompts, drives the Generator and
+// prints, and every wait between ranks is bounded by --comm-timeout.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "comm/local_transport.h"
+#include "comm/pipeline.h"
+#include "comm/transport.h"
+#include "launch/commands.h"
+
+namespace tiergen::cli {
+
+// --micro-batches, --stage-layers, --comm-timeout, --load-timeout.
+struct PipelineOptions {
+  int micro_batches = 0;              // blocks in flight; 0: one per stage
+  std::vector<int64_t> stage_layers;  // the first decoder layer of each stage after the first
+  std::string comm_timeout = "120s", load_timeout = "1h";
+  void add_flags(CLI::App& cmd);
+};
+
+class PipelineRank {
+ public:
+  // Joins the mpirun job when there is one (else a pipeline of one) and finds this rank's layers.
+  // InvalidArgumentError for flags that do not fit the model or the rank count.
+  PipelineRank(const PipelineOptions& o, const ModelSpec& spec);
+  ~PipelineRank();
+
+  comm::Transport& transport() { return *t_; }
+  bool first() const { return t_->rank() == 0; }
+  int size() const { return t_->size(); }
+  int micro_batches() const { return micro_; }
+  comm::Duration timeout() const { return timeout_; }
+  LayerSpan span() const { return span_; }
+  // The model as this rank's memory plan sees it: its decoder layers only.
+  const ModelSpec& stage_spec() const { return stage_spec_; }
+  // "stage 1 of 2 (rank 1 (host a)): decoder layers 16-31, the head".
+  std::string describe() const;
+  // --trace FILE for this rank: FILE alone, else FILE with ".rankR" before its extension, one per rank.
+  std::string trace_path(const std::string& file) const;
+
+  // Runs `body` (which returns the exit status); when it throws, the other ranks are told why and
+  // the error goes on to main(). After success, the ranks end together (MPI finalised).
+  int run(const std::function<int()>& body);
+
+  // This rank's stage: the memory plan checked for each of `shapes` (on every rank, before any
+  // loads), then its layers loaded, placed by the policy, and every rank waited for.
+  struct Loaded {
+    std::unique_ptr<kernels::Backend> backend;
+    OffloadOptions::Active offloaded;
+    std::unique_ptr<Model> model;
+    std::unique_ptr<Stage> stage;
+    std::vector<MemoryPlan> plans;  // one per shape
+    Capacities capacities;
+  };
+  Loaded load(const ModelSource& source, EngineOptions& engine, const OffloadOptions& offload,
+              std::optional<OffloadPolicy>& policy, const std::vector<RunShape>& shapes,
+              const BudgetOptions::Bytes& budgets, const std::string& length_flag);
+
+ private:
+  std::unique_ptr<comm::LocalHub> hub_;  // a pipeline of one
+  std::unique_ptr<comm::Transport> t_;
+  int micro_ = 1;
+  comm::Duration timeout_, load_timeout_;
+  LayerSpan span_;
+  ModelSpec stage_spec_;
+  bool mpi_ = false;
+};
+
+}  // namespace tiergen::cli
