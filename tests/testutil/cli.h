@@ -25,6 +25,8 @@ struct CliLimits {
   // RLIMIT_FSIZE: a write past this many bytes of any file fails with EFBIG (SIGXFSZ is ignored),
   // as a disk that fills mid-run fails writes; without root or a spare filesystem.
   std::optional<uint64_t> file_size;
+  // Shell words that start tiergen, e.g. "mpirun -np 2": the process is then the launcher's.
+  std::string launcher;
 };
 
 // A `tiergen` process started and not yet waited for: for tests that signal a run in progress.

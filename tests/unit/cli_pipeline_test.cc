@@ -1,0 +1,187 @@
+// `mpirun -np N tiergen generate`: CPU ranks on this machine (oversubscribed where N exceeds its
+// cores). Every reference model and the demo model give exactly the single-process tokens, greedy and
+// sampled, for several micro-batch counts and uneven layer splits; a rank stopped (SIGSTOP) or killed
+// (SIGKILL) mid-run ends the whole job within a bounded time with the failing rank named; bad
+// pipeline configurations are one clear error on every rank, before any weight is loaded.
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "comm/mpi_transport.h"
+#include "tests/testutil/cli.h"
+#include "tests/testutil/hf_reference.h"
+
+namespace tiergen::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+bool have_mpirun() { return comm::have_mpi() && std::system("command -v mpirun >/dev/null 2>&1") == 0; }
+
+// mpirun for N ranks on this machine: as root too (CI containers), more ranks than cores, and
+// without the single-copy shared-memory path that containers often forbid.
+CliLimits mpirun(int n) {
+  CliLimits l;
+  l.launcher = "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none"
+               " mpirun --oversubscribe -np " +
+               std::to_string(n);
+  return l;
+}
+
+#define REQUIRE_MPIRUN() \
+  if (!have_mpirun()) GTEST_SKIP() << "no MPI in this build or no mpirun on PATH"
+
+std::string host_name() {
+  char h[256] = {};
+  gethostname(h, sizeof h - 1);
+  return h;
+}
+
+struct Case {
+  std::string model;
+  std::string prompts;  // generate's prompt flags
+};
+
+std::vector<Case> cases() {
+  std::vector<Case> out;
+  for (const std::string& m : hf_reference_models()) {
+    const auto ref = load_hf_reference(m);
+    std::string flags;
+    for (const HfCase& c : ref.cases) {
+      std::string ids;
+      for (int32_t id : c.ids) ids += (ids.empty() ? "" : ",") + std::to_string(id);
+      flags += " --input-ids " + ids;
+    }
+    out.push_back({ref.dir.string(), flags});
+  }
+  out.push_back({demo_model(), " 'A fool' 'Q: What is the meaning of life?' 'You' 'The'"});
+  return out;
+}
+
+int64_t decoder_layers(const std::string& dir) { return load_model_config(std::filesystem::path(dir) / "config.json").num_layers; }
+
+TEST(CliPipeline, EveryModelGivesTheSingleProcessTokens) {
+  REQUIRE_MPIRUN();
+  for (const Case& c : cases()) {
+    const int64_t L = decoder_layers(c.model);
+    for (const std::string mode : {" --greedy", " --sample --seed 11 --top-k 40"}) {
+      const std::string args = "generate --model " + c.model + c.prompts + " -n 10 --ignore-eos --json" + mode;
+      const CliRun alone = run_tiergen(args + " -b 2");
+      ASSERT_EQ(alone.status, 0) << alone.err;
+      struct Shape {
+        int np;
+        std::string flags;
+      };
+      std::vector<Shape> shapes = {{2, " -b 1"},
+                                   {2, " -b 2 --micro-batches 1 --stage-layers " + std::to_string(L - 1)},
+                                   {3, " -b 1 --micro-batches 4"}};
+      if (L >= 4) shapes.push_back({4, " -b 1 --stage-layers 1,2," + std::to_string(L - 1)});
+      for (const Shape& s : shapes) {
+        if (s.np > L) continue;
+        const CliRun piped = run_tiergen(args + s.flags + " --threads 1", "", mpirun(s.np));
+        ASSERT_EQ(piped.status, 0) << piped.err;
+        EXPECT_EQ(piped.out, alone.out) << c.model << mode << ", " << s.np << " ranks," << s.flags;
+      }
+    }
+  }
+}
+
+// The pid of rank `rank` among mpirun's children (each has OMPI_COMM_WORLD_RANK in its environment).
+pid_t rank_pid(pid_t mpirun, int rank) {
+  for (int tries = 0; tries < 500; ++tries, std::this_thread::sleep_for(10ms))
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+      const std::string name = e.path().filename().string();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::ifstream stat(e.path() / "stat");
+      std::string pid, comm, state;
+      pid_t ppid = 0;
+      if (!(stat >> pid >> comm >> state >> ppid) || ppid != mpirun) continue;
+      std::ifstream env(e.path() / "environ");
+      const std::string all((std::istreambuf_iterator<char>(env)), std::istreambuf_iterator<char>());
+      if (all.find(std::string("OMPI_COMM_WORLD_RANK=") + std::to_string(rank) + '\0') != std::string::npos)
+        return static_cast<pid_t>(std::stol(name));
+    }
+  return -1;
+}
+
+// A long run of three ranks: the demo model, many tokens, one sequence per block.
+const char* kLongRun =
+    "generate --model %s -n 400 --ignore-eos -b 1 A B C D E F G H --threads 1 --comm-timeout 3s --load-timeout 20s";
+
+std::string long_run() {
+  char buf[512];
+  std::snprintf(buf, sizeof buf, kLongRun, demo_model().c_str());
+  return buf;
+}
+
+// A rank that stops answering (SIGSTOP: alive, silent) ends every other rank's wait at the
+// deadline; the job ends non-zero, naming the rank and host waited for.
+TEST(CliPipeline, StoppedRankEndsTheJobNamingIt) {
+  REQUIRE_MPIRUN();
+  TiergenProcess p(long_run(), "", mpirun(3));
+  const pid_t r1 = rank_pid(p.pid(), 1);
+  ASSERT_GT(r1, 0) << "rank 1 never started";
+  std::this_thread::sleep_for(700ms);  // into the run
+  ::kill(r1, SIGSTOP);
+  const CliRun r = p.wait(60s);
+  ::kill(r1, SIGKILL);  // if mpirun left it stopped
+  EXPECT_NE(r.status, 0);
+  EXPECT_LT(r.seconds, 30.0);
+  EXPECT_NE(r.err.find("no message from rank 1 (host " + host_name() + ") within 3 s"), std::string::npos) << r.err;
+}
+
+// A rank killed outright: mpirun ends the job, naming the rank, within a bounded time.
+TEST(CliPipeline, KilledRankEndsTheJobNamingIt) {
+  REQUIRE_MPIRUN();
+  TiergenProcess p(long_run(), "", mpirun(3));
+  const pid_t r1 = rank_pid(p.pid(), 1);
+  ASSERT_GT(r1, 0) << "rank 1 never started";
+  std::this_thread::sleep_for(700ms);
+  ::kill(r1, SIGKILL);
+  const CliRun r = p.wait(60s);
+  EXPECT_NE(r.status, 0);
+  EXPECT_LT(r.seconds, 30.0);
+  EXPECT_NE(r.err.find("rank 1"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("signal 9"), std::string::npos) << r.err;
+}
+
+// Bad configurations: one clear error, printed by every rank, before anything is loaded.
+TEST(CliPipeline, BadConfigurationsAreOneErrorOnEveryRank) {
+  REQUIRE_MPIRUN();
+  const std::string model = " --model " + hf_model_dir("opt-tiny").string() + " --input-ids 5,6,7 -n 4";
+  auto every_rank = [](const CliRun& r, const std::string& what, int n) {
+    size_t count = 0;
+    for (size_t at = r.err.find(what); at != std::string::npos; at = r.err.find(what, at + 1)) ++count;
+    EXPECT_EQ(count, static_cast<size_t>(n)) << r.err;
+  };
+  CliRun r = run_tiergen("generate" + model, "", mpirun(4));  // opt-tiny has 3 decoder layers
+  EXPECT_EQ(r.status, 2) << r.err;
+  every_rank(r, "a pipeline of 4 stages for a model of 3 decoder layers: each stage needs at least one layer", 4);
+  r = run_tiergen("generate" + model + " --stage-layers 2,1", "", mpirun(3));
+  EXPECT_EQ(r.status, 2) << r.err;
+  every_rank(r, "stage boundaries must increase", 3);
+  r = run_tiergen("generate" + model + " --stage-layers 1,2", "", mpirun(2));
+  every_rank(r, "2 stages need 1 first layers", 2);
+  // A budget that does not fit: every rank checks its own plan, and every rank says which failed.
+  r = run_tiergen("generate" + model + " --cpu-mem 1KB", "", mpirun(2));
+  EXPECT_EQ(r.status, 3) << r.err;
+  every_rank(r, "rank 0 (host " + host_name() + "): ", 2);
+  EXPECT_EQ(r.err.find("loaded"), std::string::npos) << r.err;
+  r = run_tiergen("generate" + model + " --comm-timeout 0s", "", mpirun(2));
+  EXPECT_EQ(r.status, 2) << r.err;
+  every_rank(r, "--comm-timeout: '0s' is not a duration", 2);
+}
+
+TEST(CliPipeline, StageLayersNeedSeveralRanks) {
+  const CliRun r = run_tiergen("generate --model " + demo_model() + " A --stage-layers 3");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.err.find("--stage-layers cuts a pipeline of several ranks: start it with mpirun -np N"),
+            std::string::npos)
+      << r.err;
+}
+
+}  // namespace
+}  // namespace tiergen::testing
