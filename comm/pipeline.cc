@@ -21,8 +21,7 @@ class Writer {
   template <class T>
   void put(T v) {
     static_assert(std::is_trivially_copyable_v<T>);
-    const auto* p = reinterpret_cast<const std::byte*>(&v);
-    bytes_.insert(bytes_.end(), p, p + sizeof v);
+    raw(&v, sizeof v);
   }
   void put(const std::vector<int32_t>& v) {
     put(static_cast<uint64_t>(v.size()));
@@ -33,8 +32,10 @@ class Writer {
     raw(s.data(), s.size());
   }
   void raw(const void* p, size_t n) {
-    const auto* b = static_cast<const std::byte*>(p);
-    bytes_.insert(bytes_.end(), b, b + n);
+    if (n == 0) return;
+    const size_t at = bytes_.size();
+    bytes_.resize(at + n);
+    std::memcpy(bytes_.data() + at, p, n);
   }
   std::vector<std::byte> take() { return std::move(bytes_); }
 

@@ -57,6 +57,8 @@ class PipelineExecutor final : public Executor {
   StepOutput collect() override;
   // Ends the run on every rank (the destructor does it too, without reporting a failure).
   void stop();
+  // The GPU batch of the next allocate_cache (a benchmark runs several batch shapes).
+  void set_gpu_batch_size(int64_t g) { gpu_batch_size_ = g; }
 
  private:
   Stage& stage_;

@@ -11,6 +11,7 @@
 
 #include "launch/commands.h"
 #include "launch/flag_checks.h"
+#include "launch/pipeline_rank.h"
 #include "launch/progress.h"
 #include "runtime/core/error.h"
 #include "runtime/generate/generator.h"
@@ -32,39 +33,54 @@ struct BenchArgs {
   int threads = 0;
   BudgetOptions budgets;
   ProgressOptions progress;
+  PipelineOptions pipeline;
 };
 
-int run_bench(BenchArgs& a) {
-  apply_threads(a.threads);
+// The cache of a run of `micro` blocks of `bs` sequences in flight (a pipeline's micro-batches):
+// what Generator::generate lays out for those requests.
+RunShape bench_shape(int64_t bs, int micro, int64_t prompt_len, int64_t gen_len) {
+  RunShape s = uniform_run_shape(bs, prompt_len, gen_len);
+  s.block_slots = bs;
+  s.cache_slots = bs * micro;
+  return s;
+}
+
+int run_bench(BenchArgs& a, PipelineRank& rank) {
   const ModelSpec s = a.source.spec();
   const BudgetOptions::Bytes budgets = a.budgets.bytes(a.engine.cuda());
   // Every run is checked (context, memory) before the weights are generated or loaded, and before
-  // its prompts are made: their size is known from the flags alone.
+  // its prompts are made: their size is known from the flags alone, on every rank.
   check_context(s, a.prompt_len, a.gen_len, "--prompt-len + --gen-len");
-  const ComputePlacement compute = a.engine.placement(s);
   std::optional<OffloadPolicy> policy = a.offload.policy(a.engine.cuda());
   const std::vector<int64_t> blocks = a.offload.blocks(a.batch_sizes, a.batch_flag->count() > 0);
-  auto backend = a.engine.make_backend();
-  std::vector<MemoryPlan> plans;
-  const OffloadPolicy* pol = policy ? &*policy : nullptr;
-  const Capacities cap = capacities(budgets, backend.get(), pol);
-  for (int64_t bs : blocks) {
-    if (policy) policy->gpu_batch_size = a.offload.gpu_batch(bs);
-    plans.push_back(
-        a.source.check_memory(s, uniform_run_shape(bs, a.prompt_len, a.gen_len), cap, compute, pol, "--gen-len"));
+  const int micro = rank.micro_batches();
+  std::vector<RunShape> shapes;
+  for (int64_t bs : blocks) shapes.push_back(bench_shape(bs, micro, a.prompt_len, a.gen_len));
+  PipelineRank::Loaded loaded = rank.load(a.source, a.engine, a.offload, policy, shapes, budgets, "--gen-len");
+  if (!rank.first()) {  // serves every run rank 0 drives, warm-ups included
+    TraceFile trace(rank.trace_path(a.offload.trace_file));
+    comm::serve_stage(*loaded.stage, rank.transport(), rank.timeout());
+    trace.close();
+    return 0;
   }
-  backend->set_memory_limit(budgets.gpu);
-  OffloadOptions::Active offloaded = policy ? a.offload.prepare(*policy, *backend, compute) : OffloadOptions::Active{};
-  auto model = a.engine.load(a.source, *backend, compute, offloaded.on_loaded());
-  Stage stage(*model, *backend, StageDtypes{compute.activations, compute.kv_cache});
-  if (policy) a.offload.attach(*policy, offloaded, stage);
+  const ComputePlacement compute = a.engine.placement(rank.stage_spec());
+  kernels::Backend* backend = loaded.backend.get();
+  Stage& stage = *loaded.stage;
+  const Model* model = loaded.model.get();
+  OffloadOptions::Active& offloaded = loaded.offloaded;
+  const std::vector<MemoryPlan>& plans = loaded.plans;
+  const Capacities& cap = loaded.capacities;
+  comm::PipelineExecutor exec(stage, rank.transport(), 0, micro, rank.timeout());
+  if (rank.size() > 1)
+    std::cout << "pipeline: " << rank.size() << " stages, " << micro << " blocks in flight; this is " << rank.describe()
+              << "\n";
   if (policy) {
     std::cout << "policy: " << policy->describe() << "\n";
     for (size_t i = 0; i < blocks.size(); ++i)
       std::cout << "memory plan (block of " << blocks[i] << "):\n" << plans[i].table(cap);
   }
   std::optional<DeviceRates> rates;
-  if (a.roofline) {
+  if (a.roofline && rank.size() == 1) {  // a pipeline's bound is its slowest stage's: not modelled yet
     // Measured here, on this device, before the runs (and outside them): each run is reported as a
     // share of the bound these rates give for its workload.
     // The probe's buffers are not the run's: the --gpu-mem cap is lifted while they exist.
@@ -79,12 +95,13 @@ int run_bench(BenchArgs& a) {
   }
   Rng rng(a.seed);
   for (int64_t bs : blocks) {
-    std::vector<Request> reqs(static_cast<size_t>(bs));
+    std::vector<Request> reqs(static_cast<size_t>(bs * micro));
     for (Request& r : reqs) {
       for (int64_t t = 0; t < a.prompt_len; ++t) r.input_ids.push_back(static_cast<int32_t>(rng.next() % s.vocab_size));
       r.max_new_tokens = a.gen_len;
     }
-    Generator gen(stage, nullptr, bs, a.offload.gpu_batch(bs));
+    exec.set_gpu_batch_size(a.offload.gpu_batch(bs));
+    Generator gen(exec, nullptr, bs);
     if (a.warmup) {
       // Untimed, the same shapes with 2 new tokens: loads the GPU kernels, fills the activation pool
       // and the KV cache allocation, as a long job's steady state has them (FlexGen warms up too).
@@ -94,16 +111,16 @@ int run_bench(BenchArgs& a) {
     }
     GenerateStats st;
     {
-      ProgressLine progress(a.progress, bs * a.gen_len);
+      ProgressLine progress(a.progress, bs * micro * a.gen_len);
       gen.on_step = [&](const GenerateStats& now) { progress.update(now); };
-      TraceFile trace(a.offload.trace_file);
+      TraceFile trace(rank.trace_path(a.offload.trace_file));
       gen.generate(reqs, &st);
       trace.close();
     }
     const double gb = 1e9;
     const double total = st.prefill_seconds + st.decode_seconds;
-    const double decode_tokens = static_cast<double>(bs * (a.gen_len - 1));
-    const double cache_gb = static_cast<double>(stage.cache_bytes(bs, a.prompt_len + a.gen_len)) / gb;
+    const double decode_tokens = static_cast<double>(bs * micro * (a.gen_len - 1));
+    const double cache_gb = static_cast<double>(stage.cache_bytes(bs * micro, a.prompt_len + a.gen_len)) / gb;
     std::ostringstream log;
     log.setf(std::ios::fixed);
     log.precision(3);
@@ -172,6 +189,7 @@ int run_bench(BenchArgs& a) {
     }
     std::cout.flush();
   }
+  exec.stop();
   return 0;
 }
 
@@ -200,7 +218,12 @@ Command add_bench(CLI::App& app) {
   add_threads_flag(*cmd, a->threads);
   a->budgets.add_flags(*cmd);
   a->progress.add_flags(*cmd);
-  return {cmd, [a] { return run_bench(*a); }};
+  a->pipeline.add_flags(*cmd);
+  return {cmd, [a] {
+            apply_threads(a->threads);
+            PipelineRank rank(a->pipeline, a->source.spec());
+            return rank.run([&] { return run_bench(*a, rank); });
+          }};
 }
 
 }  // namespace tiergen::cli

@@ -139,7 +139,8 @@ int lead_generate(GenerateArgs& a, const BudgetOptions::Bytes& budgets, const Mo
   validate_requests(spec, reqs, tokenizer != nullptr);
   std::optional<OffloadPolicy> policy = a.offload.policy(a.engine.cuda());
   const int64_t block = a.offload.blocks({a.batch_size}, a.batch_flag->count() > 0).front();
-  const RunShape shape = comm::share_shape(rank.transport(), run_shape(reqs, block, rank.micro_batches()), rank.timeout());
+  const RunShape shape =
+      comm::share_shape(rank.transport(), run_shape(reqs, block, rank.micro_batches()), rank.timeout());
   PipelineRank::Loaded stage = rank.load(a.source, a.engine, a.offload, policy, {shape}, budgets, "--max-new-tokens");
   comm::PipelineExecutor exec(*stage.stage, rank.transport(), a.offload.gpu_batch(block), rank.micro_batches(),
                               rank.timeout());
@@ -180,7 +181,6 @@ int lead_generate(GenerateArgs& a, const BudgetOptions::Bytes& budgets, const Mo
   return 0;
 }
 
-
 // Every other rank: its stage, checked and loaded like rank 0's, serving the steps rank 0 sends.
 int serve_generate(GenerateArgs& a, const BudgetOptions::Bytes& budgets, PipelineRank& rank) {
   std::optional<OffloadPolicy> policy = a.offload.policy(a.engine.cuda());
@@ -199,7 +199,8 @@ int run_generate(GenerateArgs& a) {
   const ModelSpec spec = a.source.spec();
   // Alone, a pipeline of one; under mpirun, rank 0 reads the prompts, drives and prints.
   PipelineRank rank(a.pipeline, spec);
-  return rank.run([&] { return rank.first() ? lead_generate(a, budgets, spec, rank) : serve_generate(a, budgets, rank); });
+  return rank.run(
+      [&] { return rank.first() ? lead_generate(a, budgets, spec, rank) : serve_generate(a, budgets, rank); });
 }
 
 }  // namespace

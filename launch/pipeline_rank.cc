@@ -57,8 +57,8 @@ PipelineRank::PipelineRank(const PipelineOptions& o, const ModelSpec& spec)
 PipelineRank::~PipelineRank() = default;
 
 std::string PipelineRank::describe() const {
-  return "stage " + std::to_string(t_->rank()) + " of " + std::to_string(t_->size()) + " (" +
-         t_->describe(t_->rank()) + "): " + comm::describe_span(span_, stage_spec_.num_layers);
+  return "stage " + std::to_string(t_->rank()) + " of " + std::to_string(t_->size()) + " (" + t_->describe(t_->rank()) +
+         "): " + comm::describe_span(span_, stage_spec_.num_layers);
 }
 
 std::string PipelineRank::trace_path(const std::string& file) const {
@@ -88,7 +88,8 @@ PipelineRank::Loaded PipelineRank::load(const ModelSource& source, EngineOptions
     const OffloadPolicy* pol = policy ? &*policy : nullptr;
     l.capacities = capacities(budgets, l.backend.get(), pol);
     for (const RunShape& shape : shapes) {
-      if (policy) policy->gpu_batch_size = offload.gpu_batch(shape.block_slots > 0 ? shape.block_slots : shape.cache_slots);
+      if (policy)
+        policy->gpu_batch_size = offload.gpu_batch(shape.block_slots > 0 ? shape.block_slots : shape.cache_slots);
       l.plans.push_back(source.check_memory(stage_spec_, shape, l.capacities, compute, pol, length_flag));
     }
   } catch (...) {

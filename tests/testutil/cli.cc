@@ -13,8 +13,8 @@ namespace tiergen::testing {
 TiergenProcess::TiergenProcess(const std::string& args, const std::string& input, const CliLimits& limits) {
   write_file(tmp_ / "in", input);
   // exec replaces the shell, so the rusage of the waited child is tiergen's own.
-  cmd_ = "exec " + (limits.launcher.empty() ? "" : limits.launcher + " ") + tiergen_binary() + " " + args + " <" + (tmp_ / "in").string() + " >" + (tmp_ / "out").string() +
-         " 2>" + (tmp_ / "err").string();
+  cmd_ = "exec " + (limits.launcher.empty() ? "" : limits.launcher + " ") + tiergen_binary() + " " + args + " <" +
+         (tmp_ / "in").string() + " >" + (tmp_ / "out").string() + " 2>" + (tmp_ / "err").string();
   start_ = std::chrono::steady_clock::now();
   pid_ = fork();
   if (pid_ == 0) {

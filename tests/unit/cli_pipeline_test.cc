@@ -25,9 +25,10 @@ bool have_mpirun() { return comm::have_mpi() && std::system("command -v mpirun >
 // without the single-copy shared-memory path that containers often forbid.
 CliLimits mpirun(int n) {
   CliLimits l;
-  l.launcher = "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none"
-               " mpirun --oversubscribe -np " +
-               std::to_string(n);
+  l.launcher =
+      "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none"
+      " mpirun --oversubscribe -np " +
+      std::to_string(n);
   return l;
 }
 
@@ -61,7 +62,9 @@ std::vector<Case> cases() {
   return out;
 }
 
-int64_t decoder_layers(const std::string& dir) { return load_model_config(std::filesystem::path(dir) / "config.json").num_layers; }
+int64_t decoder_layers(const std::string& dir) {
+  return load_model_config(std::filesystem::path(dir) / "config.json").num_layers;
+}
 
 TEST(CliPipeline, EveryModelGivesTheSingleProcessTokens) {
   REQUIRE_MPIRUN();
@@ -173,6 +176,22 @@ TEST(CliPipeline, BadConfigurationsAreOneErrorOnEveryRank) {
   r = run_tiergen("generate" + model + " --comm-timeout 0s", "", mpirun(2));
   EXPECT_EQ(r.status, 2) << r.err;
   every_rank(r, "--comm-timeout: '0s' is not a duration", 2);
+}
+
+// bench over a pipeline: rank 0 reports every run once, counting all the blocks in flight.
+TEST(CliPipeline, BenchRunsOverAPipeline) {
+  REQUIRE_MPIRUN();
+  const CliRun r = run_tiergen("bench --dummy opt-125m --batch-size 2 --prompt-len 16 --gen-len 4 --threads 1 --json",
+                               "", mpirun(2));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("pipeline: 2 stages, 2 blocks in flight; this is stage 0 of 2"), std::string::npos) << r.out;
+  size_t runs = 0;
+  for (size_t at = r.out.find("total throughput:"); at != std::string::npos;
+       at = r.out.find("total throughput:", at + 1))
+    ++runs;
+  EXPECT_EQ(runs, 1u) << r.out;
+  // 2 blocks of 2 sequences, 4 tokens each: 4 x 3 decode tokens.
+  EXPECT_NE(r.out.find("\"batch_size\":2"), std::string::npos) << r.out;
 }
 
 TEST(CliPipeline, StageLayersNeedSeveralRanks) {
