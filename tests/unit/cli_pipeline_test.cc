@@ -53,8 +53,8 @@ std::vector<Case> cases() {
     std::string flags;
     for (const HfCase& c : ref.cases) {
       std::string ids;
-      for (int32_t id : c.ids) ids += (ids.empty() ? "" : ",") + std::to_string(id);
-      flags += " --input-ids " + ids;
+      for (int32_t id : c.ids) ids.append(ids.empty() ? "" : ",").append(std::to_string(id));
+      flags.append(" --input-ids ").append(ids);
     }
     out.push_back({ref.dir.string(), flags});
   }
