@@ -15,7 +15,7 @@ class LocalEndpoint final : public Transport {
     check_peer(peer);
     {
       const std::lock_guard lock(hub_.mu_);
-      hub_.boxes_[static_cast<size_t>(rank_ * hub_.size_ + peer)].push_back(std::move(bytes));
+      box(rank_, peer).push_back(std::move(bytes));
     }
     hub_.cv_.notify_all();
   }
@@ -23,12 +23,12 @@ class LocalEndpoint final : public Transport {
   std::vector<std::byte> recv(int peer, Duration timeout) override {
     check_peer(peer);
     std::unique_lock lock(hub_.mu_);
-    auto& box = hub_.boxes_[static_cast<size_t>(peer * hub_.size_ + rank_)];
-    if (!hub_.cv_.wait_for(lock, timeout, [&] { return !box.empty() || hub_.aborted_; }))
+    auto& inbox = box(peer, rank_);
+    if (!hub_.cv_.wait_for(lock, timeout, [&] { return !inbox.empty() || hub_.aborted_; }))
       throw PeerError(timeout_message(*this, peer, timeout));
-    if (box.empty()) throw PeerError(*hub_.aborted_);
-    std::vector<std::byte> out = std::move(box.front());
-    box.pop_front();
+    if (inbox.empty()) throw PeerError(*hub_.aborted_);
+    std::vector<std::byte> out = std::move(inbox.front());
+    inbox.pop_front();
     return out;
   }
 
@@ -47,6 +47,10 @@ class LocalEndpoint final : public Transport {
     if (peer < 0 || peer >= hub_.size_ || peer == rank_)
       throw InternalError("rank " + std::to_string(rank_) + " addressed rank " + std::to_string(peer) + " of " +
                           std::to_string(hub_.size_));
+  }
+  // The mailbox of messages from `from` to `to`; with the hub's lock held.
+  std::deque<std::vector<std::byte>>& box(int from, int to) {
+    return hub_.boxes_[static_cast<size_t>(from) * static_cast<size_t>(hub_.size_) + static_cast<size_t>(to)];
   }
   LocalHub& hub_;
   int rank_;
