@@ -45,3 +45,11 @@ if(NOT TIERGEN_MPI STREQUAL "OFF")
     message(STATUS "tiergen: no MPI found; pipelines of one process only (install libopenmpi-dev)")
   endif()
 endif()
+# yaml-cpp: --cluster-config files (Debian: libyaml-cpp-dev). Its target is yaml-cpp::yaml-cpp from
+# 0.8 on and plain yaml-cpp before.
+find_package(yaml-cpp REQUIRED)
+if(TARGET yaml-cpp::yaml-cpp)
+  set(TIERGEN_YAML yaml-cpp::yaml-cpp)
+else()
+  set(TIERGEN_YAML yaml-cpp)
+endif()

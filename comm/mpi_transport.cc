@@ -207,10 +207,15 @@ class MpiTransport final : public Transport {
   // Polls for a message from `peer` (and for failure reports from anyone) until the deadline.
   void wait_for_message(int peer, Clock::time_point deadline, Duration timeout) {
     int flag = 0;
+    // A message that came wins over a report that came after it (a rank that sent its verdict and
+    // then stopped): the report is for the waits that would otherwise go unanswered.
     const bool came = poll_until(deadline, [&] {
       progress();
-      check_reports();
       check(MPI_Iprobe(peer, kDataTag, comm_, &flag, MPI_STATUS_IGNORE), "MPI_Iprobe");
+      if (flag || !report_waiting()) return flag != 0;
+      // Both may have come between the two probes: the message first, if it is there now.
+      check(MPI_Iprobe(peer, kDataTag, comm_, &flag, MPI_STATUS_IGNORE), "MPI_Iprobe");
+      if (!flag) check_reports();
       return flag != 0;
     });
     if (came) return;
@@ -220,6 +225,12 @@ class MpiTransport final : public Transport {
       return false;
     });
     throw PeerError(timeout_message(*this, peer, timeout));
+  }
+
+  bool report_waiting() {
+    int flag = 0;
+    MPI_Iprobe(MPI_ANY_SOURCE, kAbortTag, comm_, &flag, MPI_STATUS_IGNORE);
+    return flag != 0;
   }
 
   void check_reports() {

@@ -220,9 +220,12 @@ Command add_bench(CLI::App& app) {
   a->progress.add_flags(*cmd);
   a->pipeline.add_flags(*cmd);
   return {cmd, [a] {
-            apply_threads(a->threads);
             PipelineRank rank(a->pipeline, a->source.spec());
-            return rank.run([&] { return run_bench(*a, rank); });
+            return rank.run([&] {
+              rank.apply(a->engine, a->budgets, a->offload, a->threads);
+              apply_threads(a->threads);
+              return run_bench(*a, rank);
+            });
           }};
 }
 

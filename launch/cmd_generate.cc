@@ -193,14 +193,16 @@ int serve_generate(GenerateArgs& a, const BudgetOptions::Bytes& budgets, Pipelin
 }
 
 int run_generate(GenerateArgs& a) {
-  apply_threads(a.threads);
   a.source.validate();
-  const BudgetOptions::Bytes budgets = a.budgets.bytes(a.engine.cuda());
   const ModelSpec spec = a.source.spec();
   // Alone, a pipeline of one; under mpirun, rank 0 reads the prompts, drives and prints.
   PipelineRank rank(a.pipeline, spec);
-  return rank.run(
-      [&] { return rank.first() ? lead_generate(a, budgets, spec, rank) : serve_generate(a, budgets, rank); });
+  return rank.run([&] {
+    rank.apply(a.engine, a.budgets, a.offload, a.threads);
+    apply_threads(a.threads);
+    const BudgetOptions::Bytes budgets = a.budgets.bytes(a.engine.cuda());
+    return rank.first() ? lead_generate(a, budgets, spec, rank) : serve_generate(a, budgets, rank);
+  });
 }
 
 }  // namespace

@@ -24,11 +24,17 @@ void PipelineOptions::add_flags(CLI::App& cmd) {
                  "stops, naming the one it waited for (default 120s)");
   cmd.add_option("--load-timeout", load_timeout,
                  "Under mpirun: the longest wait for the other ranks to load their layers (default 1h)");
+  cmd.add_option("--cluster-config", cluster_config,
+                 "Under mpirun: a YAML file with one entry per rank: its device, budgets, --percent, threads and "
+                 "first layer (cluster-configs/, docs/pipeline.md)");
 }
 
-PipelineRank::PipelineRank(const PipelineOptions& o, const ModelSpec& spec)
-    : timeout_(parse_duration(o.comm_timeout, "--comm-timeout")),
-      load_timeout_(parse_duration(o.load_timeout, "--load-timeout")) {
+PipelineRank::PipelineRank(const PipelineOptions& o, const ModelSpec& spec) {
+  std::optional<ClusterConfig> config;
+  if (!o.cluster_config.empty()) config = load_cluster_config(o.cluster_config);
+  timeout_ = parse_duration(config && config->comm_timeout ? *config->comm_timeout : o.comm_timeout,
+                            config && config->comm_timeout ? o.cluster_config + ": comm_timeout" : "--comm-timeout");
+  load_timeout_ = parse_duration(o.load_timeout, "--load-timeout");
   if (comm::launched_by_mpirun()) {
     if (!comm::have_mpi())
       throw UnsupportedError("started by mpirun with " + std::to_string(comm::mpirun_size()) +
@@ -41,8 +47,22 @@ PipelineRank::PipelineRank(const PipelineOptions& o, const ModelSpec& spec)
   }
   if (!o.stage_layers.empty() && t_->size() == 1)
     throw InvalidArgumentError("--stage-layers cuts a pipeline of several ranks: start it with mpirun -np N");
-  span_ = comm::stage_spans(spec.num_layers, t_->size(), o.stage_layers)[static_cast<size_t>(t_->rank())];
+  std::vector<int64_t> first_layers = o.stage_layers;
   micro_ = o.micro_batches > 0 ? o.micro_batches : t_->size();
+  if (config) {
+    if (static_cast<int>(config->stages.size()) != t_->size())
+      throw InvalidArgumentError(o.cluster_config + " describes " + std::to_string(config->stages.size()) +
+                                 " stages, but mpirun started " + std::to_string(t_->size()) + " rank" +
+                                 (t_->size() == 1 ? "" : "s") + ": start it with mpirun -np " +
+                                 std::to_string(config->stages.size()));
+    if (!o.stage_layers.empty() && !config->first_layers().empty())
+      throw InvalidArgumentError("--stage-layers and the first_layer entries of " + o.cluster_config +
+                                 " both cut the layers: give one");
+    if (first_layers.empty()) first_layers = config->first_layers();
+    if (config->micro_batches) micro_ = *config->micro_batches;
+    config_ = config->stages[static_cast<size_t>(t_->rank())];
+  }
+  span_ = comm::stage_spans(spec.num_layers, t_->size(), first_layers)[static_cast<size_t>(t_->rank())];
   stage_spec_ = spec;
   // Layers [a, b) of the list hold decoder layers a/2 .. ; the embedding and head are counted with
   // every stage's plan (they are a small part of a large model).
@@ -55,6 +75,16 @@ PipelineRank::PipelineRank(const PipelineOptions& o, const ModelSpec& spec)
 }
 
 PipelineRank::~PipelineRank() = default;
+
+void PipelineRank::apply(EngineOptions& engine, BudgetOptions& budgets, OffloadOptions& offload, int& threads) const {
+  if (!config_) return;
+  if (config_->device) engine.device = *config_->device;
+  if (config_->gpu_mem) budgets.gpu_mem = config_->gpu_mem;
+  if (config_->cpu_mem) budgets.cpu_mem = config_->cpu_mem;
+  if (config_->disk_mem) budgets.disk_mem = config_->disk_mem;
+  if (config_->percent) offload.percent = *config_->percent;
+  if (config_->threads) threads = *config_->threads;
+}
 
 std::string PipelineRank::describe() const {
   return "stage " + std::to_string(t_->rank()) + " of " + std::to_string(t_->size()) + " (" + t_->describe(t_->rank()) +

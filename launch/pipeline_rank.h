@@ -14,6 +14,7 @@
 #include "comm/local_transport.h"
 #include "comm/pipeline.h"
 #include "comm/transport.h"
+#include "launch/cluster_config.h"
 #include "launch/commands.h"
 
 namespace tiergen::cli {
@@ -23,6 +24,7 @@ struct PipelineOptions {
   int micro_batches = 0;              // blocks in flight; 0: one per stage
   std::vector<int64_t> stage_layers;  // the first decoder layer of each stage after the first
   std::string comm_timeout = "120s", load_timeout = "1h";
+  std::string cluster_config;  // launch/cluster_config.h
   void add_flags(CLI::App& cmd);
 };
 
@@ -41,6 +43,8 @@ class PipelineRank {
   LayerSpan span() const { return span_; }
   // The model as this rank's memory plan sees it: its decoder layers only.
   const ModelSpec& stage_spec() const { return stage_spec_; }
+  // This rank's settings from --cluster-config, over the command line's (nothing without one).
+  void apply(EngineOptions& engine, BudgetOptions& budgets, OffloadOptions& offload, int& threads) const;
   // "stage 1 of 2 (rank 1 (host a)): decoder layers 16-31, the head".
   std::string describe() const;
   // --trace FILE for this rank: FILE alone, else FILE with ".rankR" before its extension, one per rank.
@@ -72,6 +76,7 @@ class PipelineRank {
   LayerSpan span_;
   ModelSpec stage_spec_;
   bool mpi_ = false;
+  std::optional<StageConfig> config_;  // this rank's stage in --cluster-config
 };
 
 }  // namespace tiergen::cli

@@ -194,6 +194,71 @@ TEST(CliPipeline, BenchRunsOverAPipeline) {
   EXPECT_NE(r.out.find("\"batch_size\":2"), std::string::npos) << r.out;
 }
 
+// --cluster-config: the ready CPU files run and give the single-process tokens; the GPU ones parse
+// (on a machine without a GPU every rank then says so, exit status 4, not a config error).
+TEST(CliPipeline, ReadyClusterConfigs) {
+  REQUIRE_MPIRUN();
+  const std::string dir = (source_dir() / "cluster-configs").string();
+  const std::string args = "generate --model " + demo_model() + " 'A fool' 'You' -n 8 --ignore-eos --json";
+  const CliRun alone = run_tiergen(args);
+  ASSERT_EQ(alone.status, 0) << alone.err;
+  for (const char* f : {"cpu-2.yaml", "cpu-uneven.yaml"}) {
+    const CliRun r = run_tiergen(args + " -b 1 --cluster-config " + dir + "/" + f, "", mpirun(2));
+    ASSERT_EQ(r.status, 0) << f << ": " << r.err;
+    EXPECT_EQ(r.out, alone.out) << f;
+  }
+  for (auto [f, n] : {std::pair{"gpu-1.yaml", 1},
+                      {"gpu-2.yaml", 2},
+                      {"gpu-4.yaml", 4},
+                      {"nodes-2x1.yaml", 2},
+                      {"heterogeneous-2.yaml", 2}}) {
+    // The heterogeneous file cuts OPT-66B's 64 layers: checked on its shape (loading never starts).
+    const std::string model_args =
+        std::string(f) == "heterogeneous-2.yaml" ? "generate --dummy opt-66b --input-ids 1,2,3 -n 2" : args;
+    const CliRun r = run_tiergen(model_args + " --cluster-config " + dir + "/" + f, "", mpirun(n));
+    if (r.status == 0) continue;  // a machine with GPUs
+    EXPECT_EQ(r.status, 4) << f << ": " << r.err;
+    EXPECT_EQ(r.err.find(std::string(f) + ":"), std::string::npos) << f << ": " << r.err;
+  }
+}
+
+TEST(CliPipeline, BadClusterConfigs) {
+  REQUIRE_MPIRUN();
+  TempDir tmp;
+  const std::string args = "generate --model " + demo_model() + " A -n 2 --cluster-config ";
+  auto with = [&](const std::string& name, const std::string& yaml, int n) {
+    write_file(tmp / name, yaml);
+    return run_tiergen(args + (tmp / name).string(), "", mpirun(n));
+  };
+  CliRun r = with("three.yaml", "stages:\n  - device: cpu\n  - device: cpu\n  - device: cpu\n", 2);
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("describes 3 stages, but mpirun started 2 ranks: start it with mpirun -np 3"), std::string::npos)
+      << r.err;
+  r = with("typo.yaml", "stages:\n  - device: cpu\n    gpu_memory: 24GiB\n  - device: cpu\n", 2);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("typo.yaml:3: unknown key 'gpu_memory' in a stage"), std::string::npos) << r.err;
+  r = with("bad.yaml", "stages: [device: cpu\n", 2);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("bad.yaml:"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("not YAML"), std::string::npos) << r.err;
+  r = with("half.yaml", "stages:\n  - device: cpu\n  - device: cpu\n    first_layer: 2\n  - device: cpu\n", 3);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("first_layer is given for 1 of the 2 stages after the first"), std::string::npos) << r.err;
+  r = with("size.yaml", "stages:\n  - device: cpu\n    cpu_mem: lots\n  - device: cpu\n", 2);
+  EXPECT_EQ(r.status, 2) << r.err;
+  EXPECT_NE(r.err.find("--cpu-mem: 'lots' is not a size"), std::string::npos) << r.err;
+  // One stage's budget too small: every rank stops before loading, naming rank 1.
+  r = with("small.yaml", "stages:\n  - device: cpu\n  - device: cpu\n    cpu_mem: 1KB\n", 2);
+  EXPECT_EQ(r.status, 3) << r.err;
+  size_t named = 0;
+  for (size_t at = r.err.find("rank 1 (host "); at != std::string::npos; at = r.err.find("rank 1 (host ", at + 1))
+    ++named;
+  EXPECT_EQ(named, 2u) << r.err;
+  r = run_tiergen(args + (tmp / "missing.yaml").string(), "", mpirun(2));
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;
+}
+
 TEST(CliPipeline, StageLayersNeedSeveralRanks) {
   const CliRun r = run_tiergen("generate --model " + demo_model() + " A --stage-layers 3");
   EXPECT_EQ(r.status, 2);
