@@ -184,7 +184,8 @@ int lead_generate(GenerateArgs& a, const BudgetOptions::Bytes& budgets, const Mo
 // Every other rank: its stage, checked and loaded like rank 0's, serving the steps rank 0 sends.
 int serve_generate(GenerateArgs& a, const BudgetOptions::Bytes& budgets, PipelineRank& rank) {
   std::optional<OffloadPolicy> policy = a.offload.policy(a.engine.cuda());
-  const RunShape shape = comm::share_shape(rank.transport(), RunShape{}, rank.timeout());
+  // Rank 0 may take long to read and tokenize a large prompt file: the load deadline, not --comm-timeout.
+  const RunShape shape = comm::share_shape(rank.transport(), RunShape{}, rank.load_timeout());
   PipelineRank::Loaded stage = rank.load(a.source, a.engine, a.offload, policy, {shape}, budgets, "--max-new-tokens");
   TraceFile trace(rank.trace_path(a.offload.trace_file));
   comm::serve_stage(*stage.stage, rank.transport(), rank.timeout());

@@ -23,7 +23,8 @@ void PipelineOptions::add_flags(CLI::App& cmd) {
                  "Under mpirun: the longest wait for another rank during a run, e.g. 60s or 5m; past it the rank "
                  "stops, naming the one it waited for (default 120s)");
   cmd.add_option("--load-timeout", load_timeout,
-                 "Under mpirun: the longest wait for the other ranks to load their layers (default 1h)");
+                 "Under mpirun: the longest wait for rank 0 to read the prompts and for every rank to load its layers "
+                 "(default 1h)");
   cmd.add_option("--cluster-config", cluster_config,
                  "Under mpirun: a YAML file with one entry per rank: its device, budgets, --percent, threads and "
                  "first layer (cluster-configs/, docs/pipeline.md)");

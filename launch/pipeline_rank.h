@@ -40,6 +40,8 @@ class PipelineRank {
   int size() const { return t_->size(); }
   int micro_batches() const { return micro_; }
   comm::Duration timeout() const { return timeout_; }
+  // The wait for what takes long before a run: rank 0 reading and tokenizing the prompts, loading.
+  comm::Duration load_timeout() const { return load_timeout_; }
   LayerSpan span() const { return span_; }
   // The model as this rank's memory plan sees it: its decoder layers only.
   const ModelSpec& stage_spec() const { return stage_spec_; }
