@@ -128,16 +128,11 @@ class MpiTransport final : public Transport {
     const auto deadline = Clock::now() + timeout;
     uint64_t length = 0;
     wait_for_message(peer, deadline, timeout);
-    check(MPI_Recv(&length, 1, MPI_UINT64_T, peer, kDataTag, comm_, MPI_STATUS_IGNORE), "MPI_Recv");
+    receive(&length, 1, MPI_UINT64_T, peer, deadline, timeout);
     std::vector<std::byte> out(length);
     for (size_t at = 0; at < out.size(); at += kPart) {
-      // The parts follow the length at once; the wait still has its deadline (a peer stopped mid-send).
-      wait_for_message(peer, deadline, timeout);
       const int n = static_cast<int>(std::min(kPart, out.size() - at));
-      MPI_Status st;
-      check(MPI_Recv(out.data() + at, n, MPI_BYTE, peer, kDataTag, comm_, &st), "MPI_Recv");
-      int got = 0;
-      MPI_Get_count(&st, MPI_BYTE, &got);
+      const int got = receive(out.data() + at, n, MPI_BYTE, peer, deadline, timeout);
       if (got != n)
         throw PeerError(describe(rank_) + ": a message from " + describe(peer) + " was cut short (" +
                         std::to_string(got) + " of " + std::to_string(n) + " bytes)");
@@ -164,7 +159,10 @@ class MpiTransport final : public Transport {
   }
 
   void flush(Duration timeout) override {
-    if (!poll_until(Clock::now() + timeout, [&] { return progress(); }))
+    if (!poll_until(Clock::now() + timeout, [&] {
+          check_reports();
+          return progress();
+        }))
       throw PeerError(describe(rank_) + ": messages to the next rank were not taken within the deadline");
   }
 
@@ -173,6 +171,7 @@ class MpiTransport final : public Transport {
     check(MPI_Ibarrier(comm_, &req), "MPI_Ibarrier");
     int done = 0;
     if (!poll_until(Clock::now() + timeout, [&] {
+          check_reports();
           MPI_Test(&req, &done, MPI_STATUS_IGNORE);
           return done != 0;
         }))
@@ -202,6 +201,30 @@ class MpiTransport final : public Transport {
       pending_.pop_front();
     }
     return true;
+  }
+
+  // Receives into `buf` with a non-blocking receive polled until the deadline: a large message
+  // needs its sender in MPI to move, so a blocking receive could wait on a sender busy computing,
+  // or forever on one that died mid-send. Returns the count received.
+  int receive(void* buf, int count, MPI_Datatype type, int peer, Clock::time_point deadline, Duration timeout) {
+    MPI_Request req;
+    check(MPI_Irecv(buf, count, type, peer, kDataTag, comm_, &req), "MPI_Irecv");
+    MPI_Status st;
+    int done = 0;
+    const bool came = poll_until(deadline, [&] {
+      progress();
+      check(MPI_Test(&req, &done, &st), "MPI_Test");
+      return done != 0;
+    });
+    if (!came) {
+      MPI_Cancel(&req);
+      MPI_Request_free(&req);
+      check_reports();
+      throw PeerError(timeout_message(*this, peer, timeout) + " (it stopped in the middle of a message)");
+    }
+    int got = 0;
+    MPI_Get_count(&st, type, &got);
+    return got;
   }
 
   // Polls for a message from `peer` (and for failure reports from anyone) until the deadline.

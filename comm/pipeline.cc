@@ -1,6 +1,7 @@
 #include "comm/pipeline.h"
 
 #include <cstring>
+#include <exception>
 #include <new>
 #include <tuple>
 #include <type_traits>
@@ -286,6 +287,9 @@ PipelineExecutor::PipelineExecutor(Stage& stage, Transport& t, int64_t gpu_batch
 }
 
 PipelineExecutor::~PipelineExecutor() {
+  // Unwinding from an error: the other ranks must hear of the failure (reporting_failures tells
+  // them), not a Stop that reads as a run that ended well.
+  if (std::uncaught_exceptions() > 0) return;
   try {
     stop();
   } catch (const std::exception&) {  // the ranks that cannot be told end by their own deadline

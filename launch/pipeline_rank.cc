@@ -65,6 +65,7 @@ PipelineRank::PipelineRank(const PipelineOptions& o, const ModelSpec& spec) {
   }
   span_ = comm::stage_spans(spec.num_layers, t_->size(), first_layers)[static_cast<size_t>(t_->rank())];
   stage_spec_ = spec;
+  model_layers_ = spec.num_layers;
   // Layers [a, b) of the list hold decoder layers a/2 .. ; the embedding and head are counted with
   // every stage's plan (they are a small part of a large model).
   const auto decoders = [&](LayerSpan s) {
@@ -89,7 +90,7 @@ void PipelineRank::apply(EngineOptions& engine, BudgetOptions& budgets, OffloadO
 
 std::string PipelineRank::describe() const {
   return "stage " + std::to_string(t_->rank()) + " of " + std::to_string(t_->size()) + " (" + t_->describe(t_->rank()) +
-         "): " + comm::describe_span(span_, stage_spec_.num_layers);
+         "): " + comm::describe_span(span_, model_layers_);
 }
 
 std::string PipelineRank::trace_path(const std::string& file) const {

@@ -77,6 +77,7 @@ class PipelineRank {
   comm::Duration timeout_, load_timeout_;
   LayerSpan span_;
   ModelSpec stage_spec_;
+  int64_t model_layers_ = 0;  // the whole model's decoder layers
   bool mpi_ = false;
   std::optional<StageConfig> config_;  // this rank's stage in --cluster-config
 };

@@ -193,9 +193,11 @@ MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stor
   // A block of several GPU batches keeps every batch's hidden state between layers but the
   // temporaries of one batch at a time; with the KV cache in host memory (--cpu-cache-compute) also
   // every batch's new keys and values, which the Store lane copies out until the next layer.
-  const int64_t batch = policy ? std::min(shape.cache_slots, policy->gpu_batch_size) : shape.cache_slots;
-  if (policy && batch < shape.cache_slots && shape.cache_slots > 0) {
-    const int64_t batch_rows = (shape.max_step_tokens * batch + shape.cache_slots - 1) / shape.cache_slots;
+  // A step is one block's (a wave of several blocks in flight steps them one at a time).
+  const int64_t block = shape.block_slots > 0 ? shape.block_slots : shape.cache_slots;
+  const int64_t batch = policy ? std::min(block, policy->gpu_batch_size) : block;
+  if (policy && batch < block && block > 0) {
+    const int64_t batch_rows = (shape.max_step_tokens * batch + block - 1) / block;
     const uint64_t held = dtype_size(compute.activations) * (u(C) + (gpu && policy->cpu_cache_compute ? 2 * u(kv) : 0));
     plan.add("activations", compute.tier,
              mul_sat(held, u(shape.max_step_tokens)) +

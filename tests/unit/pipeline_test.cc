@@ -172,6 +172,36 @@ TEST(PipelineFailure, AFailingRankIsNamedByEveryRank) {
   }
 }
 
+// Rank 0 failing mid-run (its executor unwinding) does not end the others' runs as a success: they
+// stop with its error.
+TEST(PipelineFailure, RankZeroFailingMidRunIsAFailureEverywhere) {
+  comm::LocalHub hub(2);
+  auto model = Model::load(testing::hf_model_dir("opt-tiny"));
+  const auto spans = comm::stage_spans(model->spec().num_layers, 2);
+  auto worker = std::async(std::launch::async, [&]() -> std::string {
+    auto t = hub.endpoint(1);
+    auto be = kernels::make_cpu_backend();
+    Stage second(*model, *be, spans[1].begin, spans[1].end);
+    try {
+      comm::serve_stage(second, *t, 10s);
+    } catch (const PeerError& e) {
+      return e.what();
+    }
+    return "served to the end";
+  });
+  auto t0 = hub.endpoint(0);
+  auto be = kernels::make_cpu_backend();
+  Stage first(*model, *be, spans[0].begin, spans[0].end);
+  EXPECT_THROW_WITH(comm::reporting_failures(*t0,
+                                             [&] {
+                                               comm::PipelineExecutor exec(first, *t0, 0, 1, 10s);
+                                               exec.allocate_cache(2, 8, 2);
+                                               throw IoError("cannot write the output: disk full");
+                                             }),
+                    IoError, "disk full");
+  EXPECT_EQ(worker.get(), "rank 0 (this process) stopped: cannot write the output: disk full");
+}
+
 // Every rank checks its part before loading; all learn every failure, with its kind.
 TEST(PipelineFailure, AgreeGivesEveryRankTheSameError) {
   comm::LocalHub hub(3);
