@@ -96,6 +96,17 @@ TEST(MemoryPlan, ActivationsAreOneGpuBatchsTemporaries) {
   const MemoryPlan host_cache = plan_generation(m.spec, WeightHome::Generated, DType::F16, gpu, shape, &p);
   const uint64_t keys_values = 2 * 2 * static_cast<uint64_t>(m.spec.num_kv_heads * m.spec.head_dim) * 64 * 512;
   EXPECT_EQ(item(host_cache, "activations"), hidden + keys_values + temps / 4);
+  // A wave of 3 blocks of 64 in flight (a pipeline's micro-batches): each step is still one block's,
+  // so the activations are those of one block, while the KV cache holds all three.
+  set_percent(p, {20, 80, 100, 0, 100, 0});
+  p.cpu_cache_compute = false;
+  p.gpu_batch_size = 64;
+  RunShape wave = shape;
+  wave.cache_slots = 3 * 64;
+  wave.block_slots = 64;
+  const MemoryPlan waves = plan_generation(m.spec, WeightHome::Generated, DType::F16, gpu, wave, &p);
+  EXPECT_EQ(item(waves, "activations"), item(whole, "activations"));
+  EXPECT_EQ(item(waves, "KV cache"), 3 * item(whole, "KV cache"));
 }
 
 // The table `tiergen plan` prints: each tier's total against its capacity, a misfit marked.
