@@ -192,13 +192,19 @@ std::vector<LayerSpan> stage_spans(int64_t num_layers, int stages, const std::ve
   return spans;
 }
 
-std::string describe_span(LayerSpan span, int64_t num_layers) {
-  const auto last_list = static_cast<size_t>(1 + 2 * num_layers);  // the head's index
+std::pair<int64_t, int64_t> decoder_layers(LayerSpan span, int64_t num_layers) {
+  // The layer list: [embed, (attention_i, mlp_i) x L, head]; decoder layer i is at 1 + 2i and 2 + 2i.
+  const auto head = static_cast<size_t>(1 + 2 * num_layers);
   const int64_t first = span.begin == 0 ? 0 : static_cast<int64_t>(span.begin - 1) / 2;
-  const int64_t end = span.end > last_list ? num_layers : static_cast<int64_t>(span.end - 1) / 2;
+  const int64_t end = span.end > head ? num_layers : static_cast<int64_t>(span.end - 1) / 2;
+  return {first, end};
+}
+
+std::string describe_span(LayerSpan span, int64_t num_layers) {
+  const auto [first, end] = decoder_layers(span, num_layers);
   std::string s = "decoder layers " + std::to_string(first) + "-" + std::to_string(end - 1);
   if (span.begin == 0) s += ", the embedding";
-  if (span.end > last_list) s += ", the head";
+  if (span.end > static_cast<size_t>(1 + 2 * num_layers)) s += ", the head";
   return s;
 }
 
@@ -304,13 +310,12 @@ void PipelineExecutor::stop() {
 }
 
 void PipelineExecutor::allocate_cache(int64_t slots, int64_t capacity, int64_t block_slots) {
-  const int64_t block = block_slots > 0 ? block_slots : slots;
-  const int64_t batch = gpu_batch_size_ > 0 ? std::min(gpu_batch_size_, block) : block;
-  stage_.allocate_cache(slots, capacity, batch, block);
+  stage_.allocate_cache(slots, capacity, gpu_batch_size_, block_slots);
   if (t_.size() == 1) return;
-  // Every rank lays its cache out alike, so that each cuts a step into the same GPU batches.
+  // Every rank lays its cache out alike (Stage::allocate_cache normalises the same four numbers the
+  // same way), so that each cuts a step into the same GPU batches.
   Writer w(Kind::Allocate);
-  for (int64_t v : {slots, capacity, batch, block}) w.put(v);
+  for (int64_t v : {slots, capacity, gpu_batch_size_, block_slots}) w.put(v);
   t_.send(1, w.take());
 }
 

@@ -11,6 +11,7 @@
 #include <deque>
 #include <exception>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "comm/transport.h"
@@ -27,6 +28,8 @@ namespace tiergen::comm {
 // layers are shared out evenly (the first stages take one more where they do not divide).
 // InvalidArgumentError for more stages than decoder layers and for cuts out of order or range.
 std::vector<LayerSpan> stage_spans(int64_t num_layers, int stages, const std::vector<int64_t>& first_layers = {});
+// The decoder layers [first, end) that `span` of the layer list holds.
+std::pair<int64_t, int64_t> decoder_layers(LayerSpan span, int64_t num_layers);
 // "decoder layers 0-11 and the embedding" for messages and `tiergen plan`.
 std::string describe_span(LayerSpan span, int64_t num_layers);
 

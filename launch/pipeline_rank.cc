@@ -66,14 +66,9 @@ PipelineRank::PipelineRank(const PipelineOptions& o, const ModelSpec& spec) {
   span_ = comm::stage_spans(spec.num_layers, t_->size(), first_layers)[static_cast<size_t>(t_->rank())];
   stage_spec_ = spec;
   model_layers_ = spec.num_layers;
-  // Layers [a, b) of the list hold decoder layers a/2 .. ; the embedding and head are counted with
-  // every stage's plan (they are a small part of a large model).
-  const auto decoders = [&](LayerSpan s) {
-    const size_t first = s.begin == 0 ? 1 : s.begin;
-    const size_t end = std::min(s.end, static_cast<size_t>(1 + 2 * spec.num_layers));
-    return static_cast<int64_t>(end - first) / 2;
-  };
-  stage_spec_.num_layers = decoders(span_);
+  // The embedding and head are counted with every stage's plan (a small part of a large model).
+  const auto [first, end] = comm::decoder_layers(span_, spec.num_layers);
+  stage_spec_.num_layers = end - first;
 }
 
 PipelineRank::~PipelineRank() = default;

@@ -54,9 +54,7 @@ LocalPipeline::LocalPipeline(std::vector<Stage*> stages, int64_t gpu_batch_size,
 }
 
 void LocalPipeline::allocate_cache(int64_t slots, int64_t capacity, int64_t block_slots) {
-  const int64_t block = block_slots > 0 ? block_slots : slots;
-  const int64_t batch = gpu_batch_size_ > 0 ? std::min(gpu_batch_size_, block) : block;
-  for (Stage* s : stages_) s->allocate_cache(slots, capacity, batch, block);
+  for (Stage* s : stages_) s->allocate_cache(slots, capacity, gpu_batch_size_, block_slots);
 }
 
 void LocalPipeline::submit(const kernels::StepPlan& plan, bool greedy) {
