@@ -6,6 +6,7 @@
 #include <set>
 
 #include "runtime/core/error.h"
+#include "runtime/core/units.h"
 
 namespace tiergen::cli {
 namespace {
@@ -79,6 +80,10 @@ ClusterConfig load_cluster_config(const std::string& path) {
     st.gpu_mem = get<std::string>(path, s, "gpu_mem", "a size such as 24GiB");
     st.cpu_mem = get<std::string>(path, s, "cpu_mem", "a size such as 64GiB");
     st.disk_mem = get<std::string>(path, s, "disk_mem", "a size such as 200GB");
+    // Sizes are checked here, for every stage on every rank: a bad one is the same error everywhere,
+    // not one rank's failure that the others see only as a peer that stopped.
+    for (const char* key : {"gpu_mem", "cpu_mem", "disk_mem"})
+      if (s[key]) parse_bytes(s[key].as<std::string>(), where(path, s[key]) + ": " + key);
     st.percent = get<std::vector<double>>(path, s, "percent", "a list of six percentages");
     st.threads = get<int>(path, s, "threads", "a whole number");
     if (st.threads && (*st.threads < 0 || *st.threads > 4096))

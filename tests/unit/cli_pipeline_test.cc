@@ -246,7 +246,7 @@ TEST(CliPipeline, BadClusterConfigs) {
   EXPECT_NE(r.err.find("first_layer is given for 1 of the 2 stages after the first"), std::string::npos) << r.err;
   r = with("size.yaml", "stages:\n  - device: cpu\n    cpu_mem: lots\n  - device: cpu\n", 2);
   EXPECT_EQ(r.status, 2) << r.err;
-  EXPECT_NE(r.err.find("--cpu-mem: 'lots' is not a size"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("size.yaml:3: cpu_mem: 'lots' is not a size"), std::string::npos) << r.err;
   // One stage's budget too small: every rank stops before loading, naming rank 1.
   r = with("small.yaml", "stages:\n  - device: cpu\n  - device: cpu\n    cpu_mem: 1KB\n", 2);
   EXPECT_EQ(r.status, 3) << r.err;
