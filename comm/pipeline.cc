@@ -12,7 +12,7 @@
 namespace tiergen::comm {
 namespace {
 
-enum class Kind : uint32_t { Allocate = 1, Step = 2, Stop = 3, Output = 4, Status = 5, Shape = 6 };
+enum class Kind : uint32_t { Allocate = 1, Step = 2, Stop = 3, Output = 4, Status = 5, Shape = 6, Gather = 7 };
 
 // Messages are flat: fixed-size fields and length-prefixed int32 vectors, in host byte order (every
 // rank of a pipeline runs the same build on the same kind of CPU).
@@ -282,6 +282,30 @@ RunShape share_shape(Transport& t, const RunShape& shape, Duration timeout) {
   Reader rd(bytes, t.describe(0));
   expect(rd, {Kind::Shape});
   return rd.get<RunShape>();
+}
+
+std::vector<std::vector<std::byte>> all_gather(Transport& t, std::vector<std::byte> mine, Duration timeout) {
+  std::vector<std::vector<std::byte>> all(static_cast<size_t>(t.size()));
+  auto wrap = [](const std::vector<std::byte>& b) {
+    Writer w(Kind::Gather);
+    w.raw(b.data(), b.size());
+    return w.take();
+  };
+  auto unwrap = [&](const std::vector<std::byte>& bytes, int from) {
+    Reader rd(bytes, t.describe(from));
+    expect(rd, {Kind::Gather});
+    return std::vector<std::byte>(rd.rest(), rd.rest() + rd.left());
+  };
+  if (t.rank() == 0) {
+    all[0] = std::move(mine);
+    for (int r = 1; r < t.size(); ++r) all[static_cast<size_t>(r)] = unwrap(t.recv(r, timeout), r);
+    for (int r = 1; r < t.size(); ++r)
+      for (const auto& b : all) t.send(r, wrap(b));
+    return all;
+  }
+  t.send(0, wrap(mine));
+  for (int r = 0; r < t.size(); ++r) all[static_cast<size_t>(r)] = unwrap(t.recv(0, timeout), 0);
+  return all;
 }
 
 PipelineExecutor::PipelineExecutor(Stage& stage, Transport& t, int64_t gpu_batch_size, int micro_batches,

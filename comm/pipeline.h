@@ -43,6 +43,9 @@ void agree(Transport& t, const std::exception_ptr& mine, Duration timeout);
 // plan for it. Waits at most `timeout`.
 RunShape share_shape(Transport& t, const RunShape& shape, Duration timeout);
 
+// Every rank's `mine`, in rank order, on every rank (through rank 0). Waits at most `timeout`.
+std::vector<std::vector<std::byte>> all_gather(Transport& t, std::vector<std::byte> mine, Duration timeout);
+
 // The executor on rank 0. `stage` is this rank's; `timeout` bounds every wait for another rank.
 class PipelineExecutor final : public Executor {
  public:

@@ -74,6 +74,7 @@ int run_bench(BenchArgs& a, PipelineRank& rank) {
   if (rank.size() > 1)
     std::cout << "pipeline: " << rank.size() << " stages, " << micro << " blocks in flight; this is " << rank.describe()
               << "\n";
+  if (!rank.balance_note().empty()) std::cout << rank.balance_note() << "\n";
   if (policy) {
     std::cout << "policy: " << policy->describe() << "\n";
     for (size_t i = 0; i < blocks.size(); ++i)

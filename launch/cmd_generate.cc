@@ -142,6 +142,7 @@ int lead_generate(GenerateArgs& a, const BudgetOptions::Bytes& budgets, const Mo
   const RunShape shape =
       comm::share_shape(rank.transport(), run_shape(reqs, block, rank.micro_batches()), rank.timeout());
   PipelineRank::Loaded stage = rank.load(a.source, a.engine, a.offload, policy, {shape}, budgets, "--max-new-tokens");
+  if (!rank.balance_note().empty()) std::cerr << "tiergen: " << rank.balance_note() << "\n";
   comm::PipelineExecutor exec(*stage.stage, rank.transport(), a.offload.gpu_batch(block), rank.micro_batches(),
                               rank.timeout());
   Generator gen(exec, tokenizer.get(), block);

@@ -1,12 +1,19 @@
 #include "launch/pipeline_rank.h"
 
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 
+#include "comm/layer_balance.h"
 #include "comm/local_transport.h"
 #include "comm/mpi_transport.h"
 #include "launch/flag_checks.h"
 #include "runtime/core/error.h"
 #include "runtime/core/units.h"
+#include "runtime/generate/rates.h"
+#include "runtime/policy/roofline.h"
 
 namespace tiergen::cli {
 
@@ -63,11 +70,16 @@ PipelineRank::PipelineRank(const PipelineOptions& o, const ModelSpec& spec) {
     if (config->micro_batches) micro_ = *config->micro_batches;
     config_ = config->stages[static_cast<size_t>(t_->rank())];
   }
-  span_ = comm::stage_spans(spec.num_layers, t_->size(), first_layers)[static_cast<size_t>(t_->rank())];
-  stage_spec_ = spec;
-  model_layers_ = spec.num_layers;
+  balance_ = first_layers.empty() && t_->size() > 1;
+  model_spec_ = spec;
+  set_span(first_layers);
+}
+
+void PipelineRank::set_span(const std::vector<int64_t>& first_layers) {
+  span_ = comm::stage_spans(model_spec_.num_layers, t_->size(), first_layers)[static_cast<size_t>(t_->rank())];
+  stage_spec_ = model_spec_;
   // The embedding and head are counted with every stage's plan (a small part of a large model).
-  const auto [first, end] = comm::decoder_layers(span_, spec.num_layers);
+  const auto [first, end] = comm::decoder_layers(span_, model_spec_.num_layers);
   stage_spec_.num_layers = end - first;
 }
 
@@ -85,7 +97,7 @@ void PipelineRank::apply(EngineOptions& engine, BudgetOptions& budgets, OffloadO
 
 std::string PipelineRank::describe() const {
   return "stage " + std::to_string(t_->rank()) + " of " + std::to_string(t_->size()) + " (" + t_->describe(t_->rank()) +
-         "): " + comm::describe_span(span_, model_layers_);
+         "): " + comm::describe_span(span_, model_spec_.num_layers);
 }
 
 std::string PipelineRank::trace_path(const std::string& file) const {
@@ -101,24 +113,141 @@ int PipelineRank::run(const std::function<int()>& body) {
   return rc;
 }
 
+namespace {
+
+// What decides a stage's speed and room, as text: stages whose settings all read the same share
+// the layers equally, without measuring anything.
+std::string stage_signature(const EngineOptions& engine, const kernels::Backend& be,
+                            const BudgetOptions::Bytes& budgets, const OffloadPolicy* policy) {
+  auto opt = [](const std::optional<uint64_t>& b) { return b ? std::to_string(*b) : std::string("-"); };
+  std::string sig = engine.device + "|" + be.name() + "|" + opt(budgets.gpu) + "|" + opt(budgets.cpu) + "|" +
+                    opt(budgets.disk) + "|" + std::to_string(omp_get_max_threads());
+  if (policy)
+    sig +=
+        "|" + policy->describe() + "|" + std::to_string(policy->cpu_cache_compute) + std::to_string(policy->pin_weight);
+  return sig;
+}
+
+std::vector<std::byte> as_bytes(const std::string& s) {
+  std::vector<std::byte> b(s.size());
+  std::memcpy(b.data(), s.data(), s.size());
+  return b;
+}
+
+}  // namespace
+
+comm::StageCost PipelineRank::stage_cost(const ModelSource& source, const EngineOptions& engine,
+                                         kernels::Backend& backend, const OffloadPolicy* policy,
+                                         const std::vector<RunShape>& shapes, const Capacities& cap,
+                                         const BudgetOptions::Bytes& budgets) const {
+  const ComputePlacement compute = engine.placement(model_spec_);
+  // The most layers whose memory plan fits every shape (a plan grows with its layers).
+  auto fits = [&](int64_t n) {
+    ModelSpec s = model_spec_;
+    s.num_layers = n;
+    try {
+      for (const RunShape& shape : shapes) source.check_memory(s, shape, cap, compute, policy, "--gen-len");
+    } catch (const OutOfMemoryError&) {
+      return false;
+    } catch (const IoError&) {  // the disk tier's room
+      return false;
+    }
+    return true;
+  };
+  comm::StageCost c;
+  int64_t lo = 0, hi = model_spec_.num_layers;  // fits(lo); the answer is in [lo, hi]
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (fits(mid))
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  c.max_layers = lo;
+  // The rates of this stage's device, measured now: the probe's buffers are not the run's.
+  const bool gpu = compute.tier == Tier::Gpu;
+  backend.set_memory_limit(std::nullopt);
+  const DeviceRates rates = measure_rates(backend, compute.activations, compute.weights, gpu && policy);
+  backend.set_memory_limit(budgets.gpu);
+  const RunShape& big = *std::max_element(shapes.begin(), shapes.end(), [](const RunShape& a, const RunShape& b) {
+    return a.cache_slots * a.cache_capacity < b.cache_slots * b.cache_capacity;
+  });
+  const int64_t block = big.block_slots > 0 ? big.block_slots : big.cache_slots;
+  const double streamed = gpu && policy ? 1.0 - policy->weights.gpu / 100.0 : 0.0;
+  const bool host_cache = gpu && policy && policy->cpu_cache_compute && policy->cache.cpu > 0;
+  const StepCost step = decode_step_cost(model_spec_, block, big.cache_capacity, compute.weights, compute.kv_cache,
+                                         streamed, host_cache, rates);
+  c.seconds_per_layer = step.per_layer;
+  c.fixed_seconds = t_->rank() + 1 == t_->size() ? step.head : 0.0;
+  return c;
+}
+
+void PipelineRank::rebalance(const ModelSource& source, const EngineOptions& engine, kernels::Backend& backend,
+                             const OffloadPolicy* policy, const std::vector<RunShape>& shapes, const Capacities& cap,
+                             const BudgetOptions::Bytes& budgets) {
+  const auto sigs = comm::all_gather(*t_, as_bytes(stage_signature(engine, backend, budgets, policy)), timeout_);
+  if (std::all_of(sigs.begin(), sigs.end(), [&](const auto& s) { return s == sigs.front(); })) return;
+  // The stages differ: each estimates its decode step per layer and the layers it has room for.
+  comm::StageCost mine;
+  std::exception_ptr failed;
+  try {
+    mine = stage_cost(source, engine, backend, policy, shapes, cap, budgets);
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  comm::agree(*t_, failed, timeout_);
+  std::vector<std::byte> bytes(sizeof mine);
+  std::memcpy(bytes.data(), &mine, sizeof mine);
+  std::vector<comm::StageCost> costs;
+  for (const auto& b : comm::all_gather(*t_, bytes, timeout_)) {
+    if (b.size() != sizeof mine)
+      throw PeerError("a malformed stage cost estimate (" + std::to_string(b.size()) + " bytes)");
+    std::memcpy(&costs.emplace_back(), b.data(), sizeof mine);
+  }
+  // Where the budgets cannot hold the model in any split, the equal one stays: each rank's memory
+  // check then names the stages that cannot hold their share, and what to change.
+  int64_t room = 0;
+  for (const comm::StageCost& c : costs) room += c.max_layers;
+  if (room < model_spec_.num_layers ||
+      std::any_of(costs.begin(), costs.end(), [](const comm::StageCost& c) { return c.max_layers < 1; }))
+    return;
+  // Every rank has the same estimates and so finds the same split.
+  const std::vector<int64_t> first = comm::balance_layers(model_spec_.num_layers, costs);
+  set_span(first);
+  balance_note_ = "layers balanced by each stage's estimated decode step: " +
+                  comm::describe_balance(first, model_spec_.num_layers, costs);
+}
+
 PipelineRank::Loaded PipelineRank::load(const ModelSource& source, EngineOptions& engine, const OffloadOptions& offload,
                                         std::optional<OffloadPolicy>& policy, const std::vector<RunShape>& shapes,
                                         const BudgetOptions::Bytes& budgets, const std::string& length_flag) {
   Loaded l;
   // Each rank drives the GPU of its place on its node, unless the command named one.
   if (engine.device == "cuda" && size() > 1) engine.device = "cuda:" + std::to_string(comm::node_local_rank(*t_));
-  const ComputePlacement compute = engine.placement(stage_spec_);
   // Every rank checks its own plan; all learn any rank's failure before anything is loaded.
   std::exception_ptr failed;
+  const OffloadPolicy* pol = policy ? &*policy : nullptr;
   try {
     l.backend = engine.make_backend();
-    const OffloadPolicy* pol = policy ? &*policy : nullptr;
     l.capacities = capacities(budgets, l.backend.get(), pol);
-    for (const RunShape& shape : shapes) {
-      if (policy)
-        policy->gpu_batch_size = offload.gpu_batch(shape.block_slots > 0 ? shape.block_slots : shape.cache_slots);
-      l.plans.push_back(source.check_memory(stage_spec_, shape, l.capacities, compute, pol, length_flag));
-    }
+  } catch (...) {
+    failed = std::current_exception();
+  }
+  if (balance_) {  // the layer assignment comes first: each rank's plan is for its own layers
+    comm::agree(*t_, failed, timeout_);
+    if (policy)
+      policy->gpu_batch_size =
+          offload.gpu_batch(shapes.front().block_slots > 0 ? shapes.front().block_slots : shapes.front().cache_slots);
+    rebalance(source, engine, *l.backend, pol, shapes, l.capacities, budgets);
+  }
+  const ComputePlacement compute = engine.placement(stage_spec_);
+  try {
+    if (!failed)
+      for (const RunShape& shape : shapes) {
+        if (policy)
+          policy->gpu_batch_size = offload.gpu_batch(shape.block_slots > 0 ? shape.block_slots : shape.cache_slots);
+        l.plans.push_back(source.check_memory(stage_spec_, shape, l.capacities, compute, pol, length_flag));
+      }
   } catch (...) {
     failed = std::current_exception();
   }

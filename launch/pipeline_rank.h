@@ -11,6 +11,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "comm/layer_balance.h"
 #include "comm/local_transport.h"
 #include "comm/pipeline.h"
 #include "comm/transport.h"
@@ -48,6 +49,9 @@ class PipelineRank {
   // This rank's settings from --cluster-config, over the command line's (nothing without one).
   void apply(EngineOptions& engine, BudgetOptions& budgets, OffloadOptions& offload, int& threads) const;
   // "stage 1 of 2 (rank 1 (host a)): decoder layers 16-31, the head".
+  // After load(): how the layers were assigned when the stages differed (empty: equal shares or
+  // the given cuts).
+  const std::string& balance_note() const { return balance_note_; }
   std::string describe() const;
   // --trace FILE for this rank: FILE alone, else FILE with ".rankR" before its extension, one per rank.
   std::string trace_path(const std::string& file) const;
@@ -71,13 +75,25 @@ class PipelineRank {
               const BudgetOptions::Bytes& budgets, const std::string& length_flag);
 
  private:
+  void set_span(const std::vector<int64_t>& first_layers);
+  // Without given cuts, stages whose settings differ get layers by cost (comm/layer_balance.h):
+  // each estimates its decode step per layer from its measured rates and the layers its budgets
+  // hold, and all find the same split. Equal stages keep the equal split, measuring nothing.
+  void rebalance(const ModelSource& source, const EngineOptions& engine, kernels::Backend& backend,
+                 const OffloadPolicy* policy, const std::vector<RunShape>& shapes, const Capacities& cap,
+                 const BudgetOptions::Bytes& budgets);
+  comm::StageCost stage_cost(const ModelSource& source, const EngineOptions& engine, kernels::Backend& backend,
+                             const OffloadPolicy* policy, const std::vector<RunShape>& shapes, const Capacities& cap,
+                             const BudgetOptions::Bytes& budgets) const;
+
   std::unique_ptr<comm::LocalHub> hub_;  // a pipeline of one
   std::unique_ptr<comm::Transport> t_;
   int micro_ = 1;
   comm::Duration timeout_, load_timeout_;
   LayerSpan span_;
-  ModelSpec stage_spec_;
-  int64_t model_layers_ = 0;  // the whole model's decoder layers
+  ModelSpec model_spec_, stage_spec_;  // the whole model's, and this stage's decoder layers
+  bool balance_ = false;               // no cuts given: balanced by cost when the stages differ
+  std::string balance_note_;
   bool mpi_ = false;
   std::optional<StageConfig> config_;  // this rank's stage in --cluster-config
 };

@@ -33,6 +33,28 @@ double decode_weight_bytes(const ModelSpec& spec, DType weights) {
   return static_cast<double>(n) * static_cast<double>(dtype_size(weights));
 }
 
+StepCost decode_step_cost(const ModelSpec& spec, int64_t batch, int64_t context, DType weights, DType kv_cache,
+                          double streamed_share, bool cache_on_host, const DeviceRates& rates) {
+  auto positive = [](double r) { return r > 0 && std::isfinite(r); };
+  if (!positive(rates.read_bytes) || (streamed_share > 0 && !positive(rates.link_bytes)) ||
+      (cache_on_host && !positive(rates.host_read_bytes)))
+    throw InvalidArgumentError("decode step cost: the rates it needs must be positive (read " +
+                               std::to_string(rates.read_bytes) + ", link " + std::to_string(rates.link_bytes) +
+                               ", host read " + std::to_string(rates.host_read_bytes) + " B/s)");
+  if (spec.num_layers <= 0) throw InvalidArgumentError("decode step cost: a model without decoder layers");
+  const auto L = static_cast<double>(spec.num_layers);
+  const double head = static_cast<double>(spec.vocab_size * spec.word_embed_proj_dim);
+  const double layer = (static_cast<double>(gemm_params_per_token(spec)) - head) / L * dtype_size(weights);
+  const double cache =
+      static_cast<double>(batch) * static_cast<double>(context) * kv_bytes_per_token(spec, kv_cache) / L;
+  StepCost c;
+  c.per_layer = (layer + (cache_on_host ? 0.0 : cache)) / rates.read_bytes;
+  if (streamed_share > 0) c.per_layer = std::max(c.per_layer, streamed_share * layer / rates.link_bytes);
+  if (cache_on_host) c.per_layer = std::max(c.per_layer, cache / rates.host_read_bytes);
+  c.head = head * dtype_size(weights) / rates.read_bytes;
+  return c;
+}
+
 RooflineBound roofline_bound(const ModelSpec& spec, const Workload& w, const DeviceRates& rates) {
   if (!(rates.gemm_flops > 0) || !(rates.read_bytes > 0) || !std::isfinite(rates.gemm_flops) ||
       !std::isfinite(rates.read_bytes))

@@ -64,6 +64,18 @@ double kv_bytes_per_token(const ModelSpec& spec, DType kv_cache);
 // LM head is read whole, so a tied table counts once).
 double decode_weight_bytes(const ModelSpec& spec, DType weights);
 
+// A stage's share of one decode step's bound, for a pipeline's layer assignment: each decoder
+// layer's (its weights read by the device, the `streamed_share` of them not resident crossing the
+// host link, its KV cache for `batch` sequences of `context` tokens read where it lives, on the
+// device or in host memory, these overlapping) and the LM head's (read by the device). Disk reads
+// are not in it, as in the bound. InvalidArgumentError for rates the terms need that are not
+// positive.
+struct StepCost {
+  double per_layer = 0, head = 0;  // seconds
+};
+StepCost decode_step_cost(const ModelSpec& spec, int64_t batch, int64_t context, DType weights, DType kv_cache,
+                          double streamed_share, bool cache_on_host, const DeviceRates& rates);
+
 // InvalidArgumentError for a non-positive rate (the link's and the host's where the workload needs
 // them) or an empty workload.
 RooflineBound roofline_bound(const ModelSpec& spec, const Workload& w, const DeviceRates& rates);

@@ -255,7 +255,7 @@ TEST(CliErrors, BudgetsAreSizesForTheirTier) {
 TEST(CliErrors, AWriteThatFailsMidRunIsAnErrorAndLeavesNothing) {
   testing::TempDir dir;
   const CliRun r = run_tiergen(generate("-n 2 --percent 0 0 100 0 100 0 --offload-dir " + dir.path().string() + " Hi"),
-                               "", testing::CliLimits{uint64_t{1} << 20});
+                               "", testing::CliLimits{uint64_t{1} << 20, ""});
   expect_error(r, ErrorKind::Io, "of " + dir.path().string() + "/tiergen-");
   for (const char* part : {"File too large", "the file size limit was reached", "--offload-dir"})
     EXPECT_NE(r.err.find(part), std::string::npos) << part << " in " << r.err;

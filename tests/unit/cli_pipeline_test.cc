@@ -259,6 +259,34 @@ TEST(CliPipeline, BadClusterConfigs) {
   EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;
 }
 
+// Stages that differ and give no cuts share the layers by their estimated cost, each within what
+// its budget holds: here stage 0's budget holds at most 3 of OPT-125M's 12 layers (F16 dummy
+// weights: 79 MB of tables and 14 MB a layer), so it takes at most 3 whatever the rates say.
+TEST(CliPipeline, UnequalStagesAreBalancedWithinTheirBudgets) {
+  REQUIRE_MPIRUN();
+  TempDir tmp;
+  write_file(tmp / "bal.yaml",
+             "stages:\n  - device: cpu\n    cpu_mem: 120MiB\n    threads: 1\n"
+             "  - device: cpu\n    cpu_mem: 4GiB\n    threads: 1\n");
+  const std::string args = "generate --dummy opt-125m --input-ids 1,2,3 --input-ids 5,6 -n 4 --json";
+  const CliRun alone = run_tiergen(args);
+  ASSERT_EQ(alone.status, 0) << alone.err;
+  const CliRun r = run_tiergen(args + " --cluster-config " + (tmp / "bal.yaml").string(), "", mpirun(2));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, alone.out);
+  const std::string note = "layers balanced by each stage's estimated decode step: stage 0: ";
+  const size_t at = r.err.find(note);
+  ASSERT_NE(at, std::string::npos) << r.err;
+  const int first = std::stoi(r.err.substr(at + note.size()));
+  EXPECT_GE(first, 1) << r.err;
+  EXPECT_LE(first, 3) << r.err;
+  EXPECT_NE(r.err.find("stage 1: " + std::to_string(12 - first) + " layers"), std::string::npos) << r.err;
+  // Equal stages keep the equal split and print nothing about it.
+  const CliRun equal = run_tiergen(args, "", mpirun(2));
+  ASSERT_EQ(equal.status, 0) << equal.err;
+  EXPECT_EQ(equal.err.find("balanced"), std::string::npos) << equal.err;
+}
+
 TEST(CliPipeline, StageLayersNeedSeveralRanks) {
   const CliRun r = run_tiergen("generate --model " + demo_model() + " A --stage-layers 3");
   EXPECT_EQ(r.status, 2);

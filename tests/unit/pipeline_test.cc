@@ -225,5 +225,23 @@ TEST(PipelineFailure, AgreeGivesEveryRankTheSameError) {
   }
 }
 
+// Each rank's bytes reach every rank, in rank order (a layer assignment's cost estimates).
+TEST(PipelineComm, AllGatherGivesEveryRankEveryRanksBytes) {
+  comm::LocalHub hub(3);
+  std::vector<std::future<std::vector<std::vector<std::byte>>>> ranks;
+  for (int r = 0; r < 3; ++r)
+    ranks.push_back(std::async(std::launch::async, [&, r] {
+      auto t = hub.endpoint(r);
+      std::vector<std::byte> mine(static_cast<size_t>(r + 1), static_cast<std::byte>(10 + r));  // rank 0 one byte ...
+      return comm::all_gather(*t, mine, 5s);
+    }));
+  for (int r = 0; r < 3; ++r) {
+    const auto all = ranks[static_cast<size_t>(r)].get();
+    ASSERT_EQ(all.size(), 3u) << r;
+    for (size_t k = 0; k < 3; ++k)
+      EXPECT_EQ(all[k], std::vector<std::byte>(k + 1, static_cast<std::byte>(10 + k))) << r << " " << k;
+  }
+}
+
 }  // namespace
 }  // namespace tiergen

@@ -71,6 +71,26 @@ TEST(Roofline, OffloadedWeightsAndAHostCacheBoundEachStep) {
   EXPECT_THROW_WITH(roofline_bound(s, w, DeviceRates{7.5e14, 3e12, 5e10, 0}), InvalidArgumentError, "host's read");
 }
 
+// A pipeline stage's decode step per layer (OPT-30B: 12 x 7168^2 weights a layer, K and V 7168
+// wide): the slowest of the device's reads, the streamed share over the link, the host's cache reads.
+TEST(Roofline, DecodeStepCostPerLayer) {
+  const ModelSpec s = preset_model_spec("opt-30b");
+  const double layer = 12.0 * 7168 * 7168 * 2, cache = 64.0 * 544 * 2 * 7168 * 2;
+  const DeviceRates rates{7.5e14, 3e12, 5e10, 1e11};
+  // All on the device: weights and cache read there.
+  StepCost c = decode_step_cost(s, 64, 544, DType::F16, DType::F16, 0.0, false, rates);
+  EXPECT_NEAR(c.per_layer, (layer + cache) / 3e12, 1e-9);
+  EXPECT_NEAR(c.head, 50272.0 * 7168 * 2 / 3e12, 1e-12);
+  // 75% streamed, the cache on the host: the link (13.9 ms) is slower than the host (9.0 ms).
+  c = decode_step_cost(s, 64, 544, DType::F16, DType::F16, 0.75, true, rates);
+  EXPECT_NEAR(c.per_layer, 0.75 * layer / 5e10, 1e-9);
+  // Twice the batch: the host's reads of the cache (18.0 ms) set the pace.
+  c = decode_step_cost(s, 128, 544, DType::F16, DType::F16, 0.75, true, rates);
+  EXPECT_NEAR(c.per_layer, 2 * cache / 1e11, 1e-9);
+  EXPECT_THROW_WITH(decode_step_cost(s, 64, 544, DType::F16, DType::F16, 0.5, false, DeviceRates{1e12, 1e11}),
+                    InvalidArgumentError, "rates");
+}
+
 TEST(Roofline, GqaAndUntiedHeadCountOnce) {
   const ModelSpec s = preset_model_spec("llama-2-70b");  // 8 kv heads of 64, untied head, SwiGLU
   EXPECT_DOUBLE_EQ(kv_bytes_per_token(s, DType::F16), 2.0 * 80 * 8 * 128 * 2);
