@@ -46,11 +46,24 @@ inline float hsum(__m256 x) {
 }
 #endif
 
-// Asks for `bytes` from p into the cache ahead of use: a decode item reads a few KiB of each cache
-// row, rows 2 * width apart, which the hardware prefetcher (within a 4 KiB page) does not foresee.
+// Asks for `bytes` from p into the cache ahead of use (into every level: a non-temporal hint
+// fills only L1 on Intel server cores, where lines fetched rows ahead are evicted before use).
 inline void prefetch(const void* p, int64_t bytes) {
   const char* c = static_cast<const char*>(p);
-  for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(c + b, 0, 0);
+  for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(c + b, 0, 3);
+}
+
+// Cache rows an item prefetches ahead of the four it reads. Measured on OPT-30B's shape (32
+// sequences x 544 rows, 56 heads, f16): on an Intel Xeon (Sapphire Rapids, 16 cores) the hardware
+// prefetcher follows the four row streams and software prefetching only costs (113 GB/s without,
+// 94 with one row ahead, 34 with four rows ahead non-temporal); on an AMD EPYC one row ahead is
+// the best (36 GB/s on 2 cores, 26 without).
+int64_t rows_ahead() {
+  static const int64_t ahead = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel") ? 0 : 1;
+  }();
+  return ahead;
 }
 
 // q (D) · k (D), k widened as read.
@@ -223,12 +236,12 @@ void attend(Tensor& out, const Tensor& q, std::span<const AttentionSeq> seqs, co
       const KV* vp = static_cast<const KV*>(s.v.raw()) + it.j0 * ld_kv + it.blk * w.kb * D;
       scores.resize(static_cast<size_t>(nh * m));
       const int64_t span = w.kb * D * static_cast<int64_t>(sizeof(KV));  // bytes of a row an item reads
-      constexpr int64_t kAhead = 4;                                      // rows prefetched ahead
+      const int64_t ahead = rows_ahead();
       int64_t j = 0;
       for (; j + 4 <= m; j += 4) {
         const KV* row = kp + j * ld_kv;
-        if (j + kAhead + 4 <= m)
-          for (int r = 0; r < 4; ++r) prefetch(row + (kAhead + r) * ld_kv, span);
+        if (ahead > 0 && j + ahead + 4 <= m)
+          for (int r = 0; r < 4; ++r) prefetch(row + (ahead + r) * ld_kv, span);
         for (int64_t h = 0; h < nh; ++h) {
           const int64_t off = (h / group) * D;
           const KV* rows[4] = {row + off, row + ld_kv + off, row + 2 * ld_kv + off, row + 3 * ld_kv + off};
@@ -267,8 +280,8 @@ void attend(Tensor& out, const Tensor& q, std::span<const AttentionSeq> seqs, co
       std::fill(acc.begin(), acc.end(), 0.f);
       for (j = 0; j + 4 <= m; j += 4) {
         const KV* row = vp + j * ld_kv;
-        if (j + kAhead + 4 <= m)
-          for (int r = 0; r < 4; ++r) prefetch(row + (kAhead + r) * ld_kv, span);
+        if (ahead > 0 && j + ahead + 4 <= m)
+          for (int r = 0; r < 4; ++r) prefetch(row + (ahead + r) * ld_kv, span);
         for (int64_t h = 0; h < nh; ++h) {
           const int64_t off = (h / group) * D;
           const KV* rows[4] = {row + off, row + ld_kv + off, row + 2 * ld_kv + off, row + 3 * ld_kv + off};

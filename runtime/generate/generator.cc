@@ -121,12 +121,14 @@ void Generator::run_wave(const std::vector<Request>& requests, size_t begin, siz
 
   // Steps come back in the order they went in: the oldest block's first. Each is sampled and that
   // block's next step submitted at once, while the other blocks' steps are still running.
+  // A step's time runs from the previous step's last token chosen to its own: what a user waits
+  // for, sampling and bookkeeping included (with one block in flight: plan, compute, sampling).
+  // An executor may run a step inside submit() (a pipeline of one): the clock starts before the
+  // first submit, and each step's time is taken before the next step is submitted.
+  auto t0 = Clock::now();
   std::deque<Block*> in_flight;
   for (Block& blk : blocks)
     if (submit(blk)) in_flight.push_back(&blk);
-  // A step's time runs from the previous step's last token chosen to its own: what a user waits
-  // for, sampling and bookkeeping included (with one block in flight: plan, compute, sampling).
-  auto t0 = Clock::now();
   while (!in_flight.empty()) {
     Block& blk = *in_flight.front();
     in_flight.pop_front();
@@ -169,13 +171,12 @@ void Generator::run_wave(const std::vector<Request>& requests, size_t begin, siz
       if (static_cast<int64_t>(res.output_ids.size()) >= req.max_new_tokens) l.done = true;
       if (on_token) on_token(l.req, res);
     }
-    const bool was_prefill = blk.prefill;
-    blk.prefill = false;
-    if (submit(blk)) in_flight.push_back(&blk);
     const auto now = Clock::now();
-    (was_prefill ? stats.prefill_seconds : stats.decode_seconds) += std::chrono::duration<double>(now - t0).count();
+    (blk.prefill ? stats.prefill_seconds : stats.decode_seconds) += std::chrono::duration<double>(now - t0).count();
     t0 = now;
+    blk.prefill = false;
     if (on_step) on_step(stats);
+    if (submit(blk)) in_flight.push_back(&blk);
   }
 }
 

@@ -2,6 +2,8 @@
 // alone (also when sampling), and request validation.
 #include "runtime/generate/generator.h"
 
+#include <thread>
+
 #include "runtime/core/error.h"
 #include "runtime/generate/run_plan.h"
 #include "tests/testutil/testutil.h"
@@ -80,6 +82,42 @@ TEST_F(GeneratorTest, WavesOfBlocksEqualOneBlockAtATime) {
   EXPECT_EQ(shape.cache_slots, 6);
   EXPECT_EQ(shape.block_slots, 2);
   EXPECT_EQ(run_shape(reqs, 8, 3).cache_slots, 7);  // one block: its own size
+}
+
+// An executor that runs each step inside submit() (as a pipeline of one does): the prefill's time
+// is the prefill's, not the first decode step's. Steps sleep 300 ms (prefill) and 5 ms (decode).
+TEST_F(GeneratorTest, StepTimesCountStepsRunInsideSubmit) {
+  class Sleepy final : public Executor {
+   public:
+    explicit Sleepy(const ModelSpec& s) : spec_(s) {}
+    const ModelSpec& spec() const override { return spec_; }
+    void allocate_cache(int64_t, int64_t, int64_t) override {}
+    void submit(const kernels::StepPlan& plan, bool) override {
+      const bool prefill = plan.num_tokens() > static_cast<int64_t>(plan.q_len.size());
+      std::this_thread::sleep_for(std::chrono::milliseconds(prefill ? 300 : 5));
+      done_.push_back(std::vector<int32_t>(plan.logit_rows.size(), 7));
+    }
+    StepOutput collect() override {
+      StepOutput o;
+      o.ids = done_.front();
+      done_.erase(done_.begin());
+      return o;
+    }
+
+   private:
+    const ModelSpec& spec_;
+    std::vector<std::vector<int32_t>> done_;
+  };
+  Sleepy exec(model_->spec());
+  Generator gen(exec, nullptr, 4);
+  Request r;
+  r.input_ids = {1, 2, 3, 4};
+  r.max_new_tokens = 3;  // the prefill and two decode steps
+  GenerateStats st;
+  gen.generate({r}, &st);
+  EXPECT_GE(st.prefill_seconds, 0.3);
+  EXPECT_LT(st.decode_seconds, 0.3);
+  EXPECT_GE(st.decode_seconds, 0.01);
 }
 
 TEST_F(GeneratorTest, MaxNewTokensAndLengthFinish) {
