@@ -20,27 +20,33 @@ int64_t layers_within(const StageCost& c, double limit) {
 
 }  // namespace
 
+bool can_hold(int64_t num_layers, const std::vector<StageCost>& costs) {
+  int64_t room = 0;
+  for (const StageCost& c : costs) {
+    if (c.max_layers < 1) return false;
+    room += std::min(c.max_layers, num_layers);
+  }
+  return room >= num_layers;
+}
+
 std::vector<int64_t> balance_layers(int64_t num_layers, const std::vector<StageCost>& costs) {
   const auto stages = static_cast<int64_t>(costs.size());
   if (stages < 1) throw InvalidArgumentError("a pipeline needs at least one stage");
   if (stages > num_layers)
     throw InvalidArgumentError("a pipeline of " + std::to_string(stages) + " stages for a model of " +
                                std::to_string(num_layers) + " decoder layers: each stage needs at least one layer");
-  int64_t room = 0;
   std::string holds;
   for (int64_t s = 0; s < stages; ++s) {
     const StageCost& c = costs[static_cast<size_t>(s)];
     if (!std::isfinite(c.seconds_per_layer) || c.seconds_per_layer < 0 || !std::isfinite(c.fixed_seconds))
       throw InternalError("stage " + std::to_string(s) + ": a bad cost estimate");
-    room += std::min(c.max_layers, num_layers);
     holds += (holds.empty() ? "" : ", ") + ("stage " + std::to_string(s) + " " + std::to_string(c.max_layers));
   }
-  for (int64_t s = 0; s < stages; ++s)
-    if (costs[static_cast<size_t>(s)].max_layers < 1 || room < num_layers)
-      throw InvalidArgumentError("the stages' memory budgets hold at most " + holds + " of the model's " +
-                                 std::to_string(num_layers) +
-                                 " decoder layers: raise the budgets, offload more with --percent, add stages or "
-                                 "lower the batch size");
+  if (!can_hold(num_layers, costs))
+    throw InvalidArgumentError("the stages' memory budgets hold at most " + holds + " of the model's " +
+                               std::to_string(num_layers) +
+                               " decoder layers: raise the budgets, offload more with --percent, add stages or "
+                               "lower the batch size");
   // The least pace T at which every stage's layers within T cover the model: a binary search over
   // the candidate paces, the costs of each stage at each layer count.
   std::vector<double> paces;

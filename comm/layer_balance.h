@@ -17,6 +17,9 @@ struct StageCost {
   int64_t max_layers = 0;
 };
 
+// Whether the stages can hold `num_layers` decoder layers at all: each at least one, together all.
+bool can_hold(int64_t num_layers, const std::vector<StageCost>& costs);
+
 // The first decoder layer of every stage after the first (stage_spans' `first_layers`) for
 // `num_layers` decoder layers over costs.size() stages: each stage gets at least one layer and at
 // most its max_layers, and the largest stage cost is the least such a split allows (equal stages:

@@ -128,6 +128,21 @@ std::string stage_signature(const EngineOptions& engine, const kernels::Backend&
   return sig;
 }
 
+// The memory plan of `spec` for each of `shapes`, checked against `cap`: the policy's GPU batch is
+// set for each shape as the run will cut it. OutOfMemoryError (or IoError, disk) when one does not fit.
+std::vector<MemoryPlan> check_plans(const ModelSource& source, const ModelSpec& spec,
+                                    const std::vector<RunShape>& shapes, const Capacities& cap,
+                                    const ComputePlacement& compute, std::optional<OffloadPolicy>& policy,
+                                    const OffloadOptions& offload, const std::string& length_flag) {
+  std::vector<MemoryPlan> plans;
+  for (const RunShape& shape : shapes) {
+    if (policy)
+      policy->gpu_batch_size = offload.gpu_batch(shape.block_slots > 0 ? shape.block_slots : shape.cache_slots);
+    plans.push_back(source.check_memory(spec, shape, cap, compute, policy ? &*policy : nullptr, length_flag));
+  }
+  return plans;
+}
+
 std::vector<std::byte> as_bytes(const std::string& s) {
   std::vector<std::byte> b(s.size());
   std::memcpy(b.data(), s.data(), s.size());
@@ -137,16 +152,17 @@ std::vector<std::byte> as_bytes(const std::string& s) {
 }  // namespace
 
 comm::StageCost PipelineRank::stage_cost(const ModelSource& source, const EngineOptions& engine,
-                                         kernels::Backend& backend, const OffloadPolicy* policy,
-                                         const std::vector<RunShape>& shapes, const Capacities& cap,
-                                         const BudgetOptions::Bytes& budgets) const {
+                                         kernels::Backend& backend, std::optional<OffloadPolicy>& policy,
+                                         const OffloadOptions& offload, const std::vector<RunShape>& shapes,
+                                         const Capacities& cap, const BudgetOptions::Bytes& budgets,
+                                         const std::string& length_flag) const {
   const ComputePlacement compute = engine.placement(model_spec_);
   // The most layers whose memory plan fits every shape (a plan grows with its layers).
   auto fits = [&](int64_t n) {
     ModelSpec s = model_spec_;
     s.num_layers = n;
     try {
-      for (const RunShape& shape : shapes) source.check_memory(s, shape, cap, compute, policy, "--gen-len");
+      check_plans(source, s, shapes, cap, compute, policy, offload, length_flag);
     } catch (const OutOfMemoryError&) {
       return false;
     } catch (const IoError&) {  // the disk tier's room
@@ -183,15 +199,17 @@ comm::StageCost PipelineRank::stage_cost(const ModelSource& source, const Engine
 }
 
 void PipelineRank::rebalance(const ModelSource& source, const EngineOptions& engine, kernels::Backend& backend,
-                             const OffloadPolicy* policy, const std::vector<RunShape>& shapes, const Capacities& cap,
-                             const BudgetOptions::Bytes& budgets) {
-  const auto sigs = comm::all_gather(*t_, as_bytes(stage_signature(engine, backend, budgets, policy)), timeout_);
+                             std::optional<OffloadPolicy>& policy, const OffloadOptions& offload,
+                             const std::vector<RunShape>& shapes, const Capacities& cap,
+                             const BudgetOptions::Bytes& budgets, const std::string& length_flag) {
+  const auto sigs =
+      comm::all_gather(*t_, as_bytes(stage_signature(engine, backend, budgets, policy ? &*policy : nullptr)), timeout_);
   if (std::all_of(sigs.begin(), sigs.end(), [&](const auto& s) { return s == sigs.front(); })) return;
   // The stages differ: each estimates its decode step per layer and the layers it has room for.
   comm::StageCost mine;
   std::exception_ptr failed;
   try {
-    mine = stage_cost(source, engine, backend, policy, shapes, cap, budgets);
+    mine = stage_cost(source, engine, backend, policy, offload, shapes, cap, budgets, length_flag);
   } catch (...) {
     failed = std::current_exception();
   }
@@ -206,11 +224,7 @@ void PipelineRank::rebalance(const ModelSource& source, const EngineOptions& eng
   }
   // Where the budgets cannot hold the model in any split, the equal one stays: each rank's memory
   // check then names the stages that cannot hold their share, and what to change.
-  int64_t room = 0;
-  for (const comm::StageCost& c : costs) room += c.max_layers;
-  if (room < model_spec_.num_layers ||
-      std::any_of(costs.begin(), costs.end(), [](const comm::StageCost& c) { return c.max_layers < 1; }))
-    return;
+  if (!comm::can_hold(model_spec_.num_layers, costs)) return;
   // Every rank has the same estimates and so finds the same split.
   const std::vector<int64_t> first = comm::balance_layers(model_spec_.num_layers, costs);
   set_span(first);
@@ -235,19 +249,12 @@ PipelineRank::Loaded PipelineRank::load(const ModelSource& source, EngineOptions
   }
   if (balance_) {  // the layer assignment comes first: each rank's plan is for its own layers
     comm::agree(*t_, failed, timeout_);
-    if (policy)
-      policy->gpu_batch_size =
-          offload.gpu_batch(shapes.front().block_slots > 0 ? shapes.front().block_slots : shapes.front().cache_slots);
-    rebalance(source, engine, *l.backend, pol, shapes, l.capacities, budgets);
+    rebalance(source, engine, *l.backend, policy, offload, shapes, l.capacities, budgets, length_flag);
   }
   const ComputePlacement compute = engine.placement(stage_spec_);
   try {
     if (!failed)
-      for (const RunShape& shape : shapes) {
-        if (policy)
-          policy->gpu_batch_size = offload.gpu_batch(shape.block_slots > 0 ? shape.block_slots : shape.cache_slots);
-        l.plans.push_back(source.check_memory(stage_spec_, shape, l.capacities, compute, pol, length_flag));
-      }
+      l.plans = check_plans(source, stage_spec_, shapes, l.capacities, compute, policy, offload, length_flag);
   } catch (...) {
     failed = std::current_exception();
   }

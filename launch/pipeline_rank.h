@@ -80,11 +80,13 @@ class PipelineRank {
   // each estimates its decode step per layer from its measured rates and the layers its budgets
   // hold, and all find the same split. Equal stages keep the equal split, measuring nothing.
   void rebalance(const ModelSource& source, const EngineOptions& engine, kernels::Backend& backend,
-                 const OffloadPolicy* policy, const std::vector<RunShape>& shapes, const Capacities& cap,
-                 const BudgetOptions::Bytes& budgets);
+                 std::optional<OffloadPolicy>& policy, const OffloadOptions& offload,
+                 const std::vector<RunShape>& shapes, const Capacities& cap, const BudgetOptions::Bytes& budgets,
+                 const std::string& length_flag);
   comm::StageCost stage_cost(const ModelSource& source, const EngineOptions& engine, kernels::Backend& backend,
-                             const OffloadPolicy* policy, const std::vector<RunShape>& shapes, const Capacities& cap,
-                             const BudgetOptions::Bytes& budgets) const;
+                             std::optional<OffloadPolicy>& policy, const OffloadOptions& offload,
+                             const std::vector<RunShape>& shapes, const Capacities& cap,
+                             const BudgetOptions::Bytes& budgets, const std::string& length_flag) const;
 
   std::unique_ptr<comm::LocalHub> hub_;  // a pipeline of one
   std::unique_ptr<comm::Transport> t_;

@@ -98,6 +98,9 @@ TEST(LayerBalance, MatchesBruteForce) {
 
 TEST(LayerBalance, BudgetsThatCannotHoldTheModel) {
   const std::vector<StageCost> c = {{1.0, 0.0, 10}, {1.0, 0.0, 12}};
+  EXPECT_FALSE(can_hold(32, c));
+  EXPECT_TRUE(can_hold(22, c));
+  EXPECT_FALSE(can_hold(8, {{1.0, 0.0, 0}, {1.0, 0.0, 8}}));  // a stage that holds no layer
   try {
     balance_layers(32, c);
     FAIL() << "expected an error";
