@@ -88,7 +88,8 @@ std::string describe_balance(const std::vector<int64_t>& first_layers, int64_t n
     const int64_t a = s == 0 ? 0 : first_layers[s - 1], b = s < first_layers.size() ? first_layers[s] : num_layers;
     char ms[32];
     std::snprintf(ms, sizeof ms, "%.1f ms", 1e3 * cost_of(costs[s], b - a));
-    out += (out.empty() ? "" : "; ") + ("stage " + std::to_string(s) + ": " + std::to_string(b - a) + " layers, " + ms);
+    out += (out.empty() ? "" : "; ") +
+           ("stage " + std::to_string(s) + ": " + std::to_string(b - a) + (b - a == 1 ? " layer, " : " layers, ") + ms);
   }
   return out;
 }

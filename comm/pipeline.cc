@@ -1,5 +1,6 @@
 #include "comm/pipeline.h"
 
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <new>
@@ -12,7 +13,16 @@
 namespace tiergen::comm {
 namespace {
 
-enum class Kind : uint32_t { Allocate = 1, Step = 2, Stop = 3, Output = 4, Status = 5, Shape = 6, Gather = 7 };
+enum class Kind : uint32_t {
+  Allocate = 1,
+  Step = 2,
+  Stop = 3,
+  Output = 4,
+  Status = 5,
+  Shape = 6,
+  Gather = 7,
+  Report = 8
+};
 
 // Messages are flat: fixed-size fields and length-prefixed int32 vectors, in host byte order (every
 // rank of a pipeline runs the same build on the same kind of CPU).
@@ -156,7 +166,44 @@ Kind expect(Reader& r, std::initializer_list<Kind> kinds) {
   r.bad();
 }
 
+void put_times(Writer& w, const StageTimes& s) {
+  w.put(static_cast<int32_t>(s.rank));
+  for (double v : {s.compute_s, s.wait_s, s.wall_s}) w.put(v);
+  w.put(s.where);
+  w.put(s.trace_events);
+}
+
+StageTimes get_times(Reader& r) {
+  StageTimes s;
+  s.rank = r.get<int32_t>();
+  for (double* v : {&s.compute_s, &s.wait_s, &s.wall_s}) *v = r.get<double>();
+  s.where = r.text();
+  s.trace_events = r.text();
+  return s;
+}
+
 }  // namespace
+
+StageTimes StageClock::take(const Transport& t, bool trace) {
+  StageTimes s{t.rank(), t.describe(t.rank()), compute_, wait_, since(since_), {}};
+  if (trace)
+    s.trace_events = trace::events_json(t.rank(), "stage " + std::to_string(t.rank()) + ", " + s.where, since_);
+  since_ = std::chrono::steady_clock::now();
+  compute_ = wait_ = 0;
+  return s;
+}
+
+std::string describe_times(const std::vector<StageTimes>& stages) {
+  std::string out;
+  char line[256];
+  for (const StageTimes& s : stages) {
+    const double wall = s.wall_s > 0 ? s.wall_s : 1;
+    std::snprintf(line, sizeof line, "stage %d, %s: computing %.2f s (%.0f%%), waiting for input %.2f s (%.0f%%)\n",
+                  s.rank, s.where.c_str(), s.compute_s, 100 * s.compute_s / wall, s.wait_s, 100 * s.wait_s / wall);
+    out += line;
+  }
+  return out;
+}
 
 std::vector<LayerSpan> stage_spans(int64_t num_layers, int stages, const std::vector<int64_t>& first_layers) {
   if (stages < 1) throw InvalidArgumentError("a pipeline needs at least one stage, got " + std::to_string(stages));
@@ -333,6 +380,23 @@ void PipelineExecutor::stop() {
   t_.flush(timeout_);
 }
 
+std::vector<StageTimes> PipelineExecutor::report(bool trace) {
+  TIERGEN_CHECK(in_flight_ == 0 && done_.empty(), "a report between runs, with no step in flight");
+  std::vector<StageTimes> all = {clock_.take(t_, trace)};
+  if (t_.size() == 1) return all;
+  // Down the pipeline, each rank adding its times; the last sends them all back.
+  Writer w(Kind::Report);
+  w.put(static_cast<uint8_t>(trace));
+  t_.send(1, w.take());
+  const int last = t_.size() - 1;
+  const auto bytes = t_.recv(last, timeout_);
+  Reader rd(bytes, t_.describe(last));
+  expect(rd, {Kind::Report});
+  rd.get<uint8_t>();
+  for (int r = 1; r < t_.size(); ++r) all.push_back(get_times(rd));
+  return all;
+}
+
 void PipelineExecutor::allocate_cache(int64_t slots, int64_t capacity, int64_t block_slots) {
   stage_.allocate_cache(slots, capacity, gpu_batch_size_, block_slots);
   if (t_.size() == 1) return;
@@ -345,14 +409,17 @@ void PipelineExecutor::allocate_cache(int64_t slots, int64_t capacity, int64_t b
 
 void PipelineExecutor::submit(const kernels::StepPlan& plan, bool greedy) {
   const trace::Span span(trace::kSteps, "step of " + std::to_string(plan.num_tokens()) + " tokens");
+  const auto from = std::chrono::steady_clock::now();
   std::vector<GpuBatch> batches = stage_.split(plan);
   stage_.forward_block(batches);
   if (t_.size() == 1) {
     done_.push_back(step_output(stage_.backend(), batches, plan.logit_rows.size(), spec().vocab_size, greedy));
+    clock_.computed(from);
     return;
   }
   t_.send(1, step_message(plan, greedy, stage_.dtypes().activations));
   send_hidden(t_, 1, stage_.backend(), batches);
+  clock_.computed(from);
   ++in_flight_;
 }
 
@@ -365,7 +432,9 @@ StepOutput PipelineExecutor::collect() {
   }
   TIERGEN_CHECK(in_flight_ > 0, "collect() without a submitted step");
   const int last = t_.size() - 1;
+  const auto from = std::chrono::steady_clock::now();
   const auto bytes = t_.recv(last, timeout_);
+  clock_.waited(from);
   --in_flight_;
   Reader rd(bytes, t_.describe(last));
   expect(rd, {Kind::Output});
@@ -386,14 +455,25 @@ void serve_stage(Stage& stage, Transport& t, Duration timeout) {
   reporting_failures(t, [&] {
     const int prev = t.rank() - 1, next = t.rank() + 1;
     const bool last = next == t.size();
+    StageClock clock;
     for (;;) {
+      auto from = std::chrono::steady_clock::now();
       std::vector<std::byte> msg = t.recv(prev, timeout);
+      clock.waited(from);
       Reader rd(msg, t.describe(prev));
-      switch (expect(rd, {Kind::Allocate, Kind::Step, Kind::Stop})) {
+      switch (expect(rd, {Kind::Allocate, Kind::Step, Kind::Stop, Kind::Report})) {
         case Kind::Stop:
           if (!last) t.send(next, std::move(msg));
           t.flush(timeout);
           return;
+        case Kind::Report: {
+          const bool trace = rd.get<uint8_t>() != 0;
+          Writer w(Kind::Report);
+          w.raw(msg.data() + sizeof(uint32_t), msg.size() - sizeof(uint32_t));  // the flag and the times so far
+          put_times(w, clock.take(t, trace));
+          t.send(last ? 0 : next, w.take());
+          break;
+        }
         case Kind::Allocate: {
           int64_t v[4];
           for (int64_t& x : v) x = rd.get<int64_t>();
@@ -407,7 +487,10 @@ void serve_stage(Stage& stage, Transport& t, Duration timeout) {
           const kernels::StepPlan plan = get_plan(rd);
           const trace::Span span(trace::kSteps, "step of " + std::to_string(plan.num_tokens()) + " tokens");
           std::vector<GpuBatch> batches = stage.split(plan);
+          from = std::chrono::steady_clock::now();
           recv_hidden(t, prev, timeout, stage, wire, batches);
+          clock.waited(from);
+          from = std::chrono::steady_clock::now();
           stage.forward_block(batches);
           if (last) {
             const StepOutput out =
@@ -417,6 +500,7 @@ void serve_stage(Stage& stage, Transport& t, Duration timeout) {
             t.send(next, step_message(plan, greedy, stage.dtypes().activations));
             send_hidden(t, next, stage.backend(), batches);
           }
+          clock.computed(from);
         }
       }
     }

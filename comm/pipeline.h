@@ -7,6 +7,7 @@
 // nobody to send to.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <exception>
@@ -46,6 +47,36 @@ RunShape share_shape(Transport& t, const RunShape& shape, Duration timeout);
 // Every rank's `mine`, in rank order, on every rank (through rank 0). Waits at most `timeout`.
 std::vector<std::vector<std::byte>> all_gather(Transport& t, std::vector<std::byte> mine, Duration timeout);
 
+// One rank's time over a period of a run (since the previous report): computing its layers (from
+// having a step's input to having sent its output), waiting for input (blocked on a receive: the
+// pipeline's bubbles), and the whole period. Rank 0's wait is for the last rank's output; the rest
+// of its period is the driver's own work (sampling, scheduling).
+struct StageTimes {
+  int rank = 0;
+  std::string where;  // "rank 1 (host a)"
+  double compute_s = 0, wait_s = 0, wall_s = 0;
+  std::string trace_events;  // trace::events_json of the period, when a report asked for it
+};
+// One line per stage: "stage 1, rank 1 (host a): computing 8.10 s (81%), waiting for input 1.80 s (18%)".
+std::string describe_times(const std::vector<StageTimes>& stages);
+
+// Times a rank's period: compute and wait spans add up until take() ends the period.
+class StageClock {
+ public:
+  StageClock() : since_(std::chrono::steady_clock::now()) {}
+  void computed(std::chrono::steady_clock::time_point from) { compute_ += since(from); }
+  void waited(std::chrono::steady_clock::time_point from) { wait_ += since(from); }
+  // This rank's times for the period, with its trace events when `trace`; a new period begins.
+  StageTimes take(const Transport& t, bool trace);
+
+ private:
+  static double since(std::chrono::steady_clock::time_point from) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - from).count();
+  }
+  std::chrono::steady_clock::time_point since_;
+  double compute_ = 0, wait_ = 0;
+};
+
 // The executor on rank 0. `stage` is this rank's; `timeout` bounds every wait for another rank.
 class PipelineExecutor final : public Executor {
  public:
@@ -63,6 +94,10 @@ class PipelineExecutor final : public Executor {
   StepOutput collect() override;
   // Ends the run on every rank (the destructor does it too, without reporting a failure).
   void stop();
+  // Every stage's times since the previous report (or the start), in rank order, with their trace
+  // events when `trace` (for one merged trace: trace::write_merged). Only between runs: no step in
+  // flight. Waits at most the timeout for the last rank.
+  std::vector<StageTimes> report(bool trace);
   // The GPU batch of the next allocate_cache (a benchmark runs several batch shapes).
   void set_gpu_batch_size(int64_t g) { gpu_batch_size_ = g; }
 
@@ -75,6 +110,7 @@ class PipelineExecutor final : public Executor {
   bool stopped_ = false;
   std::deque<StepOutput> done_;  // a pipeline of one: results of steps run at submit
   int in_flight_ = 0;
+  StageClock clock_;
 };
 
 // What a rank other than 0 does for a run: serves the steps that come from the rank before it,

@@ -109,13 +109,16 @@ int run_bench(BenchArgs& a, PipelineRank& rank) {
       std::vector<Request> warm = reqs;
       for (Request& r : warm) r.max_new_tokens = std::min<int64_t>(2, a.gen_len);
       gen.generate(warm);
+      rank.report(exec, {});  // the stages' times count from here
     }
     GenerateStats st;
+    std::string stage_times;
     {
       ProgressLine progress(a.progress, bs * micro * a.gen_len);
       gen.on_step = [&](const GenerateStats& now) { progress.update(now); };
       TraceFile trace(rank.trace_path(a.offload.trace_file));
       gen.generate(reqs, &st);
+      stage_times = rank.report(exec, a.offload.trace_file);
       trace.close();
     }
     const double gb = 1e9;
@@ -162,7 +165,7 @@ int run_bench(BenchArgs& a, PipelineRank& rank) {
           << "%, decode "
           << share(st.decode_seconds > 0 ? decode_tokens / st.decode_seconds : 0.0, bound->decode_throughput) << "%\n";
     }
-    std::cout << log.str();
+    std::cout << log.str() << stage_times;
     if (a.json) {
       nlohmann::json j = {{"model", a.source.name()},
                           {"device", device},

@@ -11,6 +11,7 @@
 #include "comm/mpi_transport.h"
 #include "launch/flag_checks.h"
 #include "runtime/core/error.h"
+#include "runtime/core/trace.h"
 #include "runtime/core/units.h"
 #include "runtime/generate/rates.h"
 #include "runtime/policy/roofline.h"
@@ -105,6 +106,17 @@ std::string PipelineRank::trace_path(const std::string& file) const {
   const std::filesystem::path p(file);
   return (p.parent_path() / (p.stem().string() + ".rank" + std::to_string(t_->rank()) + p.extension().string()))
       .string();
+}
+
+std::string PipelineRank::report(comm::PipelineExecutor& exec, const std::string& trace_file) const {
+  if (size() == 1) return {};
+  const std::vector<comm::StageTimes> times = exec.report(!trace_file.empty());
+  if (!trace_file.empty()) {
+    std::vector<std::string> events;
+    for (const comm::StageTimes& s : times) events.push_back(s.trace_events);
+    trace::write_merged(trace_file, events);
+  }
+  return "pipeline stages (their time over the run):\n" + comm::describe_times(times);
 }
 
 int PipelineRank::run(const std::function<int()>& body) {

@@ -56,6 +56,12 @@ class PipelineRank {
   // --trace FILE for this rank: FILE alone, else FILE with ".rankR" before its extension, one per rank.
   std::string trace_path(const std::string& file) const;
 
+  // Under mpirun, on rank 0 between runs: every stage's computing and waiting times since the last
+  // report, as lines for `out` (nothing for a pipeline of one), and, when `trace_file` is set, the
+  // ranks' spans of that period merged into it, one process per rank (each rank's own file is
+  // trace_path's).
+  std::string report(comm::PipelineExecutor& exec, const std::string& trace_file) const;
+
   // Runs `body` (which returns the exit status); when it throws, the other ranks are told why and
   // the error goes on to main(). After success, the ranks end together (MPI finalised).
   int run(const std::function<int()>& body);

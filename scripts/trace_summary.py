@@ -4,9 +4,10 @@ track's spans) how long each other track (compute, H2D, D2H, disk I/O, CPU atten
 time and as a share of the step, and how much of each transfer track's busy time overlapped compute.
 Overlapping spans on one track are counted once. Prints one line per kind of step (prefill steps
 and decode steps, told apart by their token count: a decode step has one token per sequence) with
-the mean over those steps, then the slowest decode step.
+the mean over those steps, then the slowest decode step. A merged trace of a pipeline (one process
+per stage) is summarised stage by stage.
 
-usage: scripts/trace_summary.py TRACE.json [--steps all]
+usage: scripts/trace_summary.py TRACE.json
 """
 import argparse
 import json
@@ -45,32 +46,32 @@ def intersect_length(a, b, lo, hi):
 
 
 def load(path):
+    """{process name: {track: [(begin, end, name)]}}, in process id order."""
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         sys.exit(f"trace_summary: cannot read {path}: {e}")
     events = doc["traceEvents"] if isinstance(doc, dict) else doc
-    names = {}
-    spans = defaultdict(list)
+    names, processes = {}, {}
+    spans = defaultdict(lambda: defaultdict(list))
     for ev in events:
         if ev.get("ph") == "M" and ev.get("name") == "thread_name":
             names[(ev.get("pid"), ev["tid"])] = ev["args"]["name"]
+        elif ev.get("ph") == "M" and ev.get("name") == "process_name":
+            processes[ev.get("pid")] = ev["args"]["name"]
     for ev in events:
         if ev.get("ph") == "X":
             track = names.get((ev.get("pid"), ev["tid"]), str(ev["tid"]))
-            spans[track].append((float(ev["ts"]), float(ev["ts"]) + float(ev.get("dur", 0)), ev.get("name", "")))
-    return spans
+            spans[ev.get("pid")][track].append(
+                (float(ev["ts"]), float(ev["ts"]) + float(ev.get("dur", 0)), ev.get("name", "")))
+    return {processes.get(pid, f"process {pid}"): spans[pid] for pid in sorted(spans, key=str)}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("trace")
-    args = ap.parse_args()
-    spans = load(args.trace)
+def summarise(spans, where):
     steps = sorted(spans.pop("steps", []))
     if not steps:
-        sys.exit(f"trace_summary: {args.trace} has no 'steps' track (was it written by tiergen --trace?)")
+        sys.exit(f"trace_summary: {where} has no 'steps' track (was it written by tiergen --trace?)")
     unions = {t: merge([(b, e) for b, e, _ in s]) for t, s in spans.items()}
     tracks = sorted(unions)
     compute = unions.get("compute", [])
@@ -104,6 +105,19 @@ def main():
     if kinds["decode"]:
         slowest = max(kinds["decode"], key=lambda s: s[1] - s[0])
         row("slowest decode step", [slowest])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("trace")
+    args = ap.parse_args()
+    processes = load(args.trace)
+    if not processes:
+        sys.exit(f"trace_summary: {args.trace} has no 'steps' track (was it written by tiergen --trace?)")
+    for name, spans in processes.items():
+        if len(processes) > 1:
+            print(f"{name}:")
+        summarise(spans, args.trace if len(processes) == 1 else f"{args.trace} ({name})")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 namespace tiergen::trace {
 
@@ -25,6 +26,14 @@ void start(const std::string& path);
 // Writes the trace and stops recording (IoError when the file cannot be written). A no-op when
 // nothing is recording.
 void stop();
+// The spans recorded so far that began at or after `since`, as a JSON array of trace events for
+// process `pid` named `process`, stamped in microseconds of this host's system clock since the Unix
+// epoch, so that the traces of several processes (the ranks of a pipeline) line up in one file
+// (exactly on one host; across hosts as well as their clocks agree). "[]" while not recording.
+std::string events_json(int pid, const std::string& process, Clock::time_point since);
+// Writes one trace from several processes' events_json arrays, its times from the earliest event.
+// IoError when the file cannot be written, InvalidArgumentError for an array that is not JSON.
+void write_merged(const std::string& path, const std::vector<std::string>& arrays);
 // One span on `track` (thread-safe; dropped while not recording).
 void record(const char* track, std::string name, Clock::time_point begin, Clock::time_point end);
 

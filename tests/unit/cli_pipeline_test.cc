@@ -8,7 +8,10 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "comm/mpi_transport.h"
 #include "tests/testutil/cli.h"
@@ -192,6 +195,55 @@ TEST(CliPipeline, BenchRunsOverAPipeline) {
   EXPECT_EQ(runs, 1u) << r.out;
   // 2 blocks of 2 sequences, 4 tokens each: 4 x 3 decode tokens.
   EXPECT_NE(r.out.find("\"batch_size\":2"), std::string::npos) << r.out;
+  // Each stage's busy and idle time over the timed run.
+  EXPECT_NE(r.out.find("pipeline stages (their time over the run):\nstage 0, rank 0 (host "), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("stage 1, rank 1 (host "), std::string::npos) << r.out;
+}
+
+// Stages with their own offloading policies (weights on disk, KV cache split over host memory and
+// disk) give the single-process tokens; each reports its times, and --trace writes one trace per
+// rank and a merged one with a process per rank.
+TEST(CliPipeline, OffloadedStagesTimesAndAMergedTrace) {
+  REQUIRE_MPIRUN();
+  TempDir tmp;
+  write_file(tmp / "off.yaml",
+             "stages:\n  - device: cpu\n    threads: 1\n"
+             "  - device: cpu\n    percent: [0, 0, 100, 0, 100, 0]\n    threads: 1\n"
+             "  - device: cpu\n    percent: [0, 50, 0, 50, 100, 0]\n    threads: 1\n");
+  const std::string args = "generate --model " + demo_model() + " 'A fool' 'You' -n 8 --ignore-eos --json -b 1";
+  const CliRun alone = run_tiergen(args);
+  ASSERT_EQ(alone.status, 0) << alone.err;
+  const std::string trace = (tmp / "run.json").string();
+  const CliRun r = run_tiergen(args + " --cluster-config " + (tmp / "off.yaml").string() + " --offload-dir " +
+                                   tmp.path().string() + " --trace " + trace,
+                               "", mpirun(3));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, alone.out);
+  for (int s = 0; s < 3; ++s)
+    EXPECT_NE(r.err.find("stage " + std::to_string(s) + ", rank " + std::to_string(s) + " (host " + host_name() +
+                         "): computing "),
+              std::string::npos)
+        << r.err;
+  for (int s = 0; s < 3; ++s) EXPECT_TRUE(std::filesystem::exists(tmp / ("run.rank" + std::to_string(s) + ".json")));
+  const nlohmann::json merged = nlohmann::json::parse(read_file(trace)).at("traceEvents");
+  std::map<int, std::string> names;
+  std::map<int, std::map<int, std::string>> tracks;
+  for (const auto& e : merged)
+    if (e.at("ph") == "M" && e.at("name") == "process_name")
+      names[e.at("pid").get<int>()] = e.at("args").at("name").get<std::string>();
+    else if (e.at("ph") == "M")
+      tracks[e.at("pid").get<int>()][e.at("tid").get<int>()] = e.at("args").at("name").get<std::string>();
+  std::map<int, std::map<std::string, int>> spans;
+  for (const auto& e : merged)
+    if (e.at("ph") == "X") spans[e.at("pid").get<int>()][tracks[e.at("pid").get<int>()][e.at("tid").get<int>()]]++;
+  ASSERT_EQ(names.size(), 3u) << r.err;
+  for (int s = 0; s < 3; ++s) {
+    EXPECT_EQ(names[s].rfind("stage " + std::to_string(s) + ", rank " + std::to_string(s), 0), 0u) << names[s];
+    EXPECT_GE(spans[s]["steps"], 8) << s;  // a prefill and decode steps for each of two blocks
+  }
+  EXPECT_GT(spans[1]["disk I/O"], 0);  // its weights stream from disk
+  EXPECT_EQ(spans[0]["disk I/O"], 0);
 }
 
 // --cluster-config: the ready CPU files run and give the single-process tokens; the GPU ones parse

@@ -5,6 +5,7 @@
 // configuration is the same clear error on every rank; the layer split is checked.
 #include "comm/pipeline.h"
 
+#include <functional>
 #include <future>
 #include <thread>
 
@@ -20,9 +21,11 @@ namespace {
 using namespace std::chrono_literals;
 
 // Each stage of `spans` in its own thread with its own model (only its layers loaded) and backend;
-// rank 0 runs the Generator. Returns rank 0's results; rethrows the first rank's error.
+// rank 0 runs the Generator, then `after` (when given) before it stops the run. Returns rank 0's
+// results; rethrows the first rank's error.
 std::vector<Result> run_pipeline(const std::filesystem::path& dir, const std::vector<LayerSpan>& spans,
-                                 const std::vector<Request>& reqs, int64_t block, int micro, int64_t gpu_batch = 0) {
+                                 const std::vector<Request>& reqs, int64_t block, int micro, int64_t gpu_batch = 0,
+                                 const std::function<void(comm::PipelineExecutor&)>& after = {}) {
   const int n = static_cast<int>(spans.size());
   comm::LocalHub hub(n);
   std::vector<std::future<std::vector<Result>>> ranks;
@@ -40,6 +43,7 @@ std::vector<Result> run_pipeline(const std::filesystem::path& dir, const std::ve
         comm::PipelineExecutor exec(stage, *t, gpu_batch, micro, 10s);
         Generator gen(exec, nullptr, block);
         auto out = gen.generate(reqs);
+        if (after) after(exec);
         exec.stop();
         return out;
       });
@@ -223,6 +227,36 @@ TEST(PipelineFailure, AgreeGivesEveryRankTheSameError) {
     EXPECT_EQ(kind, ErrorKind::OutOfMemory) << r;
     EXPECT_EQ(what, "rank 2 (this process): KV cache: needs 3 GiB, the budget is 1 GiB") << r;
   }
+}
+
+// Every stage reports its computing and waiting time over the run, in rank order; a report starts
+// a new period, so one right after another counts no compute.
+TEST(PipelineComm, ReportGivesEveryStagesTimes) {
+  const auto ref = testing::load_hf_reference(testing::hf_reference_models().front());
+  const int64_t L = load_model_config(ref.dir / "config.json").num_layers;
+  const std::vector<Request> reqs = testing::greedy_requests(ref, testing::all_cases(ref));
+  ASSERT_GE(L, 2);
+  std::vector<comm::StageTimes> run, idle;  // two stages: the reference models have 2 decoder layers
+  run_pipeline(ref.dir, comm::stage_spans(L, 2), reqs, 1, 2, 0, [&](comm::PipelineExecutor& exec) {
+    run = exec.report(false);
+    idle = exec.report(false);
+  });
+  ASSERT_EQ(run.size(), 2u);
+  ASSERT_EQ(idle.size(), 2u);
+  for (int r = 0; r < 2; ++r) {
+    const comm::StageTimes& s = run[static_cast<size_t>(r)];
+    EXPECT_EQ(s.rank, r);
+    EXPECT_NE(s.where.find("rank " + std::to_string(r)), std::string::npos) << s.where;
+    EXPECT_GT(s.compute_s, 0) << r;
+    EXPECT_LE(s.compute_s + s.wait_s, s.wall_s * 1.001 + 1e-6) << r;
+    EXPECT_TRUE(s.trace_events.empty()) << r;  // not asked for
+    EXPECT_EQ(idle[static_cast<size_t>(r)].compute_s, 0) << r;
+  }
+  // Stages after the first wait for their input before their first step at least.
+  EXPECT_GT(run[1].wait_s, 0);
+  const std::string lines = comm::describe_times(run);
+  EXPECT_NE(lines.find("stage 1, rank 1"), std::string::npos) << lines;
+  EXPECT_NE(lines.find("waiting for input"), std::string::npos) << lines;
 }
 
 // Each rank's bytes reach every rank, in rank order (a layer assignment's cost estimates).
