@@ -36,15 +36,6 @@ struct BenchArgs {
   PipelineOptions pipeline;
 };
 
-// The cache of a run of `micro` blocks of `bs` sequences in flight (a pipeline's micro-batches):
-// what Generator::generate lays out for those requests.
-RunShape bench_shape(int64_t bs, int micro, int64_t prompt_len, int64_t gen_len) {
-  RunShape s = uniform_run_shape(bs, prompt_len, gen_len);
-  s.block_slots = bs;
-  s.cache_slots = bs * micro;
-  return s;
-}
-
 int run_bench(BenchArgs& a, PipelineRank& rank) {
   const ModelSpec s = a.source.spec();
   const BudgetOptions::Bytes budgets = a.budgets.bytes(a.engine.cuda());
@@ -55,7 +46,7 @@ int run_bench(BenchArgs& a, PipelineRank& rank) {
   const std::vector<int64_t> blocks = a.offload.blocks(a.batch_sizes, a.batch_flag->count() > 0);
   const int micro = rank.micro_batches();
   std::vector<RunShape> shapes;
-  for (int64_t bs : blocks) shapes.push_back(bench_shape(bs, micro, a.prompt_len, a.gen_len));
+  for (int64_t bs : blocks) shapes.push_back(uniform_run_shape(bs, a.prompt_len, a.gen_len, micro));
   PipelineRank::Loaded loaded = rank.load(a.source, a.engine, a.offload, policy, shapes, budgets, "--gen-len");
   if (!rank.first()) {  // serves every run rank 0 drives, warm-ups included
     TraceFile trace(rank.trace_path(a.offload.trace_file));

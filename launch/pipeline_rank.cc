@@ -244,33 +244,55 @@ void PipelineRank::rebalance(const ModelSource& source, const EngineOptions& eng
                   comm::describe_balance(first, model_spec_.num_layers, costs);
 }
 
-PipelineRank::Loaded PipelineRank::load(const ModelSource& source, EngineOptions& engine, const OffloadOptions& offload,
-                                        std::optional<OffloadPolicy>& policy, const std::vector<RunShape>& shapes,
-                                        const BudgetOptions::Bytes& budgets, const std::string& length_flag) {
-  Loaded l;
+PipelineRank::Assigned PipelineRank::assign(const ModelSource& source, EngineOptions& engine,
+                                            const OffloadOptions& offload, std::optional<OffloadPolicy>& policy,
+                                            const std::vector<RunShape>& shapes, const BudgetOptions::Bytes& budgets,
+                                            const std::string& length_flag, bool planning) {
+  Assigned a;
   // Each rank drives the GPU of its place on its node, unless the command named one.
   if (engine.device == "cuda" && size() > 1) engine.device = "cuda:" + std::to_string(comm::node_local_rank(*t_));
   // Every rank checks its own plan; all learn any rank's failure before anything is loaded.
-  std::exception_ptr failed;
   const OffloadPolicy* pol = policy ? &*policy : nullptr;
   try {
-    l.backend = engine.make_backend();
-    l.capacities = capacities(budgets, l.backend.get(), pol);
+    // A plan for a GPU this machine lacks is checked against --gpu-mem alone.
+    if (!planning || !engine.cuda() || kernels::cuda_available()) a.backend = engine.make_backend();
+    a.capacities = capacities(budgets, a.backend.get(), pol);
+    a.sized = true;
   } catch (...) {
-    failed = std::current_exception();
+    a.failed = std::current_exception();
   }
   if (balance_) {  // the layer assignment comes first: each rank's plan is for its own layers
-    comm::agree(*t_, failed, timeout_);
-    rebalance(source, engine, *l.backend, policy, offload, shapes, l.capacities, budgets, length_flag);
+    comm::agree(*t_, a.failed, timeout_);
+    // Balancing measures each stage's device: a plan made where some stage's GPU is absent keeps
+    // the equal split, and says so.
+    const auto here = comm::all_gather(*t_, {static_cast<std::byte>(a.backend != nullptr)}, timeout_);
+    if (std::all_of(here.begin(), here.end(), [](const auto& b) { return b.front() != std::byte{0}; }))
+      rebalance(source, engine, *a.backend, policy, offload, shapes, a.capacities, budgets, length_flag);
+    else
+      balance_note_ =
+          "equal shares of the layers: where the stages differ, a run balances them by each stage's cost, measured "
+          "on its device, which is not on this machine";
   }
   const ComputePlacement compute = engine.placement(stage_spec_);
   try {
-    if (!failed)
-      l.plans = check_plans(source, stage_spec_, shapes, l.capacities, compute, policy, offload, length_flag);
+    if (!a.failed)
+      a.plans = check_plans(source, stage_spec_, shapes, a.capacities, compute, policy, offload, length_flag);
   } catch (...) {
-    failed = std::current_exception();
+    a.failed = std::current_exception();
   }
-  comm::agree(*t_, failed, timeout_);
+  return a;
+}
+
+PipelineRank::Loaded PipelineRank::load(const ModelSource& source, EngineOptions& engine, const OffloadOptions& offload,
+                                        std::optional<OffloadPolicy>& policy, const std::vector<RunShape>& shapes,
+                                        const BudgetOptions::Bytes& budgets, const std::string& length_flag) {
+  Assigned a = assign(source, engine, offload, policy, shapes, budgets, length_flag, false);
+  comm::agree(*t_, a.failed, timeout_);
+  Loaded l;
+  l.backend = std::move(a.backend);
+  l.capacities = a.capacities;
+  l.plans = std::move(a.plans);
+  const ComputePlacement compute = engine.placement(stage_spec_);
   l.backend->set_memory_limit(budgets.gpu);
   if (policy) l.offloaded = offload.prepare(*policy, *l.backend, compute);
   l.model = engine.load(source, *l.backend, compute, l.offloaded.on_loaded(), span_);

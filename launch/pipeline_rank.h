@@ -4,6 +4,7 @@
 // prints, and every wait between ranks is bounded by --comm-timeout.
 #pragma once
 
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -76,6 +77,19 @@ class PipelineRank {
     std::vector<MemoryPlan> plans;  // one per shape
     Capacities capacities;
   };
+  // What load() does before it loads: this rank's backend (none for a plan of a GPU this machine
+  // lacks, when `planning`), its capacities, the layer assignment (balanced when the stages differ),
+  // and its memory plan per shape; `failed`: what went wrong on this rank, for comm::agree.
+  struct Assigned {
+    std::unique_ptr<kernels::Backend> backend;
+    Capacities capacities;
+    std::vector<MemoryPlan> plans;
+    std::exception_ptr failed;
+    bool sized = false;  // the capacities are known (the backend, if any, was made)
+  };
+  Assigned assign(const ModelSource& source, EngineOptions& engine, const OffloadOptions& offload,
+                  std::optional<OffloadPolicy>& policy, const std::vector<RunShape>& shapes,
+                  const BudgetOptions::Bytes& budgets, const std::string& length_flag, bool planning);
   Loaded load(const ModelSource& source, EngineOptions& engine, const OffloadOptions& offload,
               std::optional<OffloadPolicy>& policy, const std::vector<RunShape>& shapes,
               const BudgetOptions::Bytes& budgets, const std::string& length_flag);

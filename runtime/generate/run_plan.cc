@@ -73,8 +73,8 @@ RunShape run_shape(std::span<const Request> requests, int64_t max_batch, int mic
   return s;
 }
 
-RunShape uniform_run_shape(int64_t sequences, int64_t prompt_len, int64_t gen_len) {
-  return RunShape{sequences, prompt_len + gen_len, sequences * prompt_len, sequences};
+RunShape uniform_run_shape(int64_t sequences, int64_t prompt_len, int64_t gen_len, int micro_batches) {
+  return RunShape{sequences * micro_batches, prompt_len + gen_len, sequences * prompt_len, sequences, sequences};
 }
 
 namespace {

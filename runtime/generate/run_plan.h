@@ -42,8 +42,9 @@ struct RunShape {
 // Requests run in blocks of `max_batch` in order, `micro_batches` blocks in flight at once, each
 // in max_batch slots of its own (Generator::generate).
 RunShape run_shape(std::span<const Request> requests, int64_t max_batch, int micro_batches = 1);
-// A block of `sequences` prompts of `prompt_len` tokens, each generating `gen_len` (bench, plan).
-RunShape uniform_run_shape(int64_t sequences, int64_t prompt_len, int64_t gen_len);
+// Blocks of `sequences` prompts of `prompt_len` tokens, each generating `gen_len`, `micro_batches`
+// blocks in flight in slots of their own, as Generator::generate lays them out (bench, plan).
+RunShape uniform_run_shape(int64_t sequences, int64_t prompt_len, int64_t gen_len, int micro_batches = 1);
 
 // Bytes of a KV cache of `slots` x `capacity` tokens over all of the model's layers.
 uint64_t kv_cache_bytes(const ModelSpec& spec, int64_t slots, int64_t capacity, DType dtype = DType::F32);

@@ -339,6 +339,53 @@ TEST(CliPipeline, UnequalStagesAreBalancedWithinTheirBudgets) {
   EXPECT_EQ(equal.err.find("balanced"), std::string::npos) << equal.err;
 }
 
+// `mpirun -np N tiergen plan`: every stage's layers and memory plan, its own policy and budgets,
+// the layers balanced as a run would; a stage that does not fit is marked and is everyone's error;
+// GPU stages on a machine without their GPUs are planned against their budgets, equal shares.
+TEST(CliPipeline, PlanShowsEveryStage) {
+  REQUIRE_MPIRUN();
+  TempDir tmp;
+  write_file(tmp / "off.yaml",
+             "stages:\n  - device: cpu\n    cpu_mem: 120MiB\n    threads: 1\n"
+             "  - device: cpu\n    percent: [0, 0, 100, 0, 100, 0]\n    threads: 1\n"
+             "  - device: cpu\n    threads: 1\n");
+  const std::string args = "plan --dummy opt-125m --prompt-len 16 --gen-len 4 -b 2 --offload-dir " +
+                           tmp.path().string() + " --cluster-config ";
+  CliRun r = run_tiergen(args + (tmp / "off.yaml").string(), "", mpirun(3));
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (const char* part :
+       {"pipeline: 3 stages\nlayers balanced by each stage's estimated decode step: stage 0: ",
+        "stage 0 of 3 (rank 0 (host ", "stage 1 of 3 (rank 1 (host ", "stage 2 of 3 (rank 2 (host ",
+        "policy: weights 0/0/100", "weights on disk", "3 blocks in flight", "fits: yes, every stage"})
+    EXPECT_NE(r.out.find(part), std::string::npos) << part << " in\n" << r.out;
+  // Stage 0's 120 MiB hold at most 3 of the 12 layers.
+  const size_t at = r.out.find("stage 0 of 3 (rank 0 (host ");
+  ASSERT_NE(at, std::string::npos);
+  const std::string line = r.out.substr(at, r.out.find('\n', at) - at);
+  EXPECT_TRUE(line.find("decoder layers 0-1,") != std::string::npos ||
+              line.find("decoder layers 0-2,") != std::string::npos ||
+              line.find("decoder layer 0,") != std::string::npos)
+      << line;
+
+  write_file(tmp / "small.yaml", "stages:\n  - device: cpu\n  - device: cpu\n    cpu_mem: 1MB\n    first_layer: 6\n");
+  r = run_tiergen(args + (tmp / "small.yaml").string(), "", mpirun(2));
+  EXPECT_EQ(r.status, 3) << r.err;
+  EXPECT_NE(r.out.find("of 1.00 MB (the --cpu-mem budget): DOES NOT FIT"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("rank 1 (host "), std::string::npos) << r.err;
+  EXPECT_EQ(r.out.find("fits: yes"), std::string::npos) << r.out;
+
+  r = run_tiergen(
+      "plan --dummy opt-30b --percent 25 75 0 100 100 0 --cpu-cache-compute -b 8 --cpu-mem 100GiB "
+      "--cluster-config " +
+          (source_dir() / "cluster-configs" / "gpu-2.yaml").string(),
+      "", mpirun(2));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("stage 1 of 2 (rank 1 (host " + host_name() + ")): decoder layers 24-47, the head"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("GPU memory: 11.6 GB of 25.8 GB (the --gpu-mem budget)"), std::string::npos) << r.out;
+}
+
 TEST(CliPipeline, StageLayersNeedSeveralRanks) {
   const CliRun r = run_tiergen("generate --model " + demo_model() + " A --stage-layers 3");
   EXPECT_EQ(r.status, 2);

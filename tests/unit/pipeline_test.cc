@@ -126,6 +126,7 @@ TEST(StageSpans, EvenAndGivenSplits) {
   EXPECT_EQ(comm::describe_span(spans[1], 5), "decoder layers 3-4, the head");
   spans = comm::stage_spans(5, 3, {1, 4});
   EXPECT_EQ(comm::describe_span(spans[1], 5), "decoder layers 1-3");
+  EXPECT_EQ(comm::describe_span(comm::stage_spans(5, 2, {4})[1], 5), "decoder layer 4, the head");
   EXPECT_THROW_WITH(comm::stage_spans(2, 3), InvalidArgumentError, "each stage needs at least one layer");
   EXPECT_THROW_WITH(comm::stage_spans(5, 3, {3, 2}), InvalidArgumentError, "must increase");
   EXPECT_THROW_WITH(comm::stage_spans(5, 3, {1}), InvalidArgumentError, "need 2 first layers");
