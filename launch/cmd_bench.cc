@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstring>
+#include <exception>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -48,17 +50,56 @@ int run_bench(BenchArgs& a, PipelineRank& rank) {
   std::vector<RunShape> shapes;
   for (int64_t bs : blocks) shapes.push_back(uniform_run_shape(bs, a.prompt_len, a.gen_len, micro));
   PipelineRank::Loaded loaded = rank.load(a.source, a.engine, a.offload, policy, shapes, budgets, "--gen-len");
+  const ComputePlacement compute = a.engine.placement(rank.stage_spec());
+  kernels::Backend* backend = loaded.backend.get();
+  OffloadOptions::Active& offloaded = loaded.offloaded;
+  // Each run's roofline bound (rank 0): from the rates measured here, on this stage's device, before
+  // the runs and outside them; a pipeline's is its slowest stage's, each stage measuring its own.
+  std::optional<DeviceRates> rates;
+  std::vector<RooflineBound> bounds;
+  auto workload = [&](int64_t bs) {
+    Workload work{bs, a.prompt_len, a.gen_len, compute.weights, compute.kv_cache};
+    if (compute.tier == Tier::Gpu && offloaded.weights)  // what crosses the host link each pass
+      work.streamed_weight_bytes =
+          static_cast<double>(offloaded.weights->host_bytes() + offloaded.weights->disk_bytes());
+    work.cache_on_host = offloaded.host != nullptr;
+    work.head = rank.transport().rank() + 1 == rank.size();
+    return work;
+  };
+  if (a.roofline) {
+    std::vector<RooflineBound> mine;
+    std::exception_ptr failed;
+    try {
+      // The probe's buffers are not the run's: the --gpu-mem cap is lifted while they exist.
+      backend->set_memory_limit(std::nullopt);
+      rates = measure_rates(*backend, compute.activations, compute.weights, policy.has_value());
+      backend->set_memory_limit(budgets.gpu);
+      for (int64_t bs : blocks) mine.push_back(roofline_bound(rank.stage_spec(), workload(bs), *rates));
+    } catch (...) {
+      failed = std::current_exception();
+    }
+    comm::agree(rank.transport(), failed, rank.timeout());
+    std::vector<std::byte> bytes(mine.size() * sizeof(RooflineBound));
+    std::memcpy(bytes.data(), mine.data(), bytes.size());
+    const auto all = comm::all_gather(rank.transport(), std::move(bytes), rank.timeout());
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      std::vector<RooflineBound> stages;
+      for (const auto& b : all) {
+        if (b.size() != blocks.size() * sizeof(RooflineBound))
+          throw PeerError("a malformed roofline bound from another stage (" + std::to_string(b.size()) + " bytes)");
+        std::memcpy(&stages.emplace_back(), b.data() + i * sizeof(RooflineBound), sizeof(RooflineBound));
+      }
+      bounds.push_back(pipeline_bound(stages, workload(blocks[i])));
+    }
+  }
   if (!rank.first()) {  // serves every run rank 0 drives, warm-ups included
     TraceFile trace(rank.trace_path(a.offload.trace_file));
     comm::serve_stage(*loaded.stage, rank.transport(), rank.timeout());
     trace.close();
     return 0;
   }
-  const ComputePlacement compute = a.engine.placement(rank.stage_spec());
-  kernels::Backend* backend = loaded.backend.get();
   Stage& stage = *loaded.stage;
   const Model* model = loaded.model.get();
-  OffloadOptions::Active& offloaded = loaded.offloaded;
   const std::vector<MemoryPlan>& plans = loaded.plans;
   const Capacities& cap = loaded.capacities;
   comm::PipelineExecutor exec(stage, rank.transport(), 0, micro, rank.timeout());
@@ -71,22 +112,17 @@ int run_bench(BenchArgs& a, PipelineRank& rank) {
     for (size_t i = 0; i < blocks.size(); ++i)
       std::cout << "memory plan (block of " << blocks[i] << "):\n" << plans[i].table(cap);
   }
-  std::optional<DeviceRates> rates;
-  if (a.roofline && rank.size() == 1) {  // a pipeline's bound is its slowest stage's: not modelled yet
-    // Measured here, on this device, before the runs (and outside them): each run is reported as a
-    // share of the bound these rates give for its workload.
-    // The probe's buffers are not the run's: the --gpu-mem cap is lifted while they exist.
-    backend->set_memory_limit(std::nullopt);
-    rates = measure_rates(*backend, compute.activations, compute.weights, policy.has_value());
-    backend->set_memory_limit(budgets.gpu);
-    std::cout << "roofline rates: GEMM " << rates->gemm_flops / 1e12 << " TFLOP/s (" << dtype_name(compute.activations)
-              << "), memory read " << rates->read_bytes / 1e9 << " GB/s";
+  if (rates) {
+    std::cout << "roofline rates" << (rank.size() > 1 ? " (stage 0)" : "") << ": GEMM " << rates->gemm_flops / 1e12
+              << " TFLOP/s (" << dtype_name(compute.activations) << "), memory read " << rates->read_bytes / 1e9
+              << " GB/s";
     if (rates->link_bytes > 0) std::cout << ", host to GPU " << rates->link_bytes / 1e9 << " GB/s";
     if (rates->host_read_bytes > 0) std::cout << ", host memory read " << rates->host_read_bytes / 1e9 << " GB/s";
     std::cout << ", measured now\n";
   }
   Rng rng(a.seed);
-  for (int64_t bs : blocks) {
+  for (size_t run = 0; run < blocks.size(); ++run) {
+    const int64_t bs = blocks[run];
     std::vector<Request> reqs(static_cast<size_t>(bs * micro));
     for (Request& r : reqs) {
       for (int64_t t = 0; t < a.prompt_len; ++t) r.input_ids.push_back(static_cast<int32_t>(rng.next() % s.vocab_size));
@@ -141,16 +177,12 @@ int run_bench(BenchArgs& a, PipelineRank& rank) {
         << " token/s\n";
     std::optional<RooflineBound> bound;
     if (rates) {
-      Workload work{bs, a.prompt_len, a.gen_len, compute.weights, compute.kv_cache};
-      if (compute.tier == Tier::Gpu && offloaded.weights)  // what crosses the host link each pass
-        work.streamed_weight_bytes =
-            static_cast<double>(offloaded.weights->host_bytes() + offloaded.weights->disk_bytes());
-      work.cache_on_host = offloaded.host != nullptr;
-      bound = roofline_bound(s, work, *rates);
+      bound = bounds[run];
       auto share = [](double measured, double most) { return most > 0 ? 100.0 * measured / most : 0.0; };
       log.precision(1);
-      log << "roofline bound: total " << bound->total_throughput << " token/s (prefill " << bound->prefill_throughput
-          << ", decode " << bound->decode_throughput << ")\tmeasured / bound: total "
+      log << "roofline bound" << (rank.size() > 1 ? " (the slowest stage's pace)" : "") << ": total "
+          << bound->total_throughput << " token/s (prefill " << bound->prefill_throughput << ", decode "
+          << bound->decode_throughput << ")\tmeasured / bound: total "
           << share(static_cast<double>(st.generated_tokens) / total, bound->total_throughput) << "%, prefill "
           << share(static_cast<double>(st.prompt_tokens) / st.prefill_seconds, bound->prefill_throughput)
           << "%, decode "

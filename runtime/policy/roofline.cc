@@ -33,6 +33,18 @@ double decode_weight_bytes(const ModelSpec& spec, DType weights) {
   return static_cast<double>(n) * static_cast<double>(dtype_size(weights));
 }
 
+namespace {
+
+// The bound's throughputs from its phase times.
+void set_throughputs(RooflineBound& b, const Workload& w) {
+  const auto B = static_cast<double>(w.batch), P = static_cast<double>(w.prompt_len);
+  b.total_throughput = B * static_cast<double>(w.gen_len) / b.seconds();
+  b.prefill_throughput = B * P / b.prefill_seconds;
+  b.decode_throughput = b.decode_seconds > 0 ? B * static_cast<double>(w.gen_len - 1) / b.decode_seconds : 0;
+}
+
+}  // namespace
+
 StepCost decode_step_cost(const ModelSpec& spec, int64_t batch, int64_t context, DType weights, DType kv_cache,
                           double streamed_share, bool cache_on_host, const DeviceRates& rates) {
   auto positive = [](double r) { return r > 0 && std::isfinite(r); };
@@ -75,8 +87,9 @@ RooflineBound roofline_bound(const ModelSpec& spec, const Workload& w, const Dev
   const double attention =
       2.0 * P * (P + 1) * static_cast<double>(spec.num_heads * spec.head_dim) * static_cast<double>(spec.num_layers);
   RooflineBound b;
-  b.prefill_flops = B * (2.0 * body * P + attention + 2.0 * head);
-  const double weights = decode_weight_bytes(spec, w.weights), per_token = kv_bytes_per_token(spec, w.kv_cache);
+  b.prefill_flops = B * (2.0 * body * P + attention + (w.head ? 2.0 * head : 0.0));
+  const double weights = decode_weight_bytes(spec, w.weights) - (w.head ? 0.0 : head * dtype_size(w.weights));
+  const double per_token = kv_bytes_per_token(spec, w.kv_cache);
   const double link = w.streamed_weight_bytes > 0 ? w.streamed_weight_bytes / rates.link_bytes : 0.0;
   for (int64_t s = 1; s < w.gen_len; ++s) {  // step s: the cache holds prompt + s tokens once written
     const double cache = B * (P + static_cast<double>(s)) * per_token;
@@ -87,9 +100,20 @@ RooflineBound roofline_bound(const ModelSpec& spec, const Workload& w, const Dev
     b.decode_seconds += t;
   }
   b.prefill_seconds = std::max(b.prefill_flops / rates.gemm_flops, link);
-  b.total_throughput = B * static_cast<double>(w.gen_len) / b.seconds();
-  b.prefill_throughput = B * P / b.prefill_seconds;
-  b.decode_throughput = b.decode_seconds > 0 ? B * static_cast<double>(w.gen_len - 1) / b.decode_seconds : 0;
+  set_throughputs(b, w);
+  return b;
+}
+
+RooflineBound pipeline_bound(const std::vector<RooflineBound>& stages, const Workload& w) {
+  if (stages.empty()) throw InvalidArgumentError("roofline: a pipeline without stages");
+  RooflineBound b;
+  for (const RooflineBound& s : stages) {
+    b.prefill_flops += s.prefill_flops;
+    b.decode_bytes += s.decode_bytes;
+    b.prefill_seconds = std::max(b.prefill_seconds, s.prefill_seconds);
+    b.decode_seconds = std::max(b.decode_seconds, s.decode_seconds);
+  }
+  set_throughputs(b, w);
   return b;
 }
 

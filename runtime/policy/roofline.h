@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "runtime/core/dtype.h"
 #include "runtime/model/spec.h"
@@ -41,6 +42,7 @@ struct Workload {
   DType kv_cache = DType::F16;
   double streamed_weight_bytes = 0;  // weight bytes not resident on the device, per pass over the layers
   bool cache_on_host = false;        // the KV cache in host memory, decode attention there
+  bool head = true;                  // the LM head is this device's work (a pipeline's last stage)
 };
 
 struct RooflineBound {
@@ -79,5 +81,10 @@ StepCost decode_step_cost(const ModelSpec& spec, int64_t batch, int64_t context,
 // InvalidArgumentError for a non-positive rate (the link's and the host's where the workload needs
 // them) or an empty workload.
 RooflineBound roofline_bound(const ModelSpec& spec, const Workload& w, const DeviceRates& rates);
+// A pipeline's bound from its stages' (each for its own layers, device and rates, on the same
+// workload `w`): a full pipeline runs at its slowest stage's pace, so each phase takes the longest
+// stage's time (the fill and drain of the pipeline are not in it: a bound). InvalidArgumentError
+// for no stages.
+RooflineBound pipeline_bound(const std::vector<RooflineBound>& stages, const Workload& w);
 
 }  // namespace tiergen

@@ -195,6 +195,9 @@ TEST(CliPipeline, BenchRunsOverAPipeline) {
   EXPECT_EQ(runs, 1u) << r.out;
   // 2 blocks of 2 sequences, 4 tokens each: 4 x 3 decode tokens.
   EXPECT_NE(r.out.find("\"batch_size\":2"), std::string::npos) << r.out;
+  // The bound of a pipeline: its slowest stage's pace, each stage measuring its own rates.
+  EXPECT_NE(r.out.find("roofline bound (the slowest stage's pace): total "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"roofline_total_tokens_per_s\":"), std::string::npos) << r.out;
   // Each stage's busy and idle time over the timed run.
   EXPECT_NE(r.out.find("pipeline stages (their time over the run):\nstage 0, rank 0 (host "), std::string::npos)
       << r.out;

@@ -91,6 +91,34 @@ TEST(Roofline, DecodeStepCostPerLayer) {
                     InvalidArgumentError, "rates");
 }
 
+// A pipeline of OPT-6.7B in two stages of 16 layers, the head on the second: each phase takes the
+// slower stage's time; a stage without the head neither computes nor reads it.
+TEST(Roofline, PipelineRunsAtItsSlowestStagesPace) {
+  ModelSpec half = preset_model_spec("opt-6.7b");
+  half.num_layers = 16;
+  const Workload w{32, 512, 32, DType::F16, DType::F16};
+  Workload first = w;
+  first.head = false;
+  const DeviceRates fast{1e15, 3e12}, slow{5e14, 1.5e12};
+  const RooflineBound a = roofline_bound(half, first, fast), b = roofline_bound(half, w, slow);
+  const double head = 50272.0 * 4096;
+  EXPECT_DOUBLE_EQ(b.prefill_flops - a.prefill_flops, 32 * 2.0 * head);
+  EXPECT_DOUBLE_EQ(b.decode_bytes - a.decode_bytes, 31 * head * 2);
+  const RooflineBound p = pipeline_bound({a, b}, w);
+  EXPECT_DOUBLE_EQ(p.prefill_seconds, b.prefill_seconds);  // the slow stage, with the head
+  EXPECT_DOUBLE_EQ(p.decode_seconds, b.decode_seconds);
+  EXPECT_DOUBLE_EQ(p.prefill_flops, a.prefill_flops + b.prefill_flops);
+  EXPECT_DOUBLE_EQ(p.total_throughput, 32.0 * 32 / (b.prefill_seconds + b.decode_seconds));
+  EXPECT_DOUBLE_EQ(p.decode_throughput, 32.0 * 31 / b.decode_seconds);
+  // Equal stages on equal devices: about twice the one-device bound of the whole model.
+  ModelSpec whole = preset_model_spec("opt-6.7b");
+  const RooflineBound one = roofline_bound(whole, w, fast);
+  const RooflineBound two = pipeline_bound({a, roofline_bound(half, w, fast)}, w);
+  EXPECT_GT(two.decode_throughput, 1.8 * one.decode_throughput);
+  EXPECT_LT(two.decode_throughput, 2.2 * one.decode_throughput);
+  EXPECT_THROW_WITH(pipeline_bound({}, w), InvalidArgumentError, "without stages");
+}
+
 TEST(Roofline, GqaAndUntiedHeadCountOnce) {
   const ModelSpec s = preset_model_spec("llama-2-70b");  // 8 kv heads of 64, untied head, SwiGLU
   EXPECT_DOUBLE_EQ(kv_bytes_per_token(s, DType::F16), 2.0 * 80 * 8 * 128 * 2);
