@@ -132,11 +132,16 @@ void send_hidden(Transport& t, int peer, kernels::Backend& be, const std::vector
   }
 }
 
-// The hidden states of `batches` from `peer`, sent in `wire` dtype, into `stage`'s tier and dtype.
-void recv_hidden(Transport& t, int peer, Duration timeout, Stage& stage, DType wire, std::vector<GpuBatch>& batches) {
+// The hidden states of `batches` from `peer`, sent in `wire` dtype, into `stage`'s tier and dtype;
+// `clock` counts the receives as waiting and the copies to the stage's device as computing.
+void recv_hidden(Transport& t, int peer, Duration timeout, Stage& stage, DType wire, std::vector<GpuBatch>& batches,
+                 StageClock& clock) {
   const int64_t C = stage.model().spec().hidden_size;
   for (GpuBatch& b : batches) {
+    auto from = std::chrono::steady_clock::now();
     const std::vector<std::byte> bytes = t.recv(peer, timeout);
+    clock.waited(from);
+    from = std::chrono::steady_clock::now();
     Tensor host = Tensor::empty({b.ctx.plan.num_tokens(), C}, wire);  // (T_b, C)
     if (bytes.size() != host.nbytes())
       throw PeerError(t.describe(t.rank()) + ": a hidden state of " + std::to_string(bytes.size()) + " bytes from " +
@@ -144,6 +149,7 @@ void recv_hidden(Transport& t, int peer, Duration timeout, Stage& stage, DType w
                       " (do both ranks run the same model?)");
     std::memcpy(host.raw(), bytes.data(), bytes.size());
     b.ctx.hidden = stage.backend().upload(host, stage.dtypes().activations);
+    clock.computed(from);
   }
 }
 
@@ -488,9 +494,7 @@ void serve_stage(Stage& stage, Transport& t, Duration timeout) {
           const kernels::StepPlan plan = get_plan(rd);
           const trace::Span span(trace::kSteps, "step of " + std::to_string(plan.num_tokens()) + " tokens");
           std::vector<GpuBatch> batches = stage.split(plan);
-          from = std::chrono::steady_clock::now();
-          recv_hidden(t, prev, timeout, stage, wire, batches);
-          clock.waited(from);
+          recv_hidden(t, prev, timeout, stage, wire, batches, clock);
           from = std::chrono::steady_clock::now();
           stage.forward_block(batches);
           if (last) {
