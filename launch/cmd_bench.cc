@@ -63,6 +63,7 @@ int run_bench(BenchArgs& a, PipelineRank& rank) {
       work.streamed_weight_bytes =
           static_cast<double>(offloaded.weights->host_bytes() + offloaded.weights->disk_bytes());
     work.cache_on_host = offloaded.host != nullptr;
+    if (offloaded.weights) work.disk_weight_bytes = static_cast<double>(offloaded.weights->disk_bytes());
     work.head = rank.transport().rank() + 1 == rank.size();
     return work;
   };
@@ -72,7 +73,9 @@ int run_bench(BenchArgs& a, PipelineRank& rank) {
     try {
       // The probe's buffers are not the run's: the --gpu-mem cap is lifted while they exist.
       backend->set_memory_limit(std::nullopt);
-      rates = measure_rates(*backend, compute.activations, compute.weights, policy.has_value());
+      const bool on_disk = offloaded.weights && offloaded.weights->disk_bytes() > 0 && offloaded.dir;
+      rates = measure_rates(*backend, compute.activations, compute.weights, policy.has_value(),
+                            on_disk ? offloaded.dir->path() : std::string());
       backend->set_memory_limit(budgets.gpu);
       for (int64_t bs : blocks) mine.push_back(roofline_bound(rank.stage_spec(), workload(bs), *rates));
     } catch (...) {
@@ -118,6 +121,7 @@ int run_bench(BenchArgs& a, PipelineRank& rank) {
               << " GB/s";
     if (rates->link_bytes > 0) std::cout << ", host to GPU " << rates->link_bytes / 1e9 << " GB/s";
     if (rates->host_read_bytes > 0) std::cout << ", host memory read " << rates->host_read_bytes / 1e9 << " GB/s";
+    if (rates->disk_read_bytes > 0) std::cout << ", disk read " << rates->disk_read_bytes / 1e9 << " GB/s";
     std::cout << ", measured now\n";
   }
   Rng rng(a.seed);
@@ -211,6 +215,9 @@ int run_bench(BenchArgs& a, PipelineRank& rank) {
         j["roofline_decode_tokens_per_s"] = bound->decode_throughput;
         j["gemm_flops_per_s"] = rates->gemm_flops;
         j["read_bytes_per_s"] = rates->read_bytes;
+        if (rates->link_bytes > 0) j["link_bytes_per_s"] = rates->link_bytes;
+        if (rates->host_read_bytes > 0) j["host_read_bytes_per_s"] = rates->host_read_bytes;
+        if (rates->disk_read_bytes > 0) j["disk_read_bytes_per_s"] = rates->disk_read_bytes;
       }
       std::cout << j.dump() << "\n";
     }

@@ -1,9 +1,13 @@
 #include "runtime/generate/rates.h"
 
-#include "runtime/engine/weights.h"
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
+
+#include "runtime/engine/weights.h"
+#include "runtime/io/disk_file.h"
 
 namespace tiergen {
 namespace {
@@ -34,7 +38,31 @@ double best_rate(kernels::Backend& be, Op op, double units, int trials, double m
 
 }  // namespace
 
-DeviceRates measure_rates(kernels::Backend& be, DType activations, DType weights, bool offload) {
+double measure_disk_read(const std::string& dir, uint64_t bytes, size_t block, int trials) {
+  block = io::round_up_direct(block);
+  bytes = std::max<uint64_t>(bytes / block, 1) * block;
+  const std::string path = dir + "/rates.disk-probe." + std::to_string(::getpid());
+  // Removed however the probe ends (the offload folder's own cleanup covers a signal).
+  struct Remove {
+    const std::string& p;
+    ~Remove() { ::unlink(p.c_str()); }
+  } remove{path};
+  io::DiskFile f(path);
+  io::AlignedBuffer buf(block);
+  std::memset(buf.data(), 0x5a, block);  // written data, not a sparse file's holes
+  for (uint64_t at = 0; at < bytes; at += block) f.write(at, buf.data(), block);
+  double best = 0;
+  for (int t = 0; t < trials; ++t) {
+    const auto t0 = Clock::now();
+    for (uint64_t at = 0; at < bytes; at += block) f.read(at, buf.data(), block);
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    best = std::max(best, static_cast<double>(bytes) / s);
+  }
+  return best;
+}
+
+DeviceRates measure_rates(kernels::Backend& be, DType activations, DType weights, bool offload,
+                          const std::string& disk_dir) {
   const bool gpu = be.kind() == kernels::DeviceKind::Cuda;
   DeviceRates r;
   {
@@ -74,6 +102,8 @@ DeviceRates measure_rates(kernels::Backend& be, DType activations, DType weights
     r.host_read_bytes = best_rate(
         *cpu, [&] { cpu->read_probe(buf); }, static_cast<double>(buf.nbytes()), 3, 0.2);
   }
+  if (!disk_dir.empty())  // weights read from disk each pass: 1 GiB on a GPU host, 256 MiB on a CPU
+    r.disk_read_bytes = measure_disk_read(disk_dir, gpu ? uint64_t{1} << 30 : uint64_t{256} << 20, size_t{64} << 20, 2);
   be.reset_peak_memory();
   return r;
 }

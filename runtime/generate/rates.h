@@ -4,6 +4,9 @@
 // timed trials, so the bound is as tight as the device showed it can be.
 #pragma once
 
+#include <cstdint>
+#include <string>
+
 #include "kernels/backend.h"
 #include "runtime/policy/roofline.h"
 
@@ -15,6 +18,14 @@ namespace tiergen {
 // `weights` (the same 16-bit type on a GPU; f32 activations over the checkpoint's type on a CPU).
 // With `offload` on a GPU, its host link (1 GiB from pinned memory on the Load lane) and the host's memory
 // read rate are timed too.
-DeviceRates measure_rates(kernels::Backend& backend, DType activations, DType weights, bool offload = false);
+// With `disk_dir` (the run's offload folder, when weights live on disk there), the disk's read rate
+// is timed too: a file written there and read back as the weight stream reads (O_DIRECT, in large
+// blocks, one at a time), then removed. IoError when the folder cannot hold it.
+DeviceRates measure_rates(kernels::Backend& backend, DType activations, DType weights, bool offload = false,
+                          const std::string& disk_dir = {});
+
+// The disk's read rate in `dir`, bytes/s: `bytes` written to a file there and read back with
+// O_DIRECT in blocks of `block` bytes, the best of `trials` passes; the file is removed.
+double measure_disk_read(const std::string& dir, uint64_t bytes, size_t block, int trials);
 
 }  // namespace tiergen

@@ -80,6 +80,8 @@ RooflineBound roofline_bound(const ModelSpec& spec, const Workload& w, const Dev
     throw InvalidArgumentError("roofline: streamed weights need the host link's rate");
   if (w.cache_on_host && !positive(rates.host_read_bytes))
     throw InvalidArgumentError("roofline: a KV cache in host memory needs the host's read rate");
+  if (w.disk_weight_bytes > 0 && !positive(rates.disk_read_bytes))
+    throw InvalidArgumentError("roofline: weights on disk need the disk's read rate");
   const auto B = static_cast<double>(w.batch), P = static_cast<double>(w.prompt_len);
   const double head = static_cast<double>(spec.vocab_size * spec.word_embed_proj_dim);
   const double body = static_cast<double>(gemm_params_per_token(spec)) - head;
@@ -90,7 +92,9 @@ RooflineBound roofline_bound(const ModelSpec& spec, const Workload& w, const Dev
   b.prefill_flops = B * (2.0 * body * P + attention + (w.head ? 2.0 * head : 0.0));
   const double weights = decode_weight_bytes(spec, w.weights) - (w.head ? 0.0 : head * dtype_size(w.weights));
   const double per_token = kv_bytes_per_token(spec, w.kv_cache);
-  const double link = w.streamed_weight_bytes > 0 ? w.streamed_weight_bytes / rates.link_bytes : 0.0;
+  // Per pass over the layers: the host link's share and the disk's, each on its own engine.
+  const double link = std::max(w.streamed_weight_bytes > 0 ? w.streamed_weight_bytes / rates.link_bytes : 0.0,
+                               w.disk_weight_bytes > 0 ? w.disk_weight_bytes / rates.disk_read_bytes : 0.0);
   for (int64_t s = 1; s < w.gen_len; ++s) {  // step s: the cache holds prompt + s tokens once written
     const double cache = B * (P + static_cast<double>(s)) * per_token;
     const double device = weights + (w.cache_on_host ? 0.0 : cache);

@@ -15,7 +15,8 @@
 // the weights not resident on the GPU cross the host link once per pass over the layers (once in
 // the prefill and once per decode step, for the whole block), and a KV cache kept in host memory
 // is read there by the decode attention (at the host's read rate, and no longer by the GPU).
-// A phase's bound is then the largest of its terms. Disk reads are not in the bound.
+// Weights at home on disk are read from it once per pass too, at the disk's measured read rate.
+// A phase's bound is then the largest of its terms.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +33,7 @@ struct DeviceRates {
   double read_bytes = 0;
   double link_bytes = 0;       // host-to-device copies from pinned memory, B/s (offloading runs)
   double host_read_bytes = 0;  // the host's memory read rate, B/s (a KV cache in host memory)
+  double disk_read_bytes = 0;  // the offload folder's disk, O_DIRECT reads, B/s (weights on disk)
 };
 
 struct Workload {
@@ -43,6 +45,7 @@ struct Workload {
   double streamed_weight_bytes = 0;  // weight bytes not resident on the device, per pass over the layers
   bool cache_on_host = false;        // the KV cache in host memory, decode attention there
   bool head = true;                  // the LM head is this device's work (a pipeline's last stage)
+  double disk_weight_bytes = 0;      // weight bytes read from disk per pass over the layers
 };
 
 struct RooflineBound {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 
 #include "kernels/backend.h"
 #include "runtime/core/error.h"
@@ -119,6 +120,26 @@ TEST(Roofline, PipelineRunsAtItsSlowestStagesPace) {
   EXPECT_THROW_WITH(pipeline_bound({}, w), InvalidArgumentError, "without stages");
 }
 
+// OPT-30B with 29.6 GB of its weights on disk read at 2 GB/s: each pass over the layers takes the
+// disk's 14.8 s, slower than the link and the device; without the disk's rate there is no bound.
+TEST(Roofline, WeightsOnDiskBoundEachPassByTheDisk) {
+  const ModelSpec s = preset_model_spec("opt-30b");
+  DeviceRates rates{7.5e14, 3e12, 5e10, 1e11};
+  rates.disk_read_bytes = 2e9;
+  Workload w{8, 512, 8, DType::F16, DType::F16};
+  w.streamed_weight_bytes = 44.4e9;  // host and disk shares cross the link
+  w.disk_weight_bytes = 29.6e9;
+  const RooflineBound b = roofline_bound(s, w, rates);
+  EXPECT_DOUBLE_EQ(b.prefill_seconds, 29.6e9 / 2e9);
+  EXPECT_DOUBLE_EQ(b.decode_seconds, 7 * 29.6e9 / 2e9);
+  EXPECT_NEAR(b.total_throughput, 8.0 * 8 / (8 * 14.8), 1e-9);
+  // A fast disk leaves the link as the slowest engine.
+  rates.disk_read_bytes = 1e11;
+  EXPECT_DOUBLE_EQ(roofline_bound(s, w, rates).prefill_seconds, std::max(b.prefill_flops / 7.5e14, 44.4e9 / 5e10));
+  rates.disk_read_bytes = 0;
+  EXPECT_THROW_WITH(roofline_bound(s, w, rates), InvalidArgumentError, "disk's read rate");
+}
+
 TEST(Roofline, GqaAndUntiedHeadCountOnce) {
   const ModelSpec s = preset_model_spec("llama-2-70b");  // 8 kv heads of 64, untied head, SwiGLU
   EXPECT_DOUBLE_EQ(kv_bytes_per_token(s, DType::F16), 2.0 * 80 * 8 * 128 * 2);
@@ -147,6 +168,18 @@ TEST(Rates, MeasuredOnTheCpuArePlausible) {
   EXPECT_LT(r.gemm_flops, 1e15);
   EXPECT_GT(r.read_bytes, 1e9);
   EXPECT_LT(r.read_bytes, 1e13);
+  EXPECT_EQ(r.disk_read_bytes, 0);  // no offload folder given
+}
+
+// The disk probe writes a file in the folder, reads it back, and removes it; a folder that is not
+// there is an IoError naming it.
+TEST(Rates, DiskReadProbeLeavesNothingBehind) {
+  testing::TempDir dir;
+  const double rate = measure_disk_read(dir.path().string(), 8 << 20, 1 << 20, 2);
+  EXPECT_GT(rate, 1e6);   // any disk reads more than 1 MB/s
+  EXPECT_LT(rate, 1e12);  // and none (nor the page cache) 1 TB/s
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
+  EXPECT_THROW_WITH(measure_disk_read((dir / "missing").string(), 1 << 20, 1 << 20, 1), IoError, "missing");
 }
 
 }  // namespace
