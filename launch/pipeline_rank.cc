@@ -113,6 +113,7 @@ std::string PipelineRank::report(comm::PipelineExecutor& exec, const std::string
   const std::vector<comm::StageTimes> times = exec.report(!trace_file.empty());
   if (!trace_file.empty()) {
     std::vector<std::string> events;
+    events.reserve(times.size());
     for (const comm::StageTimes& s : times) events.push_back(s.trace_events);
     trace::write_merged(trace_file, events);
   }
