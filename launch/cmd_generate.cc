@@ -154,7 +154,8 @@ int lead_generate(GenerateArgs& a, const BudgetOptions::Bytes& budgets, const Mo
     gen.on_step = [&](const GenerateStats& st) { progress.update(st); };
     TraceFile trace(rank.trace_path(a.offload.trace_file));
     results = gen.generate(reqs);
-    std::cerr << rank.report(exec, a.offload.trace_file);
+    if (const std::string times = rank.report(exec, a.offload.trace_file); !times.empty())
+      std::cerr << "tiergen: " << times;
     exec.stop();
     trace.close();
   }

@@ -1,15 +1,32 @@
 // tiergen command line: parse, validate, call the library. Subcommands live in launch/cmd_*.cc.
 // Any error ends with one line on stderr and the exit status of its kind (launch/exit_codes.h).
+#include <chrono>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "comm/mpi_transport.h"
 #include "kernels/cpu_setup.h"
 #include "launch/commands.h"
 #include "launch/exit_codes.h"
 #include "runtime/core/error.h"
+
+namespace {
+
+// A failed run's exit status, after a pause under mpirun: mpirun ends the whole job as soon as one
+// rank exits non-zero, and the ranks that found the same error at the same moment (a bad flag or
+// config, which every rank checks) would be killed before they print it. The pause lets them.
+int failed(int status) {
+  std::fflush(stderr);
+  if (tiergen::comm::launched_by_mpirun() && tiergen::comm::mpirun_size() > 1)
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  return status;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   tiergen::kernels::cpu::reexec_with_blas_coretype(argv);
@@ -59,15 +76,15 @@ int main(int argc, char** argv) {
     return tiergen::cli::kExitUsage;
   } catch (const tiergen::Error& e) {
     std::fprintf(stderr, "tiergen: error: %s\n", e.what());
-    return tiergen::cli::exit_code(e.kind());
+    return failed(tiergen::cli::exit_code(e.kind()));
   } catch (const std::filesystem::filesystem_error& e) {  // a path the OS refused (permissions, loops)
     std::fprintf(stderr, "tiergen: error: %s\n", e.what());
-    return tiergen::cli::kExitInput;
+    return failed(tiergen::cli::kExitInput);
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "tiergen: error: out of host memory\n");
-    return tiergen::cli::kExitMemory;
+    return failed(tiergen::cli::kExitMemory);
   } catch (const std::exception& e) {  // a library error that escaped the typed ones: a bug
     std::fprintf(stderr, "tiergen: error: internal: %s\n", e.what());
-    return tiergen::cli::kExitInternal;
+    return failed(tiergen::cli::kExitInternal);
   }
 }
