@@ -362,6 +362,14 @@ std::vector<std::vector<std::byte>> all_gather(Transport& t, std::vector<std::by
   return all;
 }
 
+std::vector<std::string> all_gather_text(Transport& t, const std::string& mine, Duration timeout) {
+  const auto* p = reinterpret_cast<const std::byte*>(mine.data());
+  std::vector<std::string> all;
+  for (const auto& b : all_gather(t, std::vector<std::byte>(p, p + mine.size()), timeout))
+    all.emplace_back(reinterpret_cast<const char*>(b.data()), b.size());
+  return all;
+}
+
 PipelineExecutor::PipelineExecutor(Stage& stage, Transport& t, int64_t gpu_batch_size, int micro_batches,
                                    Duration timeout)
     : stage_(stage), t_(t), gpu_batch_size_(gpu_batch_size), micro_batches_(micro_batches), timeout_(timeout) {

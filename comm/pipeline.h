@@ -9,13 +9,16 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "comm/transport.h"
+#include "runtime/core/error.h"
 #include "runtime/engine/model.h"
 #include "runtime/generate/executor.h"
 #include "runtime/generate/run_plan.h"
@@ -46,6 +49,26 @@ RunShape share_shape(Transport& t, const RunShape& shape, Duration timeout);
 
 // Every rank's `mine`, in rank order, on every rank (through rank 0). Waits at most `timeout`.
 std::vector<std::vector<std::byte>> all_gather(Transport& t, std::vector<std::byte> mine, Duration timeout);
+// The same for text (each rank's part of a report, a stage's settings).
+std::vector<std::string> all_gather_text(Transport& t, const std::string& mine, Duration timeout);
+// The same for values of a trivially copyable type, the same count from every rank (cost estimates,
+// roofline bounds): PeerError for a rank whose count differs.
+template <class T>
+std::vector<std::vector<T>> all_gather_values(Transport& t, const std::vector<T>& mine, Duration timeout) {
+  static_assert(std::is_trivially_copyable_v<T>);
+  const size_t n = mine.size() * sizeof(T);
+  std::vector<std::byte> bytes(n);
+  if (n > 0) std::memcpy(bytes.data(), mine.data(), n);
+  std::vector<std::vector<T>> all;
+  for (const auto& b : all_gather(t, std::move(bytes), timeout)) {
+    if (b.size() != n)
+      throw PeerError("a malformed message from another rank: " + std::to_string(b.size()) + " bytes where " +
+                      std::to_string(n) + " were expected");
+    auto& v = all.emplace_back(mine.size());
+    if (n > 0) std::memcpy(v.data(), b.data(), n);
+  }
+  return all;
+}
 
 // One rank's time over a period of a run (since the previous report): computing its layers (from
 // having a step's input to having sent its output), waiting for input (blocked on a receive: the

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstring>
 #include <exception>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -82,16 +81,10 @@ int run_bench(BenchArgs& a, PipelineRank& rank) {
       failed = std::current_exception();
     }
     comm::agree(rank.transport(), failed, rank.timeout());
-    std::vector<std::byte> bytes(mine.size() * sizeof(RooflineBound));
-    std::memcpy(bytes.data(), mine.data(), bytes.size());
-    const auto all = comm::all_gather(rank.transport(), std::move(bytes), rank.timeout());
+    const auto all = comm::all_gather_values(rank.transport(), mine, rank.timeout());  // [rank][run]
     for (size_t i = 0; i < blocks.size(); ++i) {
       std::vector<RooflineBound> stages;
-      for (const auto& b : all) {
-        if (b.size() != blocks.size() * sizeof(RooflineBound))
-          throw PeerError("a malformed roofline bound from another stage (" + std::to_string(b.size()) + " bytes)");
-        std::memcpy(&stages.emplace_back(), b.data() + i * sizeof(RooflineBound), sizeof(RooflineBound));
-      }
+      for (const auto& of_rank : all) stages.push_back(of_rank[i]);
       bounds.push_back(pipeline_bound(stages, workload(blocks[i])));
     }
   }

@@ -57,12 +57,7 @@ int run_plan(PlanArgs& a, PipelineRank& rank) {
   if (rank.size() > 1) mine << "; " << rank.micro_batches() << " blocks in flight";
   mine << "\n";
   if (as.sized) mine << a.source.plan_memory(rank.stage_spec(), shape, compute, pol).table(as.capacities);
-  const std::string text = mine.str();
-  const auto stages =
-      comm::all_gather(rank.transport(),
-                       std::vector<std::byte>(reinterpret_cast<const std::byte*>(text.data()),
-                                              reinterpret_cast<const std::byte*>(text.data()) + text.size()),
-                       rank.timeout());
+  const std::vector<std::string> stages = comm::all_gather_text(rank.transport(), mine.str(), rank.timeout());
   if (rank.first()) {
     const uint64_t weights = static_cast<uint64_t>(s.num_params()) * dtype_size(compute.weights);
     std::cout << "model: " << a.source.name() << " (" << family_name(s.family) << ", " << s.num_layers << " layers, "
@@ -70,7 +65,7 @@ int run_plan(PlanArgs& a, PipelineRank& rank) {
               << ")\n";
     if (rank.size() > 1) std::cout << "pipeline: " << rank.size() << " stages\n";
     if (!rank.balance_note().empty()) std::cout << rank.balance_note() << "\n";
-    for (const auto& st : stages) std::cout << std::string(reinterpret_cast<const char*>(st.data()), st.size());
+    for (const std::string& st : stages) std::cout << st;
     std::cout.flush();
   }
   comm::agree(rank.transport(), as.failed, rank.timeout());

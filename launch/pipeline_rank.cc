@@ -3,7 +3,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <cstring>
 #include <filesystem>
 
 #include "comm/layer_balance.h"
@@ -156,12 +155,6 @@ std::vector<MemoryPlan> check_plans(const ModelSource& source, const ModelSpec& 
   return plans;
 }
 
-std::vector<std::byte> as_bytes(const std::string& s) {
-  std::vector<std::byte> b(s.size());
-  std::memcpy(b.data(), s.data(), s.size());
-  return b;
-}
-
 }  // namespace
 
 comm::StageCost PipelineRank::stage_cost(const ModelSource& source, const EngineOptions& engine,
@@ -216,7 +209,7 @@ void PipelineRank::rebalance(const ModelSource& source, const EngineOptions& eng
                              const std::vector<RunShape>& shapes, const Capacities& cap,
                              const BudgetOptions::Bytes& budgets, const std::string& length_flag) {
   const auto sigs =
-      comm::all_gather(*t_, as_bytes(stage_signature(engine, backend, budgets, policy ? &*policy : nullptr)), timeout_);
+      comm::all_gather_text(*t_, stage_signature(engine, backend, budgets, policy ? &*policy : nullptr), timeout_);
   if (std::all_of(sigs.begin(), sigs.end(), [&](const auto& s) { return s == sigs.front(); })) return;
   // The stages differ: each estimates its decode step per layer and the layers it has room for.
   comm::StageCost mine;
@@ -227,14 +220,9 @@ void PipelineRank::rebalance(const ModelSource& source, const EngineOptions& eng
     failed = std::current_exception();
   }
   comm::agree(*t_, failed, timeout_);
-  std::vector<std::byte> bytes(sizeof mine);
-  std::memcpy(bytes.data(), &mine, sizeof mine);
   std::vector<comm::StageCost> costs;
-  for (const auto& b : comm::all_gather(*t_, bytes, timeout_)) {
-    if (b.size() != sizeof mine)
-      throw PeerError("a malformed stage cost estimate (" + std::to_string(b.size()) + " bytes)");
-    std::memcpy(&costs.emplace_back(), b.data(), sizeof mine);
-  }
+  for (const auto& c : comm::all_gather_values(*t_, std::vector<comm::StageCost>{mine}, timeout_))
+    costs.push_back(c.front());
   // Where the budgets cannot hold the model in any split, the equal one stays: each rank's memory
   // check then names the stages that cannot hold their share, and what to change.
   if (!comm::can_hold(model_spec_.num_layers, costs)) return;

@@ -278,5 +278,32 @@ TEST(PipelineComm, AllGatherGivesEveryRankEveryRanksBytes) {
   }
 }
 
+// Values and text ride on the same gather; a rank that sends another count is named as malformed.
+TEST(PipelineComm, AllGatherValuesAndText) {
+  comm::LocalHub hub(2);
+  auto on_rank = [&](int r, auto body) {
+    return std::async(std::launch::async, [&, r, body] {
+      auto t = hub.endpoint(r);
+      return body(*t, r);
+    });
+  };
+  auto v0 = on_rank(0, [](comm::Transport& t, int r) {
+    return comm::all_gather_values(t, std::vector<double>{r + 0.5, r + 1.5}, 5s);
+  });
+  auto v1 = on_rank(1, [](comm::Transport& t, int r) {
+    return comm::all_gather_values(t, std::vector<double>{r + 0.5, r + 1.5}, 5s);
+  });
+  for (auto* f : {&v0, &v1}) EXPECT_EQ(f->get(), (std::vector<std::vector<double>>{{0.5, 1.5}, {1.5, 2.5}}));
+  auto s0 = on_rank(0, [](comm::Transport& t, int) { return comm::all_gather_text(t, "zero", 5s); });
+  auto s1 = on_rank(1, [](comm::Transport& t, int) { return comm::all_gather_text(t, "one", 5s); });
+  for (auto* f : {&s0, &s1}) EXPECT_EQ(f->get(), (std::vector<std::string>{"zero", "one"}));
+  auto bad0 = on_rank(0, [](comm::Transport& t, int) { return comm::all_gather_values(t, std::vector<int>{1}, 5s); });
+  auto bad1 = on_rank(1, [](comm::Transport& t, int) {
+    return comm::all_gather_values(t, std::vector<int>{1, 2}, 5s);
+  });
+  EXPECT_THROW_WITH(bad0.get(), PeerError, "a malformed message from another rank: 8 bytes where 4 were expected");
+  EXPECT_THROW_WITH(bad1.get(), PeerError, "a malformed message from another rank: 4 bytes where 8 were expected");
+}
+
 }  // namespace
 }  // namespace tiergen
