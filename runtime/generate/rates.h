@@ -19,13 +19,14 @@ namespace tiergen {
 // With `offload` on a GPU, its host link (1 GiB from pinned memory on the Load lane) and the host's memory
 // read rate are timed too.
 // With `disk_dir` (the run's offload folder, when weights live on disk there), the disk's read rate
-// is timed too: a file written there and read back as the weight stream reads (O_DIRECT, in large
-// blocks, one at a time), then removed. IoError when the folder cannot hold it.
+// is timed too: a file written there and read back with O_DIRECT in large blocks, one at a time and
+// four at once (the better rate counts), then removed. IoError when the folder cannot hold it.
 DeviceRates measure_rates(kernels::Backend& backend, DType activations, DType weights, bool offload = false,
                           const std::string& disk_dir = {});
 
 // The disk's read rate in `dir`, bytes/s: `bytes` written to a file there and read back with
-// O_DIRECT in blocks of `block` bytes, the best of `trials` passes; the file is removed.
-double measure_disk_read(const std::string& dir, uint64_t bytes, size_t block, int trials);
+// O_DIRECT in blocks of `block` bytes by `readers` threads at once, the best of `trials` passes;
+// the file is removed. IoError (naming the file) when it cannot be written or read.
+double measure_disk_read(const std::string& dir, uint64_t bytes, size_t block, int trials, int readers = 1);
 
 }  // namespace tiergen

@@ -179,6 +179,13 @@ TEST(Rates, DiskReadProbeLeavesNothingBehind) {
   EXPECT_GT(rate, 1e6);   // any disk reads more than 1 MB/s
   EXPECT_LT(rate, 1e12);  // and none (nor the page cache) 1 TB/s
   EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
+  // Three readers at once over 5 blocks (an uneven share each), and fewer blocks than readers.
+  for (const uint64_t bytes : {uint64_t{5} << 20, uint64_t{1} << 20}) {
+    const double parallel = measure_disk_read(dir.path().string(), bytes, 1 << 20, 2, 3);
+    EXPECT_GT(parallel, 1e6);
+    EXPECT_LT(parallel, 1e12);
+    EXPECT_TRUE(std::filesystem::is_empty(dir.path()));
+  }
   EXPECT_THROW_WITH(measure_disk_read((dir / "missing").string(), 1 << 20, 1 << 20, 1), IoError, "missing");
 }
 
