@@ -17,11 +17,14 @@ set(allowed_runtime_generate
     "runtime/core;runtime/model;runtime/tokenizer;runtime/policy;runtime/io;runtime/engine;kernels;stage;runtime/generate")
 set(allowed_comm
     "runtime/core;runtime/model;runtime/tokenizer;runtime/policy;runtime/io;runtime/engine;kernels;stage;runtime/generate;comm")
+# The coordinator sees the core and the pipeline's cost model: its requests are JSON text, and what
+# runs them is launch's.
+set(allowed_comm_coordinator "runtime/core;comm;comm/coordinator")
 set(allowed_launch
-    "runtime/core;runtime/model;runtime/tokenizer;runtime/policy;runtime/io;runtime/engine;kernels;stage;runtime/generate;comm;launch")
+    "runtime/core;runtime/model;runtime/tokenizer;runtime/policy;runtime/io;runtime/engine;kernels;stage;runtime/generate;comm;comm/coordinator;launch")
 
 set(components runtime/core runtime/model runtime/tokenizer runtime/policy runtime/io kernels kernels/cpu kernels/cuda
-               runtime/engine stage runtime/generate comm launch)
+               runtime/engine stage runtime/generate comm comm/coordinator launch)
 set(violations "")
 foreach(comp ${components})
   string(REPLACE "/" "_" key "${comp}")

@@ -13,6 +13,7 @@
 #include "launch/flag_checks.h"
 #include "launch/pipeline_rank.h"
 #include "launch/progress.h"
+#include "launch/request_defaults.h"
 #include "runtime/core/error.h"
 #include "runtime/generate/generator.h"
 #include "stage/stage.h"
@@ -99,26 +100,10 @@ int lead_generate(GenerateArgs& a, const BudgetOptions::Bytes& budgets, const Mo
   if (!a.source.dir.empty())
     gc = load_generation_config(std::filesystem::path(a.source.dir) / "generation_config.json");
 
-  SamplingParams sp;
-  sp.do_sample = gc.do_sample.value_or(false);
-  if (a.sample) sp.do_sample = true;
-  if (a.greedy) sp.do_sample = false;
-  sp.temperature = a.temperature.value_or(gc.temperature.value_or(1.0));
-  if (sp.temperature == 0.0) {  // temperature 0 means greedy, as most tools read it
-    sp.do_sample = false;
-    sp.temperature = 1.0;
-  }
-  sp.top_k = a.top_k.value_or(gc.top_k.value_or(0));
-  sp.top_p = a.top_p.value_or(gc.top_p.value_or(1.0));
-  sp.repetition_penalty = a.repetition_penalty.value_or(gc.repetition_penalty.value_or(1.0));
-  validate(sp);
-
-  std::vector<int32_t> eos;
-  if (!a.ignore_eos) {
-    const auto& src = gc.eos_token_ids.empty() ? spec.eos_token_ids : gc.eos_token_ids;
-    for (int64_t id : src) eos.push_back(static_cast<int32_t>(id));
-  }
-  const int64_t max_new = a.max_new_tokens.value_or(gc.max_new_tokens.value_or(32));
+  const SamplingParams sp =
+      resolve_sampling(gc, {a.temperature, a.top_p, a.repetition_penalty, a.top_k, a.greedy, a.sample});
+  const std::vector<int32_t> eos = stop_token_ids(gc, spec, a.ignore_eos);
+  const int64_t max_new = max_new_tokens(gc, a.max_new_tokens);
 
   std::vector<Request> reqs;
   std::vector<std::string> shown;  // the prompt as printed

@@ -32,6 +32,13 @@ Command add_detokenize(CLI::App& app);
 Command add_info(CLI::App& app);
 Command add_bench(CLI::App& app);
 Command add_plan(CLI::App& app);
+// The coordinator and its clients (launch/cmd_coordinator.cc, cmd_worker.cc, cmd_jobs.cc): submit,
+// jobs, watch, results, cancel, workers.
+Command add_coordinator(CLI::App& app);
+Command add_worker(CLI::App& app);
+std::vector<Command> add_job_commands(CLI::App& app);
+// A command of a build without gRPC: it exists, and says what the build lacks.
+Command add_without_grpc(CLI::App& app, const char* name);
 
 // Where a model comes from: a folder (--model) or a preset shape with dummy weights (--dummy).
 struct ModelSource {

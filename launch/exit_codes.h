@@ -21,13 +21,18 @@ enum ExitCode : int {
   kExitUnsupported = 4,
   kExitDevice = 5,
   kExitPeer = 6,
+  kExitRpc = 7,
   kExitInternal = 70,
 };
 
 constexpr ExitCode exit_code(ErrorKind kind) {
   switch (kind) {
     case ErrorKind::InvalidArgument:
+    case ErrorKind::AlreadyExists:
+    case ErrorKind::FailedPrecondition:
       return kExitUsage;
+    case ErrorKind::Rpc:
+      return kExitRpc;
     case ErrorKind::Format:
     case ErrorKind::Io:
     case ErrorKind::NotFound:

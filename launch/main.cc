@@ -42,9 +42,11 @@ int main(int argc, char** argv) {
       "tiergen"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "tiergen 0.1.0");
-  const std::vector<tiergen::cli::Command> commands = {
-      tiergen::cli::add_generate(app), tiergen::cli::add_tokenize(app), tiergen::cli::add_detokenize(app),
-      tiergen::cli::add_info(app),     tiergen::cli::add_bench(app),    tiergen::cli::add_plan(app)};
+  std::vector<tiergen::cli::Command> commands = {tiergen::cli::add_generate(app),    tiergen::cli::add_tokenize(app),
+                                                 tiergen::cli::add_detokenize(app),  tiergen::cli::add_info(app),
+                                                 tiergen::cli::add_bench(app),       tiergen::cli::add_plan(app),
+                                                 tiergen::cli::add_coordinator(app), tiergen::cli::add_worker(app)};
+  for (auto& c : tiergen::cli::add_job_commands(app)) commands.push_back(std::move(c));
   if (argc > 1 && argv[1][0] != '-') {  // CLI11 would only say "a subcommand is required"
     bool known = false;
     std::string names;

@@ -1,5 +1,7 @@
 #include "launch/pipeline_rank.h"
 
+#include <nlohmann/json.hpp>
+
 #include <omp.h>
 
 #include <algorithm>
@@ -208,10 +210,13 @@ void PipelineRank::rebalance(const ModelSource& source, const EngineOptions& eng
                              std::optional<OffloadPolicy>& policy, const OffloadOptions& offload,
                              const std::vector<RunShape>& shapes, const Capacities& cap,
                              const BudgetOptions::Bytes& budgets, const std::string& length_flag) {
-  const auto sigs =
-      comm::all_gather_text(*t_, stage_signature(engine, backend, budgets, policy ? &*policy : nullptr), timeout_);
-  if (std::all_of(sigs.begin(), sigs.end(), [&](const auto& s) { return s == sigs.front(); })) return;
-  // The stages differ: each estimates its decode step per layer and the layers it has room for.
+  if (!assigner_) {
+    const auto sigs =
+        comm::all_gather_text(*t_, stage_signature(engine, backend, budgets, policy ? &*policy : nullptr), timeout_);
+    if (std::all_of(sigs.begin(), sigs.end(), [&](const auto& s) { return s == sigs.front(); })) return;
+  }
+  // The stages differ (or an assigner decides): each estimates its decode step per layer and the
+  // layers it has room for.
   comm::StageCost mine;
   std::exception_ptr failed;
   try {
@@ -223,6 +228,34 @@ void PipelineRank::rebalance(const ModelSource& source, const EngineOptions& eng
   std::vector<comm::StageCost> costs;
   for (const auto& c : comm::all_gather_values(*t_, std::vector<comm::StageCost>{mine}, timeout_))
     costs.push_back(c.front());
+  if (assigner_) {
+    const auto ranks = comm::all_gather_text(*t_, rank_json(engine, budgets), timeout_);
+    // Rank 0 asks; every rank learns the answer (or rank 0's failure to get one).
+    Assignment got;
+    failed = nullptr;
+    if (first()) {
+      try {
+        got = assigner_(costs, ranks);
+      } catch (...) {
+        failed = std::current_exception();
+      }
+    }
+    comm::agree(*t_, failed, load_timeout_);
+    std::string cuts;
+    for (int64_t f : got.first_layers) cuts += std::to_string(f) + ",";
+    const auto shared = comm::all_gather_text(*t_, first() ? cuts + "|" + got.note : std::string(), timeout_);
+    const std::string& text = shared.front();
+    const size_t bar = text.find('|');
+    std::vector<int64_t> first_layers;
+    for (size_t at = 0; at < bar;) {
+      const size_t comma = text.find(',', at);
+      first_layers.push_back(std::stoll(text.substr(at, comma - at)));
+      at = comma + 1;
+    }
+    set_span(first_layers);
+    balance_note_ = text.substr(bar + 1);
+    return;
+  }
   // Where the budgets cannot hold the model in any split, the equal one stays: each rank's memory
   // check then names the stages that cannot hold their share, and what to change.
   if (!comm::can_hold(model_spec_.num_layers, costs)) return;
@@ -231,6 +264,16 @@ void PipelineRank::rebalance(const ModelSource& source, const EngineOptions& eng
   set_span(first);
   balance_note_ = "layers balanced by each stage's estimated decode step: " +
                   comm::describe_balance(first, model_spec_.num_layers, costs);
+}
+
+std::string PipelineRank::rank_json(const EngineOptions& engine, const BudgetOptions::Bytes& budgets) const {
+  nlohmann::json j = {{"rank", t_->rank()},
+                      {"host", t_->describe(t_->rank())},
+                      {"device", engine.device},
+                      {"gpu_budget_bytes", budgets.gpu.value_or(0)},
+                      {"cpu_budget_bytes", budgets.cpu.value_or(0)},
+                      {"disk_budget_bytes", budgets.disk.value_or(0)}};
+  return j.dump();
 }
 
 PipelineRank::Assigned PipelineRank::assign(const ModelSource& source, EngineOptions& engine,

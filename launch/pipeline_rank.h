@@ -5,6 +5,7 @@
 #pragma once
 
 #include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -63,6 +64,21 @@ class PipelineRank {
   // trace_path's).
   std::string report(comm::PipelineExecutor& exec, const std::string& trace_file) const;
 
+  // Who assigns the layers instead of this group (a coordinator, for `tiergen worker`): on rank 0,
+  // with every stage's estimated cost and a JSON description of each rank (host, device, budgets),
+  // it returns the first layer of every stage after the first (empty: equal shares) and a note for
+  // the log. Set before load(); used when no cuts were given and there is more than one stage.
+  struct Assignment {
+    std::vector<int64_t> first_layers;
+    std::string note;
+  };
+  using Assigner = std::function<Assignment(const std::vector<comm::StageCost>&, const std::vector<std::string>&)>;
+  void set_assigner(Assigner a) { assigner_ = std::move(a); }
+  // Whether the layers are balanced by cost (no cuts given, several stages).
+  bool balanced() const { return balance_; }
+  // This rank's description for an assigner: {"rank", "host", "device", the budgets}.
+  std::string rank_json(const EngineOptions& engine, const BudgetOptions::Bytes& budgets) const;
+
   // Runs `body` (which returns the exit status); when it throws, the other ranks are told why and
   // the error goes on to main(). After success, the ranks end together (MPI finalised).
   int run(const std::function<int()>& body);
@@ -118,6 +134,7 @@ class PipelineRank {
   std::string balance_note_;
   bool mpi_ = false;
   std::optional<StageConfig> config_;  // this rank's stage in --cluster-config
+  Assigner assigner_;
 };
 
 }  // namespace tiergen::cli

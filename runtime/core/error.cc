@@ -22,6 +22,12 @@ const char* error_kind_name(ErrorKind kind) {
       return "device error";
     case ErrorKind::Peer:
       return "pipeline peer failed";
+    case ErrorKind::AlreadyExists:
+      return "already exists";
+    case ErrorKind::FailedPrecondition:
+      return "failed precondition";
+    case ErrorKind::Rpc:
+      return "remote call failed";
     case ErrorKind::Internal:
       return "internal error";
   }

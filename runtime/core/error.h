@@ -8,15 +8,18 @@
 namespace tiergen {
 
 enum class ErrorKind {
-  InvalidArgument,  // a flag, a request, a parameter out of range
-  Format,           // a malformed file: safetensors, config.json, tokenizer.json, JSONL
-  Io,               // open/read/write/mmap failed, disk full
-  NotFound,         // a file, tensor or token that must exist does not
-  Unsupported,      // a valid input that this build cannot run (unknown model_type, op not on backend)
-  OutOfMemory,      // an allocation or a memory budget failed
-  Device,           // CUDA / cuBLAS / NCCL reported an error
-  Peer,             // another rank of a pipeline failed, stopped answering or sent what it should not
-  Internal,         // a broken invariant: a bug in tiergen
+  InvalidArgument,     // a flag, a request, a parameter out of range
+  Format,              // a malformed file: safetensors, config.json, tokenizer.json, JSONL
+  Io,                  // open/read/write/mmap failed, disk full
+  NotFound,            // a file, tensor or token that must exist does not
+  Unsupported,         // a valid input that this build cannot run (unknown model_type, op not on backend)
+  OutOfMemory,         // an allocation or a memory budget failed
+  Device,              // CUDA / cuBLAS / NCCL reported an error
+  Peer,                // another rank of a pipeline failed, stopped answering or sent what it should not
+  AlreadyExists,       // a name that must be new is taken (a job's name)
+  FailedPrecondition,  // valid, but not in this state (a job already sealed, a worker for another model)
+  Rpc,                 // a remote call failed: the coordinator refused it or could not be reached
+  Internal,            // a broken invariant: a bug in tiergen
 };
 
 const char* error_kind_name(ErrorKind kind);
@@ -44,6 +47,9 @@ TIERGEN_DEFINE_ERROR(UnsupportedError, Unsupported)
 TIERGEN_DEFINE_ERROR(OutOfMemoryError, OutOfMemory)
 TIERGEN_DEFINE_ERROR(DeviceError, Device)
 TIERGEN_DEFINE_ERROR(PeerError, Peer)
+TIERGEN_DEFINE_ERROR(AlreadyExistsError, AlreadyExists)
+TIERGEN_DEFINE_ERROR(FailedPreconditionError, FailedPrecondition)
+TIERGEN_DEFINE_ERROR(RpcError, Rpc)
 TIERGEN_DEFINE_ERROR(InternalError, Internal)
 #undef TIERGEN_DEFINE_ERROR
 
