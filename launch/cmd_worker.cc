@@ -239,12 +239,13 @@ struct BlockRun {
   }
 };
 
+// The name jobs know the model by: --served-model-name, else the preset or the folder's name.
 std::string served_name(const WorkerArgs& a) {
   if (!a.served_name.empty()) return a.served_name;
   if (!a.source.dummy.empty()) return a.source.dummy;
-  return std::filesystem::path(a.source.dir).lexically_normal().filename().string().empty()
-             ? std::filesystem::path(a.source.dir).lexically_normal().parent_path().filename().string()
-             : std::filesystem::path(a.source.dir).lexically_normal().filename().string();
+  std::filesystem::path p = std::filesystem::path(a.source.dir).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();  // "models/fortune-tiny/"
+  return p.filename().string();
 }
 
 int run_worker(WorkerArgs& a) {
@@ -321,15 +322,13 @@ int run_worker(WorkerArgs& a) {
         last_alive = Clock::now();
       }
     };
-    if (!link->registered()) {  // a pipeline of one, or layers cut by --stage-layers
-      for (int r = 0; r < rank.size(); ++r)
-        add_rank(nullptr, nlohmann::json{{"rank", r},
-                                         {"host", rank.transport().describe(r)},
-                                         {"device", a.engine.device},
-                                         {"gpu_budget_bytes", budgets.gpu.value_or(0)},
-                                         {"cpu_budget_bytes", budgets.cpu.value_or(0)},
-                                         {"disk_budget_bytes", budgets.disk.value_or(0)}}
-                              .dump());
+    if (!link->registered()) {                 // a pipeline of one, or layers cut by --stage-layers
+      for (int r = 0; r < rank.size(); ++r) {  // rank 0's settings stand for all: no costs were gathered
+        auto j = nlohmann::json::parse(rank.rank_json(a.engine, budgets));
+        j["rank"] = r;
+        j["host"] = rank.transport().describe(r);
+        add_rank(nullptr, j.dump());
+      }
       link->enroll(reg, keep_alive);
     }
     if (!rank.balance_note().empty()) std::cerr << "tiergen: " << rank.balance_note() << "\n";
