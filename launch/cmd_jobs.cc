@@ -216,7 +216,6 @@ int64_t fetch_to(v1::Coordinator::Stub& stub, const coord::ClientOptions& o, con
   v1::FetchResultsRequest req;
   req.set_job_id(job);
   req.set_errors(errors);
-  req.set_after_index(-1);
   auto reader = stub.FetchResults(ctx.get(), req);
   v1::ResultChunk chunk;
   int64_t n = 0;

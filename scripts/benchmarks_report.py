@@ -6,7 +6,8 @@ usage: python3 scripts/benchmarks_report.py        (standard library only)
 
 The table lists every run by scenario, with each system's ratio to FlexGen in the same scenario and,
 where the row carries one, the share of the roofline bound. The text between the two marker lines
-in docs/benchmarks.md is replaced; everything else in the file is left alone."""
+in docs/benchmarks.md is replaced; everything else in the file is left alone. Rows of kind
+"coordinator-load" (tests/load/coordinator_load.cc) make their own table, between their own markers."""
 import json
 import pathlib
 from collections import defaultdict
@@ -17,6 +18,8 @@ DOC = ROOT / "docs/benchmarks.md"
 SVG = ROOT / "docs/benchmarks/total-throughput.svg"
 OFFLOAD_SVG = ROOT / "docs/benchmarks/offload-throughput.svg"
 BEGIN, END = "<!-- results.jsonl: begin (scripts/benchmarks_report.py) -->", "<!-- results.jsonl: end -->"
+LOAD_BEGIN = "<!-- results.jsonl coordinator-load: begin (scripts/benchmarks_report.py) -->"
+LOAD_END = "<!-- results.jsonl coordinator-load: end -->"
 
 
 def load():
@@ -53,6 +56,23 @@ def table(rows):
     return "\n".join(out)
 
 
+def load_table(rows):
+    out = ["| run | clients | synthetic workers | seconds | jobs (lines each) | submitted lines/s | GetJob calls | "
+           "GetJob p50 ms | p99 ms | max ms | errors | device |", "|" + "---|" * 12]
+    for r in sorted(rows, key=lambda r: r["run"]):
+        out.append(f"| {r['run']} | {r['clients']} | {r['workers']} | {r['seconds']:.0f} | {r['jobs']} ({r['lines_per_job']}) | "
+                   f"{r['submitted_lines_per_second']:.0f} | {r['get_job_calls']} | {r['get_job_p50_ms']:.2f} | "
+                   f"{r['get_job_p99_ms']:.2f} | {r['get_job_max_ms']:.1f} | {r['errors']} | {r['device']} |")
+    return "\n".join(out)
+
+
+def replace_section(doc, begin, end, body):
+    section = f"{begin}\n{body}\n{end}"
+    if begin in doc and end in doc:
+        return doc[:doc.index(begin)] + section + doc[doc.index(end) + len(end):]
+    return doc.rstrip("\n") + "\n\n" + section + "\n"
+
+
 def offloaded(r):
     # Offloading runs report host memory too; the all-on-GPU ones predate that field.
     return "peak_cpu_bytes" in r
@@ -85,20 +105,19 @@ def svg(rows, title):
 
 
 def main():
-    rows = load()
+    everything = load()
+    loads = [r for r in everything if r.get("kind") == "coordinator-load"]
+    rows = [r for r in everything if r.get("kind") != "coordinator-load"]
     SVG.write_text(svg([r for r in rows if not offloaded(r)], "All on the GPU"))
     plots = f"![Total throughput, all on the GPU](benchmarks/{SVG.name})"
     if any(offloaded(r) for r in rows):
         OFFLOAD_SVG.write_text(svg([r for r in rows if offloaded(r)], "Offloading"))
         plots += f"\n\n![Total throughput, offloading](benchmarks/{OFFLOAD_SVG.name})"
-    doc = DOC.read_text()
-    section = f"{BEGIN}\n{table(rows)}\n\n{plots}\n{END}"
-    if BEGIN in doc and END in doc:
-        doc = doc[:doc.index(BEGIN)] + section + doc[doc.index(END) + len(END):]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + section + "\n"
+    doc = replace_section(DOC.read_text(), BEGIN, END, f"{table(rows)}\n\n{plots}")
+    if loads:
+        doc = replace_section(doc, LOAD_BEGIN, LOAD_END, load_table(loads))
     DOC.write_text(doc)
-    print(f"{DOC.relative_to(ROOT)} and {SVG.relative_to(ROOT)} rebuilt from {len(rows)} runs")
+    print(f"{DOC.relative_to(ROOT)} and {SVG.relative_to(ROOT)} rebuilt from {len(everything)} runs")
 
 
 if __name__ == "__main__":

@@ -171,9 +171,14 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::Job> {
 class FetchReactor final : public grpc::ServerWriteReactor<v1::ResultChunk> {
  public:
   FetchReactor(ServerState& s, grpc::CallbackServerContext* ctx, const v1::FetchResultsRequest* req)
-      : s_(s), id_(req->job_id()), errors_(req->errors()), after_(req->after_index() >= 0 ? req->after_index() : -1) {
+      : s_(s), id_(req->job_id()), errors_(req->errors()), after_(req->from_index() - 1) {
     if (grpc::Status st = s_.authorize(ctx); !st.ok()) {
       Finish(st);
+      return;
+    }
+    if (req->from_index() < 0) {
+      Finish({grpc::StatusCode::INVALID_ARGUMENT,
+              "from_index is " + std::to_string(req->from_index()) + ": it must be 0 or more"});
       return;
     }
     if (!s_.store.job(id_)) {

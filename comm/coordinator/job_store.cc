@@ -312,14 +312,23 @@ JobStore::JobStore(const std::string& path) : path_(path) {
       // Their clients were never told these jobs exist; the cascade removes their lines.
       Stmt(c, "DELETE FROM jobs WHERE state = 'uploading'").run();
     });
+    const int read_rc = sqlite3_open_v2(path.c_str(), &reader_, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, nullptr);
+    const Conn r{reader_, path_};
+    check(r, read_rc);
+    check(r, sqlite3_extended_result_codes(reader_, 1));
+    check(r, sqlite3_busy_timeout(reader_, 5000));
   } catch (...) {
+    sqlite3_close_v2(reader_);
     sqlite3_close_v2(db_);
-    db_ = nullptr;
+    reader_ = db_ = nullptr;
     throw;
   }
 }
 
-JobStore::~JobStore() { sqlite3_close_v2(db_); }
+JobStore::~JobStore() {
+  sqlite3_close_v2(reader_);
+  sqlite3_close_v2(db_);
+}
 
 std::string JobStore::create_job(const std::string& name, const std::string& model, int64_t now_ms) {
   if (model.empty()) throw InvalidArgumentError("create_job: the model must not be empty");
@@ -401,21 +410,21 @@ void JobStore::drop_job(const std::string& job_id) {
 }
 
 std::optional<JobInfo> JobStore::job(const std::string& job_id) const {
-  std::lock_guard lock(mu_);
-  const Conn c{db_, path_};
+  std::lock_guard lock(read_mu_);
+  const Conn c{reader_, path_};
   return in_tx(c, false, [&] { return job_where(c, "WHERE id = ?", job_id); });
 }
 
 std::optional<JobInfo> JobStore::job_by_name(const std::string& name) const {
   if (name.empty()) return std::nullopt;
-  std::lock_guard lock(mu_);
-  const Conn c{db_, path_};
+  std::lock_guard lock(read_mu_);
+  const Conn c{reader_, path_};
   return in_tx(c, false, [&] { return job_where(c, "WHERE name = ?", name); });
 }
 
 std::vector<JobInfo> JobStore::jobs(int64_t limit) const {
-  std::lock_guard lock(mu_);
-  const Conn c{db_, path_};
+  std::lock_guard lock(read_mu_);
+  const Conn c{reader_, path_};
   return in_tx(c, false, [&] {
     std::vector<JobInfo> out;
     Stmt s(c, std::string(kJobColumns) + "WHERE state != 'uploading' ORDER BY created_ms DESC, id DESC LIMIT ?");
@@ -444,8 +453,8 @@ bool JobStore::cancel(const std::string& job_id, int64_t now_ms) {
 
 std::vector<ResultRow> JobStore::results(const std::string& job_id, bool errors, int64_t after_index,
                                          int64_t limit) const {
-  std::lock_guard lock(mu_);
-  const Conn c{db_, path_};
+  std::lock_guard lock(read_mu_);
+  const Conn c{reader_, path_};
   return in_tx(c, false, [&] {
     require_job(c, job_id);
     std::vector<ResultRow> out;
@@ -484,8 +493,8 @@ bool JobStore::heartbeat(const std::string& worker_id, bool ready, int64_t now_m
 }
 
 std::vector<WorkerInfo> JobStore::workers() const {
-  std::lock_guard lock(mu_);
-  const Conn c{db_, path_};
+  std::lock_guard lock(read_mu_);
+  const Conn c{reader_, path_};
   return in_tx(c, false, [&] {
     std::vector<WorkerInfo> out;
     Stmt s(c,
@@ -498,8 +507,8 @@ std::vector<WorkerInfo> JobStore::workers() const {
 }
 
 bool JobStore::any_ready_worker() const {
-  std::lock_guard lock(mu_);
-  const Conn c{db_, path_};
+  std::lock_guard lock(read_mu_);
+  const Conn c{reader_, path_};
   return in_tx(c, false, [&] {
     return query_i64(c, "SELECT EXISTS (SELECT 1 FROM workers WHERE alive = 1 AND ready = 1)") != 0;
   });
@@ -595,8 +604,8 @@ int64_t JobStore::commit_results(const std::string& worker_id, int64_t block_id,
 }
 
 std::optional<LeasedBlock> JobStore::block(int64_t block_id) const {
-  std::lock_guard lock(mu_);
-  const Conn c{db_, path_};
+  std::lock_guard lock(read_mu_);
+  const Conn c{reader_, path_};
   return in_tx(c, false, [&]() -> std::optional<LeasedBlock> {
     Stmt b(c, "SELECT b.job_id, j.model FROM blocks b JOIN jobs j ON j.id = b.job_id WHERE b.id = ?");
     if (!b.bind(block_id).step()) return std::nullopt;

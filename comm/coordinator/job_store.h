@@ -174,8 +174,13 @@ class JobStore {
   int64_t expire_workers(int64_t now_ms, int64_t lease_ms);
 
  private:
+  // Writes go through db_ one at a time, each committed with an fsync; reads go through reader_,
+  // which in WAL mode sees the last commit without waiting for a write in progress (a client's
+  // GetJob is not queued behind a worker's commit).
   mutable std::mutex mu_;
   sqlite3* db_ = nullptr;
+  mutable std::mutex read_mu_;
+  sqlite3* reader_ = nullptr;
   std::string path_;
 };
 
