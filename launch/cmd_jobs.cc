@@ -262,9 +262,23 @@ int run_workers(JobArgs& a) {
   auto stub = v1::Coordinator::NewStub(coord::make_channel(o));
   v1::ListWorkersResponse resp;
   coord::check(stub->ListWorkers(coord::make_context(o).get(), v1::ListWorkersRequest{}, &resp), "ListWorkers", o);
-  for (const v1::WorkerStatus& w : resp.workers())
-    std::cout << w.id() << "  " << w.model() << "  " << (w.ready() ? "ready" : "loading") << "  " << w.description()
-              << "\n";
+  for (const v1::WorkerStatus& w : resp.workers()) {
+    if (a.json) {
+      const nlohmann::json desc = nlohmann::json::parse(w.description(), nullptr, false);
+      std::cout << nlohmann::json{{"id", w.id()},
+                                  {"model", w.model()},
+                                  {"ready", w.ready()},
+                                  {"last_heartbeat_ms", w.last_heartbeat_ms()},
+                                  {"blocks_done", w.blocks_done()},
+                                  {"requests_done", w.requests_done()},
+                                  {"description", desc.is_discarded() ? nlohmann::json(w.description()) : desc}}
+                       .dump()
+                << "\n";
+    } else {
+      std::cout << w.id() << "  " << w.model() << "  " << (w.ready() ? "ready" : "loading") << "  " << w.requests_done()
+                << " requests in " << w.blocks_done() << " blocks  " << w.description() << "\n";
+    }
+  }
   if (resp.workers_size() == 0) std::cerr << "tiergen: no worker pipelines registered\n";
   return 0;
 }
@@ -305,7 +319,8 @@ std::vector<Command> add_job_commands(CLI::App& app) {
   });
   add("cancel", "Cancel a job: nothing more of it runs; results so far are kept", run_cancel,
       [](CLI::App& c, JobArgs& a) { c.add_option("job", a.job, "The job's id")->required(); });
-  add("workers", "List the worker pipelines registered with a coordinator", run_workers, [](CLI::App&, JobArgs&) {});
+  add("workers", "List the worker pipelines registered with a coordinator", run_workers,
+      [](CLI::App& c, JobArgs& a) { c.add_flag("--json", a.json, "One JSON object per worker pipeline"); });
   return out;
 }
 

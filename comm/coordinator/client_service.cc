@@ -284,6 +284,8 @@ grpc::ServerUnaryReactor* CoordinatorService::ListWorkers(grpc::CallbackServerCo
       o->set_ready(w.ready);
       o->set_last_heartbeat_ms(w.last_heartbeat_ms);
       o->set_description(w.description);
+      o->set_blocks_done(w.blocks_done);
+      o->set_requests_done(w.requests_done);
     }
   }));
   return r;

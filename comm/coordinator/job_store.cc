@@ -309,6 +309,8 @@ JobStore::JobStore(const std::string& path) : path_(path) {
         exec(c, ("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str());
         exec(c, ("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
       }
+      // Not in kSchema, so that stores made before it get it too.
+      exec(c, "CREATE INDEX IF NOT EXISTS results_by_worker ON results(worker_id)");
       // Their clients were never told these jobs exist; the cascade removes their lines.
       Stmt(c, "DELETE FROM jobs WHERE state = 'uploading'").run();
     });
@@ -498,10 +500,13 @@ std::vector<WorkerInfo> JobStore::workers() const {
   return in_tx(c, false, [&] {
     std::vector<WorkerInfo> out;
     Stmt s(c,
-           "SELECT id, model, description, registered_ms, last_heartbeat_ms, ready FROM workers WHERE alive = 1 "
-           "ORDER BY registered_ms, id");
+           "SELECT id, model, description, registered_ms, last_heartbeat_ms, ready, "
+           "(SELECT COUNT(*) FROM blocks b WHERE b.worker_id = w.id AND b.state = 'done'), "
+           "(SELECT COUNT(*) FROM results r WHERE r.worker_id = w.id) "
+           "FROM workers w WHERE alive = 1 ORDER BY registered_ms, id");
     s.bind();
-    while (s.step()) out.push_back({s.text(0), s.text(1), s.text(2), s.i64(3), s.i64(4), s.i64(5) != 0, true});
+    while (s.step())
+      out.push_back({s.text(0), s.text(1), s.text(2), s.i64(3), s.i64(4), s.i64(5) != 0, true, s.i64(6), s.i64(7)});
     return out;
   });
 }

@@ -102,6 +102,7 @@ struct WorkerInfo {
   int64_t registered_ms = 0, last_heartbeat_ms = 0;
   bool ready = false;  // it reported its stages loaded
   bool alive = true;   // false once its heartbeats stopped for a lease (its blocks handed out again)
+  int64_t blocks_done = 0, requests_done = 0;  // blocks it reported; results of its that were recorded
 };
 
 class JobStore {

@@ -301,6 +301,17 @@ TEST(CliCoordinator, KilledCoordinatorResumesAndKilledWorkersBlocksGoToOthers) {
   EXPECT_EQ(done["succeeded"], 120);
   EXPECT_EQ(done["failed"], 0);
   expect_equal_to_generate(outputs(co, id, tmp), 120, 24, tmp);
+  // Both pipelines did part of it (the killed one is no longer listed: its lease ran out).
+  const CliRun listed = run_tiergen("workers --json" + co.c());
+  ASSERT_EQ(listed.status, 0) << listed.err;
+  std::vector<int64_t> done_by;
+  std::istringstream lines(listed.out);
+  for (std::string line; std::getline(lines, line);) done_by.push_back(json::parse(line).value("requests_done", 0));
+  ASSERT_EQ(done_by.size(), 2u) << listed.out;
+  EXPECT_GT(done_by[0], 0) << listed.out;
+  EXPECT_GT(done_by[1], 0) << listed.out;
+  EXPECT_LT(done_by[0] + done_by[1], 120)
+      << "the killed pipeline's results were counted for the others: " << listed.out;
 }
 
 }  // namespace
