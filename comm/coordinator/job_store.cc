@@ -494,20 +494,38 @@ bool JobStore::heartbeat(const std::string& worker_id, bool ready, int64_t now_m
   });
 }
 
+namespace {
+
+// Alive workers that match `where`; with `counts`, what each has done (which counts rows: a listing
+// for people, not for every PullBlock).
+std::vector<WorkerInfo> workers_where(Conn c, const char* where, const std::string& key, bool counts) {
+  std::vector<WorkerInfo> out;
+  const char* done = counts ? "(SELECT COUNT(*) FROM blocks b WHERE b.worker_id = w.id AND b.state = 'done'), "
+                              "(SELECT COUNT(*) FROM results r WHERE r.worker_id = w.id) "
+                            : "0, 0 ";
+  Stmt s(c, std::string("SELECT id, model, description, registered_ms, last_heartbeat_ms, ready, ") + done +
+                "FROM workers w WHERE alive = 1 " + where + " ORDER BY registered_ms, id");
+  if (*where) s.bind(key);
+  while (s.step())
+    out.push_back({s.text(0), s.text(1), s.text(2), s.i64(3), s.i64(4), s.i64(5) != 0, true, s.i64(6), s.i64(7)});
+  return out;
+}
+
+}  // namespace
+
 std::vector<WorkerInfo> JobStore::workers() const {
   std::lock_guard lock(read_mu_);
   const Conn c{reader_, path_};
-  return in_tx(c, false, [&] {
-    std::vector<WorkerInfo> out;
-    Stmt s(c,
-           "SELECT id, model, description, registered_ms, last_heartbeat_ms, ready, "
-           "(SELECT COUNT(*) FROM blocks b WHERE b.worker_id = w.id AND b.state = 'done'), "
-           "(SELECT COUNT(*) FROM results r WHERE r.worker_id = w.id) "
-           "FROM workers w WHERE alive = 1 ORDER BY registered_ms, id");
-    s.bind();
-    while (s.step())
-      out.push_back({s.text(0), s.text(1), s.text(2), s.i64(3), s.i64(4), s.i64(5) != 0, true, s.i64(6), s.i64(7)});
-    return out;
+  return in_tx(c, false, [&] { return workers_where(c, "", "", true); });
+}
+
+std::optional<WorkerInfo> JobStore::worker(const std::string& worker_id) const {
+  std::lock_guard lock(read_mu_);
+  const Conn c{reader_, path_};
+  return in_tx(c, false, [&]() -> std::optional<WorkerInfo> {
+    auto found = workers_where(c, "AND id = ?", worker_id, false);
+    if (found.empty()) return std::nullopt;
+    return std::move(found.front());
   });
 }
 

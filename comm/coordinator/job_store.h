@@ -151,6 +151,8 @@ class JobStore {
   // the worker was declared dead (its blocks went to others): it must register again.
   bool heartbeat(const std::string& worker_id, bool ready, int64_t now_ms);
   std::vector<WorkerInfo> workers() const;  // alive ones
+  // An alive one, without its counts (blocks_done and requests_done are 0).
+  std::optional<WorkerInfo> worker(const std::string& worker_id) const;
   bool any_ready_worker() const;
 
   // Leases the next block for a worker of `model`: the oldest Queued or Running job for that model

@@ -99,12 +99,6 @@ grpc::Status ServerState::guarded(const grpc::CallbackServerContext* ctx, const 
 
 namespace {
 
-std::optional<WorkerInfo> find_worker(const JobStore& store, const std::string& id) {
-  for (WorkerInfo& w : store.workers())
-    if (w.id == id) return std::move(w);
-  return std::nullopt;
-}
-
 [[noreturn]] void unknown_worker(const std::string& id) {
   throw NotFoundError("worker '" + id +
                       "' is not registered here (its heartbeats stopped for longer than the lease and its blocks went "
@@ -177,7 +171,7 @@ grpc::ServerUnaryReactor* WorkerService::PullBlock(grpc::CallbackServerContext* 
                                                    v1::Block* resp) {
   auto* r = ctx->DefaultReactor();
   r->Finish(s_.guarded(ctx, [&] {
-    const auto w = find_worker(s_.store, req->worker_id());
+    const auto w = s_.store.worker(req->worker_id());
     if (!w) unknown_worker(req->worker_id());
     if (req->max_requests() < 1) throw InvalidArgumentError("PullBlock: max_requests must be at least 1");
     const int64_t n = std::min(req->max_requests(), s_.options.max_block);

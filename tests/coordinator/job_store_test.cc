@@ -396,12 +396,18 @@ TEST(JobStoreTest, WorkersHeartbeatAndExpire) {
   EXPECT_EQ(wa->last_heartbeat_ms, 1500);
   EXPECT_TRUE(wa->ready);
   EXPECT_TRUE(wa->alive);
+  const auto one = store.worker(b);
+  ASSERT_TRUE(one);
+  EXPECT_EQ(one->description, "{\"b\":1}");
+  EXPECT_FALSE(one->ready);
+  EXPECT_FALSE(store.worker("worker-0123456789abcdef"));
 
   // b's last heartbeat (1000) is older than 2600 - 1500; a's (1500) is not.
   EXPECT_EQ(store.expire_workers(2600, 1500), 0);
   ws = store.workers();
   ASSERT_EQ(ws.size(), 1u);
   EXPECT_EQ(ws[0].id, a);
+  EXPECT_FALSE(store.worker(b));  // dead
   EXPECT_FALSE(store.heartbeat(b, false, 2700));  // dead: it must register again
   EXPECT_THROW_WITH(store.lease_block(b, kModel, 1, 2700), NotFoundError, b);
   EXPECT_THROW_WITH(store.lease_block("worker-nobody", kModel, 1, 2700), NotFoundError, "worker-nobody");
@@ -437,6 +443,12 @@ TEST(JobStoreTest, ExpiredLeaseIsHandedOutAgainAndFirstResultWins) {
   EXPECT_EQ(store.job(id)->state, JobState::Running);  // index 3 is still leased to b
   EXPECT_EQ(store.commit_results(b, bb->block_id, outputs_for(*bb, "b"), 6200), 1);
   EXPECT_EQ(store.commit_results(b, bb->block_id, outputs_for(*bb, "b"), 6300), 0);
+  // b is credited with the one result that was its, in one block; a is dead and no longer listed.
+  const std::vector<WorkerInfo> ws = store.workers();
+  ASSERT_EQ(ws.size(), 1u);
+  EXPECT_EQ(ws[0].id, b);
+  EXPECT_EQ(ws[0].blocks_done, 1);
+  EXPECT_EQ(ws[0].requests_done, 1);
 
   j = *store.job(id);
   EXPECT_EQ(j.state, JobState::Completed);
