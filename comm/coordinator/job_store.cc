@@ -231,7 +231,8 @@ JobCounts job_counts(Conn c, const std::string& job_id) {
 }
 
 constexpr std::string_view kJobColumns =
-    "SELECT id, COALESCE(name, ''), model, state, created_ms, first_result_ms, last_result_ms, finished_ms "
+    "SELECT id, COALESCE(name, ''), model, state, created_ms, first_result_ms, last_result_ms, finished_ms, "
+    "(SELECT COALESCE(MIN(leased_ms), 0) FROM blocks WHERE blocks.job_id = jobs.id) "
     "FROM jobs ";
 
 JobInfo read_job(Conn c, const Stmt& s) {
@@ -244,6 +245,7 @@ JobInfo read_job(Conn c, const Stmt& s) {
   j.first_result_ms = s.i64(5);
   j.last_result_ms = s.i64(6);
   j.finished_ms = s.i64(7);
+  j.first_lease_ms = s.i64(8);
   j.counts = job_counts(c, j.id);
   return j;
 }

@@ -50,6 +50,7 @@ struct JobInfo {
   std::string model;  // the model the job's requests are for
   JobState state = JobState::Queued;
   int64_t created_ms = 0;
+  int64_t first_lease_ms = 0;   // when its first block went to a worker (0: none yet)
   int64_t first_result_ms = 0;  // 0 until the first result
   int64_t last_result_ms = 0;
   int64_t finished_ms = 0;  // 0 until completed or cancelled

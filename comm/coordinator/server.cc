@@ -2,6 +2,7 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <algorithm>
 
 #include <nlohmann/json.hpp>
 
@@ -56,9 +57,12 @@ void fill_job(const JobInfo& info, v1::Job* out, int64_t now) {
   out->set_completion_tokens(c.completion_tokens);
   out->set_created_ms(info.created_ms);
   out->set_finished_ms(info.finished_ms);
-  // The rate over the time results have been coming in; the ETA from the requests' rate.
+  // The rate over the time since its first block went to a worker, so that the first block's own
+  // work counts (from the first result, a job done in one block had no time at all); the ETA
+  // from the requests' rate.
   const int64_t end = info.finished_ms ? info.last_result_ms : now;
-  const double seconds = info.first_result_ms ? static_cast<double>(end - info.first_result_ms) / 1000.0 : 0.0;
+  const int64_t start = info.first_lease_ms ? info.first_lease_ms : info.first_result_ms;
+  const double seconds = start && info.first_result_ms ? std::max<double>(end - start, 1.0) / 1000.0 : 0.0;
   const int64_t done = c.succeeded + c.failed;
   out->set_tokens_per_second(seconds > 0 ? static_cast<double>(c.completion_tokens) / seconds : 0.0);
   const int64_t left = c.pending + c.leased;

@@ -212,6 +212,9 @@ TEST(CliCoordinator, MalformedLinesAreReportedLineByLineWhileTheRestRuns) {
   const json done = co.wait(id);
   EXPECT_EQ(done["succeeded"], 5);
   EXPECT_EQ(done["failed"], 8);
+  // Five requests are one block: the rate counts that block's time, not the time since its results.
+  EXPECT_GT(done["tokens_per_second"].get<double>(), 0) << done.dump();
+  EXPECT_EQ(done["eta_seconds"].get<double>(), 0) << done.dump();
   const auto errs = outputs(co, id, tmp, "--errors");
   std::map<std::string, std::string> code;
   for (const auto& [k, v] : errs)

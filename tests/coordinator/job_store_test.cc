@@ -407,7 +407,7 @@ TEST(JobStoreTest, WorkersHeartbeatAndExpire) {
   ws = store.workers();
   ASSERT_EQ(ws.size(), 1u);
   EXPECT_EQ(ws[0].id, a);
-  EXPECT_FALSE(store.worker(b));  // dead
+  EXPECT_FALSE(store.worker(b));                  // dead
   EXPECT_FALSE(store.heartbeat(b, false, 2700));  // dead: it must register again
   EXPECT_THROW_WITH(store.lease_block(b, kModel, 1, 2700), NotFoundError, b);
   EXPECT_THROW_WITH(store.lease_block("worker-nobody", kModel, 1, 2700), NotFoundError, "worker-nobody");
