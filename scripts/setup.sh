@@ -3,7 +3,7 @@
 # compiler and build tools (g++, CMake, Ninja, pkg-config), the libraries tiergen links
 # (nlohmann-json, fmt, CLI11, OpenBLAS, PCRE2, ICU, Open MPI for pipelines of ranks, yaml-cpp for
 # cluster configs, gRPC, Protobuf and SQLite for the coordinator) and the test libraries (GoogleTest, Google
-# Benchmark). Runs `apt-get update` and then `apt-get install`, as root or through sudo; without
+# Benchmark; openssl makes the certificates of the TLS tests). Runs `apt-get update` and then `apt-get install`, as root or through sudo; without
 # either it prints the command to run as root and exits 1. Safe to run repeatedly: with everything
 # present it does nothing.
 # CUDA is not installed here: when nvcc is present (PATH or /usr/local/cuda) the CUDA backend is
@@ -14,7 +14,7 @@ PKGS=(cmake ninja-build g++ pkg-config
       nlohmann-json3-dev libfmt-dev libcli11-dev libopenblas-openmp-dev libpcre2-dev libicu-dev
       libopenmpi-dev openmpi-bin libyaml-cpp-dev
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libsqlite3-dev
-      libgtest-dev libgmock-dev libbenchmark-dev)
+      libgtest-dev libgmock-dev libbenchmark-dev openssl)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -94,7 +94,13 @@ const char* status_code_name(grpc::StatusCode c) {
 }
 
 void throw_status(const grpc::Status& s, const std::string& call, const ClientOptions& o) {
-  throw RpcError(call + " at " + o.address + ": " + status_code_name(s.error_code()) + ": " + s.error_message());
+  std::string msg = call + " at " + o.address + ": " + status_code_name(s.error_code()) + ": " + s.error_message();
+  // A refused TLS handshake reaches the client as a closed socket; say where to look.
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE)
+    msg += o.tls ? " (with TLS: is the coordinator up, does --tls-ca hold the CA that signed its certificate, and "
+                   "does it want a client certificate, --tls-cert/--tls-key, signed by its --tls-client-ca?)"
+                 : " (is the coordinator up there, and without TLS? use --tls/--tls-ca for one with TLS)";
+  throw RpcError(msg);
 }
 
 }  // namespace tiergen::coord

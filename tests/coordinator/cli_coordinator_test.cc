@@ -63,9 +63,11 @@ struct Coordinator {
   std::string addr = "127.0.0.1:" + std::to_string(port);
   std::unique_ptr<TiergenProcess> proc;
   std::string extra;
+  std::string client;  // flags every client call adds (TLS)
 
   // With a `token`, every call needs it (the coordinator and clients read it from a file).
-  explicit Coordinator(std::string flags = "", const std::string& token = "") : extra(std::move(flags)) {
+  explicit Coordinator(std::string flags = "", const std::string& token = "", std::string client_tls = "")
+      : extra(std::move(flags)), client(std::move(client_tls)) {
     if (!token.empty()) {
       write_file(dir / "token", token + "\n");
       extra += " --token-file " + (dir / "token").string();
@@ -83,7 +85,8 @@ struct Coordinator {
     ADD_FAILURE() << "the coordinator did not come up at " << addr;
   }
   std::string client_flags() const {
-    return extra.find("--token-file") != std::string::npos ? " --token-file " + (dir / "token").string() : "";
+    return (extra.find("--token-file") != std::string::npos ? " --token-file " + (dir / "token").string() : "") +
+           (client.empty() ? "" : " " + client);
   }
   std::string c() const { return " -c " + addr + client_flags() + " "; }
   json job(const std::string& id) const {
@@ -315,6 +318,61 @@ TEST(CliCoordinator, KilledCoordinatorResumesAndKilledWorkersBlocksGoToOthers) {
   EXPECT_GT(done_by[1], 0) << listed.out;
   EXPECT_LT(done_by[0] + done_by[1], 120)
       << "the killed pipeline's results were counted for the others: " << listed.out;
+}
+
+// A CA, a coordinator certificate for 127.0.0.1 that it signed, a client certificate it signed, and a
+// client certificate that nobody trusts, made with openssl in `d`.
+void make_certificates(const TempDir& d) {
+  const std::string at = d.path().string() + "/";
+  const std::string key = " -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+  write_file(d / "san.ext", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  const std::string script =
+      "set -e; cd " + at + "; exec >openssl.log 2>&1\n" +                                            //
+      "openssl req -x509" + key + " -keyout ca.key -out ca.pem -days 2 -subj /CN=test-ca\n" +        //
+      "openssl req" + key + " -keyout server.key -out server.csr -subj /CN=127.0.0.1\n" +            //
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem" +  //
+      " -days 2 -extfile san.ext\n" +                                                                //
+      "openssl req" + key + " -keyout client.key -out client.csr -subj /CN=worker\n" +               //
+      "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2\n" +
+      "openssl req -x509" + key + " -keyout rogue.key -out rogue.pem -days 2 -subj /CN=rogue\n";
+  ASSERT_EQ(std::system(("sh -c '" + script + "'").c_str()), 0) << read_file(d / "openssl.log");
+}
+
+TEST(CliCoordinator, MutualTlsAdmitsSignedClientsOnly) {
+  TempDir certs;
+  ASSERT_NO_FATAL_FAILURE(make_certificates(certs));
+  auto pem = [&](const char* f) { return (certs / f).string(); };
+  const std::string trusted =
+      "--tls-ca " + pem("ca.pem") + " --tls-cert " + pem("client.pem") + " --tls-key " + pem("client.key");
+  Coordinator co(
+      "--tls-cert " + pem("server.pem") + " --tls-key " + pem("server.key") + " --tls-client-ca " + pem("ca.pem"), "",
+      trusted);
+  // A job through a worker that connects with its certificate, as the clients do.
+  TempDir tmp;
+  const std::string id = submit(co, batch(3, 4));
+  TiergenProcess worker("worker" + co.c() + "--model " + demo_model() + " --batch-size 4 --threads 1");
+  EXPECT_EQ(co.wait(id, 120s)["succeeded"], 3);
+  EXPECT_EQ(outputs(co, id, tmp).size(), 3u);
+  // Without a certificate, with one the CA did not sign, or without TLS: refused, naming the call.
+  const std::pair<std::string, std::string> refused[] = {
+      {"--tls-ca " + pem("ca.pem"), "--tls-cert/--tls-key"},
+      {"--tls-ca " + pem("ca.pem") + " --tls-cert " + pem("rogue.pem") + " --tls-key " + pem("rogue.key"),
+       "--tls-client-ca"},
+      {"", "use --tls/--tls-ca"},
+  };
+  for (const auto& [flags, hint] : refused) {
+    const CliRun r = run_tiergen("jobs -c " + co.addr + " --rpc-timeout 5s " + flags);
+    EXPECT_EQ(r.status, 7) << flags << "\n" << r.err;
+    EXPECT_NE(r.err.find("tiergen: error: ListJobs at " + co.addr + ": UNAVAILABLE"), std::string::npos)
+        << flags << "\n"
+        << r.err;
+    EXPECT_NE(r.err.find(hint), std::string::npos) << flags << "\n" << r.err;
+    EXPECT_EQ(r.out, "") << flags;
+  }
+  // A client that does not trust the coordinator's CA refuses it.
+  const CliRun untrusted = run_tiergen("jobs -c " + co.addr + " --rpc-timeout 5s --tls-ca " + pem("rogue.pem") +
+                                       " --tls-cert " + pem("client.pem") + " --tls-key " + pem("client.key"));
+  EXPECT_EQ(untrusted.status, 7) << untrusted.err;
 }
 
 }  // namespace
