@@ -2,10 +2,10 @@
 # Installs the Debian/Ubuntu packages that building tiergen needs, when any is missing: the
 # compiler and build tools (g++, CMake, Ninja, pkg-config), the libraries tiergen links
 # (nlohmann-json, fmt, CLI11, OpenBLAS, PCRE2, ICU, Open MPI for pipelines of ranks, yaml-cpp for
-# cluster configs, gRPC, Protobuf and SQLite for the coordinator) and the test libraries (GoogleTest, Google
-# Benchmark; openssl makes the certificates of the TLS tests). Runs `apt-get update` and then `apt-get install`, as root or through sudo; without
-# either it prints the command to run as root and exits 1. Safe to run repeatedly: with everything
-# present it does nothing.
+# cluster configs, gRPC, Protobuf and SQLite for the coordinator) and what the tests use
+# (GoogleTest, Google Benchmark, and openssl for the TLS tests' certificates). Runs `apt-get update`
+# and then `apt-get install`, as root or through sudo; without either it prints the command to run
+# as root and exits 1. Safe to run repeatedly: with everything present it does nothing.
 # CUDA is not installed here: when nvcc is present (PATH or /usr/local/cuda) the CUDA backend is
 # built too, otherwise tiergen builds and runs on the CPU.
 set -euo pipefail
