@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -170,6 +171,22 @@ class CoordinatorLink {
 
 // A chat's messages as one prompt, for models without a chat template: "role: content" lines,
 // then "assistant:" for the reply.
+// Whether the model folder holds a chat template: chat_template.jinja, or a "chat_template" in
+// tokenizer_config.json (where most checkpoints keep it). FormatError for a tokenizer_config.json
+// that is not JSON.
+bool has_chat_template(const std::string& dir) {
+  if (dir.empty()) return false;
+  const std::filesystem::path d(dir);
+  if (std::filesystem::exists(d / "chat_template.jinja")) return true;
+  const std::filesystem::path cfg = d / "tokenizer_config.json";
+  std::ifstream f(cfg);
+  if (!f) return false;
+  const nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) throw FormatError("'" + cfg.string() + "' is not a JSON object");
+  const auto it = j.find("chat_template");
+  return it != j.end() && !it->is_null();
+}
+
 std::string render_chat(const std::vector<coord::ChatMessage>& messages) {
   std::string s;
   for (const auto& m : messages) s += m.role + ": " + m.content + "\n";
@@ -337,9 +354,7 @@ int run_worker(WorkerArgs& a) {
               << (rank.size() == 1 ? "" : "s") << ") ready at " << link->options().address << std::endl;
 
     Generator gen(exec, tokenizer.get(), block);
-    const BlockRun runner{
-        spec, gc, *tokenizer, max_seq,
-        !a.source.dir.empty() && std::filesystem::exists(std::filesystem::path(a.source.dir) / "chat_template.jinja")};
+    const BlockRun runner{spec, gc, *tokenizer, max_seq, has_chat_template(a.source.dir)};
     auto idle = std::chrono::milliseconds(100);
     for (;;) {
       link->check(keep_alive);

@@ -375,5 +375,59 @@ TEST(CliCoordinator, MutualTlsAdmitsSignedClientsOnly) {
   EXPECT_EQ(untrusted.status, 7) << untrusted.err;
 }
 
+TEST(CliCoordinator, ChatLinesAreATranscriptUnlessTheModelHasATemplate) {
+  const json messages = json::array({{{"role", "system"}, {"content", "You tell fortunes."}},
+                                     {{"role", "user"}, {"content", "What is my fortune?"}}});
+  const std::string lines = json{{"custom_id", "chat"},
+                                 {"url", "/v1/chat/completions"},
+                                 {"body", {{"messages", messages}, {"max_tokens", 8}, {"temperature", 0}}}}
+                                .dump() +
+                            "\n" +
+                            json{{"custom_id", "plain"},
+                                 {"url", "/v1/completions"},
+                                 {"body", {{"prompt", prompt(1)}, {"max_tokens", 8}, {"temperature", 0}}}}
+                                .dump() +
+                            "\n";
+  // No template: the messages as "role: content" lines, then "assistant:", as generate runs it.
+  {
+    Coordinator co;
+    TempDir tmp;
+    TiergenProcess worker("worker" + co.c() + "--model " + demo_model() + " --threads 1");
+    const std::string id = submit(co, lines);
+    EXPECT_EQ(co.wait(id, 120s)["succeeded"], 2);
+    const auto out = outputs(co, id, tmp);
+    ASSERT_EQ(out.count("chat"), 1u);
+    const json& body = out.at("chat")["response"]["body"];
+    EXPECT_EQ(body["object"], "chat.completion") << body.dump();
+    const CliRun ref = run_tiergen("generate --json --greedy -n 8 --model " + demo_model() +
+                                   " 'system: You tell fortunes.\nuser: What is my fortune?\nassistant:'");
+    ASSERT_EQ(ref.status, 0) << ref.err;
+    EXPECT_EQ(body["choices"][0]["message"]["content"], json::parse(ref.out)["text"]) << body.dump();
+    EXPECT_EQ(body["choices"][0]["message"]["role"], "assistant");
+    EXPECT_NE(json::parse(ref.out)["text"], "");
+  }
+  // A template in tokenizer_config.json, which this version does not apply: the chat line is an
+  // error line, the completion runs.
+  {
+    Coordinator co;
+    TempDir tmp;
+    const std::filesystem::path copy = tmp / "fortune-tiny";
+    std::filesystem::create_directory(copy);
+    for (const auto& e : std::filesystem::directory_iterator(demo_model()))
+      std::filesystem::create_symlink(e.path(), copy / e.path().filename());
+    write_file(copy / "tokenizer_config.json",
+               R"({"chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"})");
+    TiergenProcess worker("worker" + co.c() + "--model " + copy.string() + " --threads 1");
+    const std::string id = submit(co, lines);
+    const json done = co.wait(id, 120s);
+    EXPECT_EQ(done["succeeded"], 1);
+    EXPECT_EQ(done["failed"], 1);
+    const auto errs = outputs(co, id, tmp, "--errors");
+    ASSERT_EQ(errs.count("chat"), 1u);
+    EXPECT_EQ(errs.at("chat")["error"]["code"], "unsupported") << errs.at("chat").dump();
+    EXPECT_NE(errs.at("chat")["error"]["message"].get<std::string>().find("chat template"), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace tiergen::testing
