@@ -2,8 +2,10 @@
 
 #include <unistd.h>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <random>
 #include <sstream>
 
 namespace tiergen::testing {
@@ -22,10 +24,16 @@ std::filesystem::path hf_model_dir(const std::string& name) { return data_dir() 
 
 TempDir::TempDir() {
   static std::atomic<int> counter{0};
-  path_ = std::filesystem::temp_directory_path() /
-          ("tiergen-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-  std::filesystem::remove_all(path_);
-  std::filesystem::create_directories(path_);
+  // The pid alone is not unique where containers with their own pid numbering share /tmp; a
+  // random part is, and create_directory's answer says whether the name was already taken.
+  static std::random_device rd;
+  for (;;) {
+    char tag[17];
+    std::snprintf(tag, sizeof tag, "%08x%08x", rd(), rd());
+    path_ = std::filesystem::temp_directory_path() /
+            ("tiergen-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" + tag);
+    if (std::filesystem::create_directory(path_)) break;
+  }
 }
 
 TempDir::~TempDir() {
