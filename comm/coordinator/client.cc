@@ -1,7 +1,10 @@
 #include "comm/coordinator/client.h"
 
+#include <grpc/support/log.h>
+
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 #include "runtime/core/error.h"
@@ -30,7 +33,22 @@ std::string read_token(const std::string& file, const char* env) {
   return t;
 }
 
+namespace {
+
+// gRPC's own log lines (a refused TLS handshake, a lost connection) would go to stderr beside the
+// one error line a client prints, which already names the call and gRPC's reason. A client drops
+// them, unless GRPC_VERBOSITY asks for them.
+void drop_grpc_log_lines() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (!std::getenv("GRPC_VERBOSITY")) gpr_set_log_function([](gpr_log_func_args*) {});
+  });
+}
+
+}  // namespace
+
 std::shared_ptr<grpc::Channel> make_channel(const ClientOptions& o) {
+  drop_grpc_log_lines();
   std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
   if (o.tls || !o.tls_ca.empty() || !o.tls_cert.empty()) {
     grpc::SslCredentialsOptions ssl;

@@ -367,6 +367,7 @@ TEST(CliCoordinator, MutualTlsAdmitsSignedClientsOnly) {
         << flags << "\n"
         << r.err;
     EXPECT_NE(r.err.find(hint), std::string::npos) << flags << "\n" << r.err;
+    EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << "not one line: " << r.err;
     EXPECT_EQ(r.out, "") << flags;
   }
   // A client that does not trust the coordinator's CA refuses it.
