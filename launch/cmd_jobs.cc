@@ -200,12 +200,22 @@ int run_cancel(JobArgs& a) {
   return 0;
 }
 
-// Writes a job's output (or error) lines to `path` through a temporary file renamed at the end, so
-// a failed fetch never leaves a partial file under the name. Returns the lines written.
+// Writes a job's output (or error) lines to `path`. A regular file (or a new one) is written
+// through a temporary file renamed at the end, so a failed fetch never leaves a partial file under
+// the name. Anything else that exists (/dev/null, a FIFO, a terminal) is written in place: renaming
+// a file over it would replace the device itself. Returns the lines written.
 int64_t fetch_to(v1::Coordinator::Stub& stub, const coord::ClientOptions& o, const std::string& job, bool errors,
                  const std::string& path) {
   const bool to_stdout = path == "-";
-  const std::string tmp = path + ".part";
+  std::error_code ec;
+  const auto kind = std::filesystem::status(path, ec);
+  const bool in_place = !to_stdout && std::filesystem::exists(kind) && !std::filesystem::is_regular_file(kind);
+  // Through a symbolic link, the file it names is replaced, not the link.
+  const std::string final_path =
+      !to_stdout && !in_place && std::filesystem::is_symlink(std::filesystem::symlink_status(path, ec))
+          ? std::filesystem::canonical(path).string()
+          : path;
+  const std::string tmp = in_place ? path : final_path + ".part";
   std::ofstream f;
   if (!to_stdout) {
     f.open(tmp, std::ios::binary | std::ios::trunc);
@@ -227,11 +237,11 @@ int64_t fetch_to(v1::Coordinator::Stub& stub, const coord::ClientOptions& o, con
   const grpc::Status st = reader->Finish();
   if (!to_stdout) {
     f.close();
-    if (!st.ok() || !f) std::filesystem::remove(tmp);
+    if ((!st.ok() || !f) && !in_place) std::filesystem::remove(tmp);
     if (!f && st.ok()) throw IoError("cannot write '" + tmp + "' (is the disk full?)");
   }
   coord::check(st, "FetchResults", o);
-  if (!to_stdout) std::filesystem::rename(tmp, path);
+  if (!to_stdout && !in_place) std::filesystem::rename(tmp, final_path);
   return n;
 }
 

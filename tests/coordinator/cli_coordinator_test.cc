@@ -1,10 +1,13 @@
 // `tiergen coordinator`, `tiergen worker` and the job commands on loopback, as a user runs them:
 // a job through a 2-stage CPU worker pipeline equals `tiergen generate`; malformed lines become
 // error lines; a coordinator killed mid-job resumes it; a killed worker's blocks go to others.
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -121,8 +124,8 @@ std::string submit(const Coordinator& co, const std::string& lines) {
 std::map<std::string, json> outputs(const Coordinator& co, const std::string& id, const TempDir& tmp,
                                     const char* which = "-o") {
   const std::string file = (tmp / "out.jsonl").string();
-  const CliRun r =
-      run_tiergen("results " + id + co.c() + which + " " + file + (which[1] == 'o' ? "" : " -o /dev/null"));
+  const CliRun r = run_tiergen("results " + id + co.c() + which + " " + file +
+                               (which[1] == 'o' ? "" : " -o " + (tmp / "discard.jsonl").string()));
   EXPECT_EQ(r.status, 0) << r.err;
   std::map<std::string, json> out;
   std::istringstream in(read_file(file));
@@ -232,6 +235,29 @@ TEST(CliCoordinator, MalformedLinesAreReportedLineByLineWhileTheRestRuns) {
   EXPECT_NE(code.at("p0").find("top_p is 0"), std::string::npos);
   EXPECT_NE(code.at("long").find("context_length_exceeded"), std::string::npos) << code.at("long");
   EXPECT_EQ(outputs(co, id, tmp).size(), 5u);
+
+  // A FIFO is written in place, never replaced by a renamed file (which, as root, once replaced
+  // /dev/null itself); through a symbolic link, the file it names is replaced and the link kept.
+  const std::filesystem::path fifo = tmp / "pipe";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  // Held open for reading and writing, so that the writer's open does not wait and nothing blocks
+  // if the FIFO is replaced; the five lines fit in the pipe's buffer.
+  const int fd = open(fifo.c_str(), O_RDWR | O_NONBLOCK);
+  ASSERT_GE(fd, 0);
+  const CliRun to_fifo = run_tiergen("results " + id + co.c() + "-o " + fifo.string());
+  EXPECT_EQ(to_fifo.status, 0) << to_fifo.err;
+  EXPECT_TRUE(std::filesystem::is_fifo(std::filesystem::symlink_status(fifo)));
+  std::string piped(1 << 16, '\0');
+  const ssize_t got = read(fd, piped.data(), piped.size());
+  close(fd);
+  piped.resize(got > 0 ? static_cast<size_t>(got) : 0);
+  EXPECT_EQ(std::count(piped.begin(), piped.end(), '\n'), 5) << piped;
+  write_file(tmp / "real.jsonl", "old\n");
+  std::filesystem::create_symlink(tmp / "real.jsonl", tmp / "link.jsonl");
+  const CliRun to_link = run_tiergen("results " + id + co.c() + "-o " + (tmp / "link.jsonl").string());
+  EXPECT_EQ(to_link.status, 0) << to_link.err;
+  EXPECT_TRUE(std::filesystem::is_symlink(tmp / "link.jsonl"));
+  EXPECT_EQ(read_file(tmp / "real.jsonl"), piped);
 }
 
 TEST(CliCoordinator, TokensMessageLimitsAndModelsAreChecked) {
