@@ -213,7 +213,7 @@ int64_t fetch_to(v1::Coordinator::Stub& stub, const coord::ClientOptions& o, con
   // Through a symbolic link, the file it names is replaced, not the link.
   const std::string final_path =
       !to_stdout && !in_place && std::filesystem::is_symlink(std::filesystem::symlink_status(path, ec))
-          ? std::filesystem::canonical(path).string()
+          ? std::filesystem::weakly_canonical(path).string()
           : path;
   const std::string tmp = in_place ? path : final_path + ".part";
   std::ofstream f;

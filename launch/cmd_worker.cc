@@ -169,8 +169,6 @@ class CoordinatorLink {
   v1::RegisterRequest request_;
 };
 
-// A chat's messages as one prompt, for models without a chat template: "role: content" lines,
-// then "assistant:" for the reply.
 // Whether the model folder holds a chat template: chat_template.jinja, or a "chat_template" in
 // tokenizer_config.json (where most checkpoints keep it). FormatError for a tokenizer_config.json
 // that is not JSON.
@@ -187,6 +185,8 @@ bool has_chat_template(const std::string& dir) {
   return it != j.end() && !it->is_null();
 }
 
+// A chat's messages as one prompt, for models without a chat template: "role: content" lines,
+// then "assistant:" for the reply.
 std::string render_chat(const std::vector<coord::ChatMessage>& messages) {
   std::string s;
   for (const auto& m : messages) s += m.role + ": " + m.content + "\n";

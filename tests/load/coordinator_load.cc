@@ -52,6 +52,9 @@ struct Tally {
   int64_t jobs = 0, lines_submitted = 0, lines_fetched = 0, watches = 0, errors = 0, blocks = 0;
   std::vector<std::string> first_errors;  // the first few, to print
 
+  void rpc_error(const char* call, const grpc::Status& s) {
+    error(std::string(call) + ": " + status_code_name(s.error_code()) + ": " + s.error_message());
+  }
   void error(const std::string& what) {
     std::lock_guard lock(mu);
     ++errors;
@@ -145,7 +148,7 @@ bool one_job(v1::Coordinator::Stub& stub, const ClientOptions& o, const Options&
     if (writer->Write(msg)) writer->WritesDone();
     const grpc::Status s = writer->Finish();
     if (!s.ok()) {
-      tally.error("SubmitJob: " + std::string(status_code_name(s.error_code())) + ": " + s.error_message());
+      tally.rpc_error("SubmitJob", s);
       return false;
     }
   }
@@ -161,7 +164,7 @@ bool one_job(v1::Coordinator::Stub& stub, const ClientOptions& o, const Options&
     }
     const grpc::Status s = reader->Finish();
     if (!s.ok()) {
-      tally.error("WatchJob: " + std::string(status_code_name(s.error_code())) + ": " + s.error_message());
+      tally.rpc_error("WatchJob", s);
       return false;
     }
   } else {
@@ -176,7 +179,7 @@ bool one_job(v1::Coordinator::Stub& stub, const ClientOptions& o, const Options&
       const grpc::Status s = stub.GetJob(make_context(o).get(), req, &job);
       get_job_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
       if (!s.ok()) {
-        tally.error("GetJob: " + std::string(status_code_name(s.error_code())) + ": " + s.error_message());
+        tally.rpc_error("GetJob", s);
         return false;
       }
       if (job.state() != "completed") std::this_thread::sleep_for(5ms);
@@ -209,7 +212,7 @@ bool one_job(v1::Coordinator::Stub& stub, const ClientOptions& o, const Options&
   }
   const grpc::Status s = reader->Finish();
   if (!s.ok()) {
-    tally.error("FetchResults: " + std::string(status_code_name(s.error_code())) + ": " + s.error_message());
+    tally.rpc_error("FetchResults", s);
     return false;
   }
   if (ok && static_cast<int>(seen.size()) != opt.lines) {
