@@ -40,6 +40,11 @@ class LocalEndpoint final : public Transport {
     hub_.cv_.notify_all();
   }
 
+  void check_failures() override {
+    const std::lock_guard lock(hub_.mu_);
+    if (hub_.aborted_) throw PeerError(*hub_.aborted_);
+  }
+
   void flush(Duration) override {}  // delivered when sent
 
  private:

@@ -158,6 +158,8 @@ class MpiTransport final : public Transport {
     });
   }
 
+  void check_failures() override { check_reports(); }
+
   void flush(Duration timeout) override {
     if (!poll_until(Clock::now() + timeout, [&] {
           check_reports();

@@ -121,38 +121,6 @@ std::vector<std::byte> step_message(const kernels::StepPlan& plan, bool greedy, 
   return w.take();
 }
 
-// Each GPU batch's hidden state (T_b, C) to `peer`, as the bytes of its dtype on the host.
-void send_hidden(Transport& t, int peer, kernels::Backend& be, const std::vector<GpuBatch>& batches) {
-  for (const GpuBatch& b : batches) {
-    Tensor host = Tensor::empty(b.ctx.hidden.shape(), b.ctx.hidden.dtype());  // (T_b, C)
-    be.copy(host, b.ctx.hidden);
-    std::vector<std::byte> bytes(host.nbytes());
-    std::memcpy(bytes.data(), host.raw(), bytes.size());
-    t.send(peer, std::move(bytes));
-  }
-}
-
-// The hidden states of `batches` from `peer`, sent in `wire` dtype, into `stage`'s tier and dtype;
-// `clock` counts the receives as waiting and the copies to the stage's device as computing.
-void recv_hidden(Transport& t, int peer, Duration timeout, Stage& stage, DType wire, std::vector<GpuBatch>& batches,
-                 StageClock& clock) {
-  const int64_t C = stage.model().spec().hidden_size;
-  for (GpuBatch& b : batches) {
-    auto from = std::chrono::steady_clock::now();
-    const std::vector<std::byte> bytes = t.recv(peer, timeout);
-    clock.waited(from);
-    from = std::chrono::steady_clock::now();
-    Tensor host = Tensor::empty({b.ctx.plan.num_tokens(), C}, wire);  // (T_b, C)
-    if (bytes.size() != host.nbytes())
-      throw PeerError(t.describe(t.rank()) + ": a hidden state of " + std::to_string(bytes.size()) + " bytes from " +
-                      t.describe(peer) + ", expected " + std::to_string(host.nbytes()) +
-                      " (do both ranks run the same model?)");
-    std::memcpy(host.raw(), bytes.data(), bytes.size());
-    b.ctx.hidden = stage.backend().upload(host, stage.dtypes().activations);
-    clock.computed(from);
-  }
-}
-
 std::vector<std::byte> output_message(const StepOutput& out, bool greedy) {
   Writer w(Kind::Output);
   w.put(static_cast<uint8_t>(greedy));
@@ -189,27 +157,6 @@ StageTimes get_times(Reader& r) {
 }
 
 }  // namespace
-
-StageTimes StageClock::take(const Transport& t, bool trace) {
-  StageTimes s{t.rank(), t.describe(t.rank()), compute_, wait_, since(since_), {}};
-  if (trace)
-    s.trace_events = trace::events_json(t.rank(), "stage " + std::to_string(t.rank()) + ", " + s.where, since_);
-  since_ = std::chrono::steady_clock::now();
-  compute_ = wait_ = 0;
-  return s;
-}
-
-std::string describe_times(const std::vector<StageTimes>& stages) {
-  std::string out;
-  char line[256];
-  for (const StageTimes& s : stages) {
-    const double wall = s.wall_s > 0 ? s.wall_s : 1;
-    std::snprintf(line, sizeof line, "stage %d, %s: computing %.2f s (%.0f%%), waiting for input %.2f s (%.0f%%)\n",
-                  s.rank, s.where.c_str(), s.compute_s, 100 * s.compute_s / wall, s.wait_s, 100 * s.wait_s / wall);
-    out += line;
-  }
-  return out;
-}
 
 std::vector<LayerSpan> stage_spans(int64_t num_layers, int stages, const std::vector<int64_t>& first_layers) {
   if (stages < 1) throw InvalidArgumentError("a pipeline needs at least one stage, got " + std::to_string(stages));
@@ -371,8 +318,13 @@ std::vector<std::string> all_gather_text(Transport& t, const std::string& mine, 
 }
 
 PipelineExecutor::PipelineExecutor(Stage& stage, Transport& t, int64_t gpu_batch_size, int micro_batches,
-                                   Duration timeout)
-    : stage_(stage), t_(t), gpu_batch_size_(gpu_batch_size), micro_batches_(micro_batches), timeout_(timeout) {
+                                   Duration timeout, StageLinks* links)
+    : stage_(stage),
+      t_(t),
+      links_(links ? *links : host_links_),
+      gpu_batch_size_(gpu_batch_size),
+      micro_batches_(micro_batches),
+      timeout_(timeout) {
   TIERGEN_CHECK(t.rank() == 0, "the pipeline's executor runs on rank 0");
   if (micro_batches < 1)
     throw InvalidArgumentError("micro-batch count must be positive, got " + std::to_string(micro_batches));
@@ -392,6 +344,7 @@ void PipelineExecutor::stop() {
   if (stopped_ || t_.size() == 1) return;
   stopped_ = true;
   t_.send(1, Writer(Kind::Stop).take());
+  links_.flush(t_, timeout_);
   t_.flush(timeout_);
 }
 
@@ -433,7 +386,7 @@ void PipelineExecutor::submit(const kernels::StepPlan& plan, bool greedy) {
     return;
   }
   t_.send(1, step_message(plan, greedy, stage_.dtypes().activations));
-  send_hidden(t_, 1, stage_.backend(), batches);
+  links_.send(t_, stage_.backend(), batches, timeout_);
   clock_.computed(from);
   ++in_flight_;
 }
@@ -466,7 +419,9 @@ StepOutput PipelineExecutor::collect() {
   return out;
 }
 
-void serve_stage(Stage& stage, Transport& t, Duration timeout) {
+void serve_stage(Stage& stage, Transport& t, Duration timeout, StageLinks* given) {
+  StageLinks host_links;
+  StageLinks& links = given ? *given : host_links;
   reporting_failures(t, [&] {
     const int prev = t.rank() - 1, next = t.rank() + 1;
     const bool last = next == t.size();
@@ -479,6 +434,7 @@ void serve_stage(Stage& stage, Transport& t, Duration timeout) {
       switch (expect(rd, {Kind::Allocate, Kind::Step, Kind::Stop, Kind::Report})) {
         case Kind::Stop:
           if (!last) t.send(next, std::move(msg));
+          links.flush(t, timeout);
           t.flush(timeout);
           return;
         case Kind::Report: {
@@ -502,7 +458,7 @@ void serve_stage(Stage& stage, Transport& t, Duration timeout) {
           const kernels::StepPlan plan = get_plan(rd);
           const trace::Span span(trace::kSteps, "step of " + std::to_string(plan.num_tokens()) + " tokens");
           std::vector<GpuBatch> batches = stage.split(plan);
-          recv_hidden(t, prev, timeout, stage, wire, batches, clock);
+          links.recv(t, stage, wire, batches, clock, timeout);
           from = std::chrono::steady_clock::now();
           stage.forward_block(batches);
           if (last) {
@@ -511,7 +467,7 @@ void serve_stage(Stage& stage, Transport& t, Duration timeout) {
             t.send(0, output_message(out, greedy));
           } else {
             t.send(next, step_message(plan, greedy, stage.dtypes().activations));
-            send_hidden(t, next, stage.backend(), batches);
+            links.send(t, stage.backend(), batches, timeout);
           }
           clock.computed(from);
         }

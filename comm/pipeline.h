@@ -1,10 +1,10 @@
 // The pipeline over ranks: each rank runs one Stage (a contiguous range of the layer list) and the
 // block schedule over it; rank 0 also drives the Generator. A block's step flows rank 0 -> 1 -> ...
-// -> N-1 as one message with the step plan and then one per GPU batch with its hidden state
-// (T_b, C); the last rank sends rank 0 the step's greedy ids or logits. Several blocks are in flight
-// at once (micro-batches, Executor::max_in_flight), so while rank 0 samples one block's tokens
-// the other ranks compute the others' layers. A pipeline of one rank is the same executor with
-// nobody to send to.
+// -> N-1 as one message with the step plan and then each GPU batch's hidden state (T_b, C), over
+// the Transport or device to device (comm/stage_link.h); the last rank sends rank 0 the step's greedy ids or logits.
+// Several blocks are in flight at once (micro-batches, Executor::max_in_flight), so while rank 0 samples one block's
+// tokens the other ranks compute the others' layers. A pipeline of one rank is the same executor with nobody to send
+// to.
 #pragma once
 
 #include <chrono>
@@ -17,6 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include "comm/stage_clock.h"
+#include "comm/stage_link.h"
 #include "comm/transport.h"
 #include "runtime/core/error.h"
 #include "runtime/engine/model.h"
@@ -70,41 +72,13 @@ std::vector<std::vector<T>> all_gather_values(Transport& t, const std::vector<T>
   return all;
 }
 
-// One rank's time over a period of a run (since the previous report): computing its layers (from
-// having a step's input to having sent its output), waiting for input (blocked on a receive: the
-// pipeline's bubbles), and the whole period. Rank 0's wait is for the last rank's output; the rest
-// of its period is the driver's own work (sampling, scheduling).
-struct StageTimes {
-  int rank = 0;
-  std::string where;  // "rank 1 (host a)"
-  double compute_s = 0, wait_s = 0, wall_s = 0;
-  std::string trace_events;  // trace::events_json of the period, when a report asked for it
-};
-// One line per stage: "stage 1, rank 1 (host a): computing 8.10 s (81%), waiting for input 1.80 s (18%)".
-std::string describe_times(const std::vector<StageTimes>& stages);
-
-// Times a rank's period: compute and wait spans add up until take() ends the period.
-class StageClock {
- public:
-  StageClock() : since_(std::chrono::steady_clock::now()) {}
-  void computed(std::chrono::steady_clock::time_point from) { compute_ += since(from); }
-  void waited(std::chrono::steady_clock::time_point from) { wait_ += since(from); }
-  // This rank's times for the period, with its trace events when `trace`; a new period begins.
-  StageTimes take(const Transport& t, bool trace);
-
- private:
-  static double since(std::chrono::steady_clock::time_point from) {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now() - from).count();
-  }
-  std::chrono::steady_clock::time_point since_;
-  double compute_ = 0, wait_ = 0;
-};
-
 // The executor on rank 0. `stage` is this rank's; `timeout` bounds every wait for another rank.
 class PipelineExecutor final : public Executor {
  public:
-  // `gpu_batch_size` as LocalPipeline's (0: one batch per block); `micro_batches`: blocks in flight.
-  PipelineExecutor(Stage& stage, Transport& t, int64_t gpu_batch_size, int micro_batches, Duration timeout);
+  // `gpu_batch_size` as LocalPipeline's (0: one batch per block); `micro_batches`: blocks in flight;
+  // `links`: how hidden states reach rank 1 (null: through host memory), outliving the executor.
+  PipelineExecutor(Stage& stage, Transport& t, int64_t gpu_batch_size, int micro_batches, Duration timeout,
+                   StageLinks* links = nullptr);
   // Tells the other ranks the run is over (they return from serve_stage).
   ~PipelineExecutor() override;
   PipelineExecutor(const PipelineExecutor&) = delete;
@@ -127,6 +101,8 @@ class PipelineExecutor final : public Executor {
  private:
   Stage& stage_;
   Transport& t_;
+  StageLinks host_links_;  // when none were given
+  StageLinks& links_;
   int64_t gpu_batch_size_;
   int micro_batches_;
   Duration timeout_;
@@ -138,8 +114,9 @@ class PipelineExecutor final : public Executor {
 
 // What a rank other than 0 does for a run: serves the steps that come from the rank before it,
 // until rank 0 ends the run. Every wait is bounded by `timeout`; on any error the rank reports it to
-// the others (Transport::abort) and rethrows.
-void serve_stage(Stage& stage, Transport& t, Duration timeout);
+// the others (Transport::abort) and rethrows. `links`: how hidden states come and go (null: through
+// host memory).
+void serve_stage(Stage& stage, Transport& t, Duration timeout, StageLinks* links = nullptr);
 
 // Runs `body` and, when it throws, tells the other ranks why before rethrowing: their waits end
 // with this rank's error rather than a deadline.

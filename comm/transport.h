@@ -35,6 +35,9 @@ class Transport {
   // Tells every other rank that this one stops because of `why` (best effort, never waits long):
   // their waits end with this rank's report instead of their own deadline.
   virtual void abort(const std::string& why) = 0;
+  // Throws PeerError with another rank's failure report when one has come, else returns at once:
+  // for waits outside the transport (a device-to-device link) to end on it too.
+  virtual void check_failures() = 0;
   // Waits (at most `timeout`) until every queued send was delivered to its peer's transport, so
   // that a rank that exits next loses nothing it sent. PeerError past the deadline.
   virtual void flush(Duration timeout) = 0;

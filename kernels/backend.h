@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -114,6 +115,40 @@ struct AttentionShape {
   Tensor alibi_slopes;  // F32 (n_heads) in the backend's tier, or undefined: adds slope_h * key_position
 };
 
+// A link from this rank's device straight to one other rank's device (NCCL between two GPUs): the
+// pipeline's hidden states cross it without passing through host memory. A link joins two ranks,
+// the first of which (`me` 0) sends and the second receives. Transfers run on the link's own queue,
+// each after the compute lane's work queued before it, and compute queued after a receive waits for
+// it. The host waits only for the library to take a call (the first one sets up the connection)
+// and in wait(); each returns false once its deadline has passed first, the link then aborted: a
+// peer that died leaves nothing spinning on the device. While waiting each calls the link's `poll`
+// (which may throw: another rank's failure report); a library error is a DeviceError.
+class PeerLink {
+ public:
+  virtual ~PeerLink() = default;  // ends the link, aborting what is still in flight
+  // Queues `x` (this backend's tier) to go to the peer; `x` is kept alive until it has gone.
+  [[nodiscard]] virtual bool send(const Tensor& x, std::chrono::milliseconds timeout) = 0;
+  // Queues a receive into `x` (this backend's tier; the peer sends the same number of bytes).
+  [[nodiscard]] virtual bool recv(Tensor& x, std::chrono::milliseconds timeout) = 0;
+  // Waits until the join and every transfer queued so far are done.
+  [[nodiscard]] virtual bool wait(std::chrono::milliseconds timeout) = 0;
+};
+
+// How a backend makes PeerLinks (kernels/cuda/peer_link.cc for NCCL).
+class PeerConnector {
+ public:
+  virtual ~PeerConnector() = default;
+  // The device as a peer sees it, "host/bus id": two ranks with the same address share a device,
+  // which a link cannot join.
+  virtual std::string address() const = 0;
+  // A new link's key (NCCL's unique id), made by the rank that sends and given to the other.
+  virtual std::vector<std::byte> new_key() = 0;
+  // Joins the link `key` as `me` (0: the sender, 1: the receiver). Returns at once; the link's
+  // first wait() completes the join, which needs both ranks to have called this. `poll` must stay
+  // callable as long as the link lives.
+  virtual std::unique_ptr<PeerLink> join(std::span<const std::byte> key, int me, std::function<void()> poll) = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -183,6 +218,15 @@ class Backend {
   virtual void on_lane(Lane lane, std::function<void()> fn) {
     (void)lane;
     fn();
+  }
+
+  // ---- peers ----
+  // This backend's links to other ranks' devices, or null where it has none (the CPU backend; a
+  // GPU without NCCL, `why_not` then says why): the pipeline's hidden states then cross through
+  // host memory over the ranks' transport.
+  virtual PeerConnector* peers(std::string& why_not) {
+    why_not = name() + " moves tensors to other ranks through host memory";
+    return nullptr;
   }
 
   // ---- ops ----

@@ -90,7 +90,7 @@ int run_bench(BenchArgs& a, PipelineRank& rank) {
   }
   if (!rank.first()) {  // serves every run rank 0 drives, warm-ups included
     TraceFile trace(rank.trace_path(a.offload.trace_file));
-    comm::serve_stage(*loaded.stage, rank.transport(), rank.timeout());
+    comm::serve_stage(*loaded.stage, rank.transport(), rank.timeout(), loaded.links.get());
     trace.close();
     return 0;
   }
@@ -98,11 +98,12 @@ int run_bench(BenchArgs& a, PipelineRank& rank) {
   const Model* model = loaded.model.get();
   const std::vector<MemoryPlan>& plans = loaded.plans;
   const Capacities& cap = loaded.capacities;
-  comm::PipelineExecutor exec(stage, rank.transport(), 0, micro, rank.timeout());
+  comm::PipelineExecutor exec(stage, rank.transport(), 0, micro, rank.timeout(), loaded.links.get());
   if (rank.size() > 1)
     std::cout << "pipeline: " << rank.size() << " stages, " << micro << " blocks in flight; this is " << rank.describe()
               << "\n";
   if (!rank.balance_note().empty()) std::cout << rank.balance_note() << "\n";
+  if (!loaded.links->note().empty()) std::cout << loaded.links->note() << "\n";
   if (policy) {
     std::cout << "policy: " << policy->describe() << "\n";
     for (size_t i = 0; i < blocks.size(); ++i)

@@ -128,8 +128,9 @@ int lead_generate(GenerateArgs& a, const BudgetOptions::Bytes& budgets, const Mo
       comm::share_shape(rank.transport(), run_shape(reqs, block, rank.micro_batches()), rank.timeout());
   PipelineRank::Loaded stage = rank.load(a.source, a.engine, a.offload, policy, {shape}, budgets, "--max-new-tokens");
   if (!rank.balance_note().empty()) std::cerr << "tiergen: " << rank.balance_note() << "\n";
+  if (!stage.links->note().empty()) std::cerr << "tiergen: " << stage.links->note() << "\n";
   comm::PipelineExecutor exec(*stage.stage, rank.transport(), a.offload.gpu_batch(block), rank.micro_batches(),
-                              rank.timeout());
+                              rank.timeout(), stage.links.get());
   Generator gen(exec, tokenizer.get(), block);
   int64_t most_tokens = 0;
   for (const Request& r : reqs) most_tokens += r.max_new_tokens;
@@ -176,7 +177,7 @@ int serve_generate(GenerateArgs& a, const BudgetOptions::Bytes& budgets, Pipelin
   const RunShape shape = comm::share_shape(rank.transport(), RunShape{}, rank.load_timeout());
   PipelineRank::Loaded stage = rank.load(a.source, a.engine, a.offload, policy, {shape}, budgets, "--max-new-tokens");
   TraceFile trace(rank.trace_path(a.offload.trace_file));
-  comm::serve_stage(*stage.stage, rank.transport(), rank.timeout());
+  comm::serve_stage(*stage.stage, rank.transport(), rank.timeout(), stage.links.get());
   trace.close();
   return 0;
 }

@@ -325,11 +325,11 @@ int run_worker(WorkerArgs& a) {
     });
     PipelineRank::Loaded stage = rank.load(a.source, a.engine, a.offload, policy, {shape}, budgets, "--max-seq-len");
     if (!rank.first()) {
-      comm::serve_stage(*stage.stage, rank.transport(), rank.timeout());
+      comm::serve_stage(*stage.stage, rank.transport(), rank.timeout(), stage.links.get());
       return 0;
     }
     comm::PipelineExecutor exec(*stage.stage, rank.transport(), a.offload.gpu_batch(block), rank.micro_batches(),
-                                rank.timeout());
+                                rank.timeout(), stage.links.get());
     // Between blocks the other ranks wait for rank 0 with --comm-timeout: a report round trip now
     // and then tells them the pipeline lives (and finds a rank that died).
     auto last_alive = Clock::now();
@@ -349,6 +349,7 @@ int run_worker(WorkerArgs& a) {
       link->enroll(reg, keep_alive);
     }
     if (!rank.balance_note().empty()) std::cerr << "tiergen: " << rank.balance_note() << "\n";
+    if (!stage.links->note().empty()) std::cerr << "tiergen: " << stage.links->note() << "\n";
     link->set_ready();
     std::cerr << "tiergen: worker " << link->id() << " (" << reg.model() << ", " << rank.size() << " stage"
               << (rank.size() == 1 ? "" : "s") << ") ready at " << link->options().address << std::endl;

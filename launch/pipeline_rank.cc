@@ -37,6 +37,9 @@ void PipelineOptions::add_flags(CLI::App& cmd) {
   cmd.add_option("--cluster-config", cluster_config,
                  "Under mpirun: a YAML file with one entry per rank: its device, budgets, --percent, threads and "
                  "first layer (cluster-configs/, docs/pipeline.md)");
+  cmd.add_option("--stage-link", stage_link,
+                 "Under mpirun: how hidden states go between stages: auto (NCCL between two GPUs, else through host "
+                 "memory), host, or nccl (an error where a pair of stages cannot use it); default auto");
 }
 
 PipelineRank::PipelineRank(const PipelineOptions& o, const ModelSpec& spec) {
@@ -45,6 +48,7 @@ PipelineRank::PipelineRank(const PipelineOptions& o, const ModelSpec& spec) {
   timeout_ = parse_duration(config && config->comm_timeout ? *config->comm_timeout : o.comm_timeout,
                             config && config->comm_timeout ? o.cluster_config + ": comm_timeout" : "--comm-timeout");
   load_timeout_ = parse_duration(o.load_timeout, "--load-timeout");
+  link_mode_ = comm::parse_link_mode(o.stage_link);
   if (comm::launched_by_mpirun()) {
     if (!comm::have_mpi())
       throw UnsupportedError("started by mpirun with " + std::to_string(comm::mpirun_size()) +
@@ -325,6 +329,10 @@ PipelineRank::Loaded PipelineRank::load(const ModelSource& source, EngineOptions
   l.capacities = a.capacities;
   l.plans = std::move(a.plans);
   const ComputePlacement compute = engine.placement(stage_spec_);
+  // The links between the stages before the weights: a pair that cannot have the links asked for
+  // is an error on every rank before anything loads, and the links are up when the run starts.
+  l.links = std::make_unique<comm::StageLinks>(
+      comm::StageLinks::connect(*t_, *l.backend, compute.activations, link_mode_, timeout_));
   l.backend->set_memory_limit(budgets.gpu);
   if (policy) l.offloaded = offload.prepare(*policy, *l.backend, compute);
   l.model = engine.load(source, *l.backend, compute, l.offloaded.on_loaded(), span_);

@@ -16,6 +16,7 @@
 #include "comm/layer_balance.h"
 #include "comm/local_transport.h"
 #include "comm/pipeline.h"
+#include "comm/stage_link.h"
 #include "comm/transport.h"
 #include "launch/cluster_config.h"
 #include "launch/commands.h"
@@ -27,7 +28,8 @@ struct PipelineOptions {
   int micro_batches = 0;              // blocks in flight; 0: one per stage
   std::vector<int64_t> stage_layers;  // the first decoder layer of each stage after the first
   std::string comm_timeout = "120s", load_timeout = "1h";
-  std::string cluster_config;  // launch/cluster_config.h
+  std::string cluster_config;       // launch/cluster_config.h
+  std::string stage_link = "auto";  // comm/stage_link.h
   void add_flags(CLI::App& cmd);
 };
 
@@ -92,6 +94,7 @@ class PipelineRank {
     std::unique_ptr<Stage> stage;
     std::vector<MemoryPlan> plans;  // one per shape
     Capacities capacities;
+    std::unique_ptr<comm::StageLinks> links;  // last: its device links end before the backend
   };
   // What load() does before it loads: this rank's backend (none for a plan of a GPU this machine
   // lacks, when `planning`), its capacities, the layer assignment (balanced when the stages differ),
@@ -134,6 +137,7 @@ class PipelineRank {
   std::string balance_note_;
   bool mpi_ = false;
   std::optional<StageConfig> config_;  // this rank's stage in --cluster-config
+  comm::LinkMode link_mode_ = comm::LinkMode::Auto;
   Assigner assigner_;
 };
 

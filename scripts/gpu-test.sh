@@ -48,6 +48,11 @@
 #                              TIERGEN_OFFLOAD_DIR is the disk folder (default /tmp). Then upstream
 #                              FlexGen's offloading cases when FLEXGEN_HARNESS is set (FLEXGEN_CASES,
 #                              default 30b_off 30b_24g). Logs to $TIERGEN_LOG_DIR.
+#   scripts/gpu-test.sh bench-pipeline  GPU HOST with 2 GPUs: OPT-66B under --gpu-mem 24GiB on one GPU,
+#                              then as a 2-stage pipeline (mpirun -np 2, NCCL between the stages),
+#                              in one run (docs/pipeline.md, "Scaling"). Logs to $TIERGEN_LOG_DIR.
+#   NCCL: the pipeline loads libnccl.so.2 at run time; unpacking puts a Python install's copy on
+#   LD_LIBRARY_PATH where the host has no other.
 # build-gpu/, build-gpu-tree/ (/build*/) and .devlibs/ are ignored by .gitignore.
 set -euo pipefail
 
@@ -138,6 +143,15 @@ unpack_libs() {
   export TIERGEN_SOURCE_DIR="$ROOT"  # the tests read tests/data and models/ from this checkout
   export TIERGEN_BINARY="$BIN/tools/tiergen"  # and run the packed executable
   export LD_LIBRARY_PATH="$unpacked:/usr/local/cuda/lib64:/usr/local/cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # NCCL, for the pipeline's links between GPUs (tiergen loads it at run time): the host's own, else
+  # a Python install's (the nvidia-nccl wheel that PyTorch brings), else none, and a pipeline's
+  # hidden states then cross through host memory.
+  if ! ldconfig -p 2>/dev/null | grep -q 'libnccl\.so\.2' && [[ ! -e /usr/local/cuda/lib64/libnccl.so.2 ]]; then
+    local nccl
+    nccl=$(python3 -c 'import os, nvidia.nccl; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' \
+      2>/dev/null) || nccl=""
+    if [[ -n "$nccl" && -e "$nccl/libnccl.so.2" ]]; then export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$nccl"; fi
+  fi
 }
 
 bench() {
@@ -242,14 +256,45 @@ run() {
   echo "GPU TESTS PASSED"
 }
 
+# mpirun as a user runs it on one node, root allowed (containers); every rank gets the environment.
+mpirun_np() {
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0 \
+    mpirun --oversubscribe -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -x TIERGEN_CUDA_MODULE -np "$@"
+}
+
+# GPU HOST with 2 GPUs: OPT-66B fp16 (dummy weights, prompt 512, gen 32) under the same per-GPU
+# budget, --gpu-mem 24GiB, on one GPU and as a pipeline of two (mpirun -np 2, NCCL between them),
+# in one run. Each stage holds half the layers, so under the same budget it keeps a larger share of
+# them on its GPU (the --percent below fit 24 GiB by `tiergen plan`: 12% of all layers on one GPU,
+# 26% of each half on two); P66_P1 and P66_P2 give other policies. Host memory is given, never
+# read off the machine (some hosts report less than they will grant).
+bench_pipeline() {
+  unpack_libs
+  local out="${TIERGEN_LOG_DIR:-/tmp/tiergen-bench}" t="$BIN/tools/tiergen"
+  mkdir -p "$out"
+  nvidia-smi -L | tee "$out/nvidia-smi.txt"
+  local flags="--device cuda --dummy opt-66b --gpu-mem 24GiB --prompt-len 512 --gen-len 32 --json --progress 30"
+  local batch="--cpu-cache-compute --gpu-batch-size ${G66P:-16} --num-gpu-batches ${N66P:-2}"
+  local p1="--percent ${P66_P1:-12 88 0 100 100 0} --cpu-mem ${CPU_MEM_P1:-200GiB} $batch"
+  local p2="--percent ${P66_P2:-26 74 0 100 100 0} --cpu-mem ${CPU_MEM_P2:-100GiB} $batch --stage-link nccl"
+  echo "=== opt-66b-gpu24g-p1: tiergen bench $flags $p1"
+  # shellcheck disable=SC2086  # flags are words
+  "$t" bench $flags $p1 2>&1 | tee "$out/tiergen-opt-66b-gpu24g-p1.txt" || echo "=== opt-66b-gpu24g-p1 failed"
+  echo "=== opt-66b-gpu24g-p2: mpirun -np 2 tiergen bench $flags $p2"
+  # shellcheck disable=SC2086
+  TIERGEN_CUDA_MODULE="$BIN/lib/libtiergen_cuda.so" mpirun_np 2 "$t" bench $flags $p2 2>&1 |
+    tee "$out/tiergen-opt-66b-gpu24g-p2.txt" || echo "=== opt-66b-gpu24g-p2 failed"
+}
+
 case "${1:-}" in
   pack) pack ;;
+  bench-pipeline) bench_pipeline ;;
   run) run ;;
   bench) bench ;;
   bench-gpu) bench_gpu ;;
   bench-offload) bench_offload ;;
   *)
-    echo "usage: $0 pack|run|bench|bench-gpu|bench-offload   (see the comment at the top)" >&2
+    echo "usage: $0 pack|run|bench|bench-gpu|bench-offload|bench-pipeline   (see the comment at the top)" >&2
     exit 2
     ;;
 esac

@@ -14,6 +14,7 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_handles.h"
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/peer_link.h"
 #include "runtime/core/error.h"
 
 namespace tiergen::kernels::cuda {
@@ -164,6 +165,15 @@ class CudaBackend final : public Backend {
   void synchronize() override {
     activate();
     for (const Stream* s : {&load_, &store_, &stream_}) CUDA_CHECK(cudaStreamSynchronize(s->get()));
+  }
+
+  PeerConnector* peers(std::string& why_not) override {
+    if (!peers_tried_) {
+      peers_tried_ = true;
+      peers_ = make_nccl_connector(device_, stream_.get(), peers_why_not_);
+    }
+    why_not = peers_why_not_;
+    return peers_.get();
   }
 
   void linear(Tensor& out, const Tensor& x, const Tensor& w, const Tensor* bias) override {
@@ -329,7 +339,10 @@ class CudaBackend final : public Backend {
   static constexpr int kStagingRing = 8;
   std::vector<std::unique_ptr<Staging>> staging_;
   size_t staging_next_ = 0;
-  Tensor probe_sink_;  // read_probe's never-written word
+  Tensor probe_sink_;                     // read_probe's never-written word
+  std::unique_ptr<PeerConnector> peers_;  // NCCL, made on the first ask
+  std::string peers_why_not_;
+  bool peers_tried_ = false;
 };
 
 }  // namespace

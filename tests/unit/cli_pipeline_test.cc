@@ -179,6 +179,18 @@ TEST(CliPipeline, BadConfigurationsAreOneErrorOnEveryRank) {
   r = run_tiergen("generate" + model + " --comm-timeout 0s", "", mpirun(2));
   EXPECT_EQ(r.status, 2) << r.err;
   every_rank(r, "--comm-timeout: '0s' is not a duration", 2);
+  // Hidden states over NCCL between CPU ranks: refused on every rank, naming the pair, before any
+  // weight is loaded.
+  r = run_tiergen("generate" + model + " --stage-link nccl", "", mpirun(2));
+  EXPECT_EQ(r.status, 2) << r.err;
+  every_rank(r,
+             "--stage-link nccl: the hidden states rank 0 (host " + host_name() + ") -> rank 1 (host " + host_name() +
+                 ") cannot go over NCCL: rank 0 (host " + host_name() + "): cpu",
+             2);
+  EXPECT_EQ(r.err.find("loaded"), std::string::npos) << r.err;
+  r = run_tiergen("generate" + model + " --stage-link mpi", "", mpirun(2));
+  EXPECT_EQ(r.status, 2) << r.err;
+  every_rank(r, "--stage-link must be auto, host or nccl, got 'mpi'", 2);
 }
 
 // bench over a pipeline: rank 0 reports every run once, counting all the blocks in flight.
