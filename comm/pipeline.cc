@@ -113,10 +113,13 @@ kernels::StepPlan get_plan(Reader& r) {
   return p;
 }
 
-std::vector<std::byte> step_message(const kernels::StepPlan& plan, bool greedy, DType act) {
+// A step: the sampling mode, the dtype and GPU batch of the hidden states that follow (the sender's
+// cut of the block, which the receiver's may differ from), and the block's layout.
+std::vector<std::byte> step_message(const kernels::StepPlan& plan, bool greedy, DType act, int64_t batch_slots) {
   Writer w(Kind::Step);
   w.put(static_cast<uint8_t>(greedy));
   w.put(static_cast<uint32_t>(act));
+  w.put(batch_slots);
   put_plan(w, plan);
   return w.take();
 }
@@ -385,7 +388,7 @@ void PipelineExecutor::submit(const kernels::StepPlan& plan, bool greedy) {
     clock_.computed(from);
     return;
   }
-  t_.send(1, step_message(plan, greedy, stage_.dtypes().activations));
+  t_.send(1, step_message(plan, greedy, stage_.dtypes().activations, stage_.batch_slots()));
   links_.send(t_, stage_.backend(), batches, timeout_);
   clock_.computed(from);
   ++in_flight_;
@@ -419,7 +422,7 @@ StepOutput PipelineExecutor::collect() {
   return out;
 }
 
-void serve_stage(Stage& stage, Transport& t, Duration timeout, StageLinks* given) {
+void serve_stage(Stage& stage, Transport& t, Duration timeout, StageLinks* given, int64_t gpu_batch_size) {
   StageLinks host_links;
   StageLinks& links = given ? *given : host_links;
   reporting_failures(t, [&] {
@@ -448,17 +451,20 @@ void serve_stage(Stage& stage, Transport& t, Duration timeout, StageLinks* given
         case Kind::Allocate: {
           int64_t v[4];
           for (int64_t& x : v) x = rd.get<int64_t>();
-          stage.allocate_cache(v[0], v[1], v[2], v[3]);
+          stage.allocate_cache(v[0], v[1], gpu_batch_size > 0 ? gpu_batch_size : v[2], v[3]);
           if (!last) t.send(next, std::move(msg));
           break;
         }
         default: {  // a step
           const bool greedy = rd.get<uint8_t>() != 0;
           const auto wire = static_cast<DType>(rd.get<uint32_t>());
+          const auto sent_batch = rd.get<int64_t>();
           const kernels::StepPlan plan = get_plan(rd);
+          if (sent_batch < 1) rd.bad();
           const trace::Span span(trace::kSteps, "step of " + std::to_string(plan.num_tokens()) + " tokens");
           std::vector<GpuBatch> batches = stage.split(plan);
-          links.recv(t, stage, wire, batches, clock, timeout);
+          const std::vector<GpuBatch> sent = stage.split(plan, sent_batch);
+          links.recv(t, stage, wire, sent, batches, clock, timeout);
           from = std::chrono::steady_clock::now();
           stage.forward_block(batches);
           if (last) {
@@ -466,7 +472,7 @@ void serve_stage(Stage& stage, Transport& t, Duration timeout, StageLinks* given
                 step_output(stage.backend(), batches, plan.logit_rows.size(), stage.model().spec().vocab_size, greedy);
             t.send(0, output_message(out, greedy));
           } else {
-            t.send(next, step_message(plan, greedy, stage.dtypes().activations));
+            t.send(next, step_message(plan, greedy, stage.dtypes().activations, stage.batch_slots()));
             links.send(t, stage.backend(), batches, timeout);
           }
           clock.computed(from);

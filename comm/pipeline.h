@@ -1,10 +1,11 @@
 // The pipeline over ranks: each rank runs one Stage (a contiguous range of the layer list) and the
 // block schedule over it; rank 0 also drives the Generator. A block's step flows rank 0 -> 1 -> ...
 // -> N-1 as one message with the step plan and then each GPU batch's hidden state (T_b, C), over
-// the Transport or device to device (comm/stage_link.h); the last rank sends rank 0 the step's greedy ids or logits.
-// Several blocks are in flight at once (micro-batches, Executor::max_in_flight), so while rank 0 samples one block's
-// tokens the other ranks compute the others' layers. A pipeline of one rank is the same executor with nobody to send
-// to.
+// the Transport or device to device (comm/stage_link.h); each stage may cut a block into GPU
+// batches of its own size, the hidden states crossing in the sender's; the last rank sends rank 0 the step's greedy ids
+// or logits. Several blocks are in flight at once (micro-batches, Executor::max_in_flight), so while rank 0 samples one
+// block's tokens the other ranks compute the others' layers. A pipeline of one rank is the same executor with nobody to
+// send to.
 #pragma once
 
 #include <chrono>
@@ -115,8 +116,8 @@ class PipelineExecutor final : public Executor {
 // What a rank other than 0 does for a run: serves the steps that come from the rank before it,
 // until rank 0 ends the run. Every wait is bounded by `timeout`; on any error the rank reports it to
 // the others (Transport::abort) and rethrows. `links`: how hidden states come and go (null: through
-// host memory).
-void serve_stage(Stage& stage, Transport& t, Duration timeout, StageLinks* links = nullptr);
+// host memory). `gpu_batch_size`: this stage's own GPU batch (0: rank 0's cut of a block).
+void serve_stage(Stage& stage, Transport& t, Duration timeout, StageLinks* links = nullptr, int64_t gpu_batch_size = 0);
 
 // Runs `body` and, when it throws, tells the other ranks why before rethrowing: their waits end
 // with this rank's error rather than a deadline.

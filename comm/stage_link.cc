@@ -146,40 +146,100 @@ void StageLinks::send(Transport& t, kernels::Backend& be, const std::vector<GpuB
   }
 }
 
-void StageLinks::recv(Transport& t, Stage& stage, DType wire, std::vector<GpuBatch>& batches, StageClock& clock,
-                      Duration timeout) {
+void StageLinks::recv(Transport& t, Stage& stage, DType wire, const std::vector<GpuBatch>& sent,
+                      std::vector<GpuBatch>& batches, StageClock& clock, Duration timeout) {
   const int peer = t.rank() - 1;
   const int64_t C = stage.model().spec().hidden_size;
   const DType act = stage.dtypes().activations;
+  kernels::Backend& be = stage.backend();
+  bool same_cut = sent.size() == batches.size();
+  for (size_t i = 0; same_cut && i < sent.size(); ++i) same_cut = sent[i].rows == batches[i].rows;
+  // Where the cuts differ: each block row's place among the received rows (all of them in the
+  // sender's batch order), for the regrouping.
+  int64_t total = 0;
+  std::vector<int32_t> place;
+  if (!same_cut) {
+    for (const GpuBatch& b : sent)
+      for (int32_t r : b.rows) {
+        if (static_cast<size_t>(r) >= place.size()) place.resize(static_cast<size_t>(r) + 1, -1);
+        place[static_cast<size_t>(r)] = static_cast<int32_t>(total++);
+      }
+  }
+  auto places_of = [&](const GpuBatch& b) {
+    std::vector<int32_t> at;
+    for (int32_t r : b.rows) at.push_back(place.at(static_cast<size_t>(r)));
+    return at;
+  };
+
   if (prev_) {
     // The ranks chose this link for equal activation dtypes: the bytes are the hidden state as is.
     if (wire != act)
       throw PeerError(t.describe(peer) + " sends hidden states in " + dtype_name(wire) + " over NCCL, " +
                       t.describe(t.rank()) + " computes in " + dtype_name(act));
-    auto from = std::chrono::steady_clock::now();
-    for (GpuBatch& b : batches) {
-      b.ctx.hidden = stage.backend().scratch({b.ctx.plan.num_tokens(), C}, act);  // (T_b, C)
-      if (!prev_->recv(b.ctx.hidden, timeout)) throw PeerError(timeout_message(t, peer, timeout) + " (over NCCL)");
+    const auto from = std::chrono::steady_clock::now();
+    Tensor all;  // (total, C): every received row, where the cuts differ
+    if (!same_cut) all = be.scratch({total, C}, act);
+    int64_t at = 0;
+    for (size_t i = 0; i < sent.size(); ++i) {
+      const int64_t T = sent[i].ctx.plan.num_tokens();
+      Tensor into = same_cut ? be.scratch({T, C}, act) : all.slice_rows(at, at + T);  // (T_b, C)
+      at += T;
+      if (same_cut) batches[i].ctx.hidden = into;
+      if (!prev_->recv(into, timeout)) throw PeerError(timeout_message(t, peer, timeout) + " (over NCCL)");
     }
     const bool came = prev_->wait(timeout);
     clock.waited(from);
     if (!came) throw PeerError(timeout_message(t, peer, timeout) + " (over NCCL)");
+    if (same_cut) return;
+    const auto regroup = std::chrono::steady_clock::now();
+    for (GpuBatch& b : batches) {
+      const std::vector<int32_t> at_host = places_of(b);
+      Tensor rows = Tensor::empty({static_cast<int64_t>(at_host.size())}, DType::I32);
+      std::memcpy(rows.raw(), at_host.data(), at_host.size() * sizeof(int32_t));
+      Tensor rows_here = be.scratch(rows.shape(), DType::I32);
+      be.copy(rows_here, rows);
+      b.ctx.hidden = be.scratch({rows.dim(0), C}, act);  // (T_b, C)
+      be.gather_rows(b.ctx.hidden, all, rows_here);
+    }
+    clock.computed(regroup);
     return;
   }
-  for (GpuBatch& b : batches) {
+
+  std::vector<Tensor> came;  // the sender's batches, on the host, where the cuts differ
+  for (size_t i = 0; i < sent.size(); ++i) {
     auto from = std::chrono::steady_clock::now();
     const std::vector<std::byte> bytes = t.recv(peer, timeout);
     clock.waited(from);
     from = std::chrono::steady_clock::now();
-    Tensor host = Tensor::empty({b.ctx.plan.num_tokens(), C}, wire);  // (T_b, C)
+    Tensor host = Tensor::empty({sent[i].ctx.plan.num_tokens(), C}, wire);  // (T_b, C)
     if (bytes.size() != host.nbytes())
       throw PeerError(t.describe(t.rank()) + ": a hidden state of " + std::to_string(bytes.size()) + " bytes from " +
                       t.describe(peer) + ", expected " + std::to_string(host.nbytes()) +
                       " (do both ranks run the same model?)");
     std::memcpy(host.raw(), bytes.data(), bytes.size());
-    b.ctx.hidden = stage.backend().upload(host, act);
+    if (same_cut)
+      batches[i].ctx.hidden = be.upload(host, act);
+    else
+      came.push_back(std::move(host));
     clock.computed(from);
   }
+  if (same_cut) return;
+  const auto from = std::chrono::steady_clock::now();
+  std::vector<std::pair<size_t, int64_t>> where;  // each received row: its batch and row there
+  for (size_t i = 0; i < sent.size(); ++i)
+    for (int64_t j = 0; j < sent[i].ctx.plan.num_tokens(); ++j) where.emplace_back(i, j);
+  const size_t row_bytes = static_cast<size_t>(C) * dtype_size(wire);
+  for (GpuBatch& b : batches) {
+    const std::vector<int32_t> at = places_of(b);
+    Tensor host = Tensor::empty({static_cast<int64_t>(at.size()), C}, wire);  // (T_b, C)
+    for (size_t k = 0; k < at.size(); ++k) {
+      const auto [i, j] = where[static_cast<size_t>(at[k])];
+      std::memcpy(static_cast<char*>(host.raw()) + k * row_bytes,
+                  static_cast<const char*>(came[i].raw()) + static_cast<size_t>(j) * row_bytes, row_bytes);
+    }
+    b.ctx.hidden = be.upload(host, act);
+  }
+  clock.computed(from);
 }
 
 void StageLinks::flush(Transport& t, Duration timeout) {

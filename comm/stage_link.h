@@ -54,11 +54,12 @@ class StageLinks {
 
   // The hidden states (T_b, C) of a step's `batches` to the next rank, in order.
   void send(Transport& t, kernels::Backend& be, const std::vector<GpuBatch>& batches, Duration timeout);
-  // Each batch's hidden state (T_b, C) from the previous rank into its ctx.hidden, in the stage's
-  // activation dtype; `wire` is the dtype the sender computes in. Time blocked on the previous
-  // rank is waiting, the rest (copies) computing.
-  void recv(Transport& t, Stage& stage, DType wire, std::vector<GpuBatch>& batches, StageClock& clock,
-            Duration timeout);
+  // Each of `batches`' hidden state (T_b, C) from the previous rank into its ctx.hidden, in the
+  // stage's activation dtype. They arrive in the sender's GPU batches, `sent` (the same block cut
+  // at the sender's size), in `wire`, the dtype the sender computes in; where the cuts differ the
+  // rows are regrouped. Time blocked on the previous rank is waiting, the rest (copies) computing.
+  void recv(Transport& t, Stage& stage, DType wire, const std::vector<GpuBatch>& sent, std::vector<GpuBatch>& batches,
+            StageClock& clock, Duration timeout);
   // Waits until every hidden state sent has gone (before the run ends on this rank).
   void flush(Transport& t, Duration timeout);
 

@@ -73,7 +73,9 @@ ClusterConfig load_cluster_config(const std::string& path) {
   if (!stages || !stages.IsSequence() || stages.size() == 0)
     throw FormatError(path + ": 'stages' must be a list with one entry per rank");
   for (const YAML::Node& s : stages) {
-    only_keys(path, s, {"first_layer", "device", "gpu_mem", "cpu_mem", "disk_mem", "percent", "threads"}, "a stage");
+    only_keys(path, s,
+              {"first_layer", "device", "gpu_mem", "cpu_mem", "disk_mem", "percent", "threads", "gpu_batch_size"},
+              "a stage");
     StageConfig st;
     st.first_layer = get<int64_t>(path, s, "first_layer", "a decoder layer index");
     st.device = get<std::string>(path, s, "device", "cpu, cuda or cuda:N");
@@ -88,6 +90,9 @@ ClusterConfig load_cluster_config(const std::string& path) {
     st.threads = get<int>(path, s, "threads", "a whole number");
     if (st.threads && (*st.threads < 0 || *st.threads > 4096))
       throw FormatError(where(path, s["threads"]) + ": threads must be 0 (every core) to 4096");
+    st.gpu_batch_size = get<int64_t>(path, s, "gpu_batch_size", "a whole number");
+    if (st.gpu_batch_size && (*st.gpu_batch_size < 1 || *st.gpu_batch_size > (int64_t{1} << 20)))
+      throw FormatError(where(path, s["gpu_batch_size"]) + ": gpu_batch_size must be 1 to 1048576");
     c.stages.push_back(std::move(st));
   }
   c.first_layers();  // given for all or none

@@ -11,6 +11,7 @@
 //     - first_layer: 40       # given for every stage after the first, or for none
 //       device: cpu
 //       threads: 16
+//       gpu_batch_size: 8     # this stage's cut of a block (default: rank 0's, --gpu-batch-size)
 #pragma once
 
 #include <cstdint>
@@ -25,6 +26,7 @@ struct StageConfig {
   std::optional<std::string> device, gpu_mem, cpu_mem, disk_mem;
   std::optional<std::vector<double>> percent;
   std::optional<int> threads;
+  std::optional<int64_t> gpu_batch_size;  // on stage 0 also the block's (with --num-gpu-batches)
 };
 
 struct ClusterConfig {

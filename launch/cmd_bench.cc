@@ -90,7 +90,7 @@ int run_bench(BenchArgs& a, PipelineRank& rank) {
   }
   if (!rank.first()) {  // serves every run rank 0 drives, warm-ups included
     TraceFile trace(rank.trace_path(a.offload.trace_file));
-    comm::serve_stage(*loaded.stage, rank.transport(), rank.timeout(), loaded.links.get());
+    comm::serve_stage(*loaded.stage, rank.transport(), rank.timeout(), loaded.links.get(), rank.stage_gpu_batch());
     trace.close();
     return 0;
   }

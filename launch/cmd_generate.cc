@@ -177,7 +177,7 @@ int serve_generate(GenerateArgs& a, const BudgetOptions::Bytes& budgets, Pipelin
   const RunShape shape = comm::share_shape(rank.transport(), RunShape{}, rank.load_timeout());
   PipelineRank::Loaded stage = rank.load(a.source, a.engine, a.offload, policy, {shape}, budgets, "--max-new-tokens");
   TraceFile trace(rank.trace_path(a.offload.trace_file));
-  comm::serve_stage(*stage.stage, rank.transport(), rank.timeout(), stage.links.get());
+  comm::serve_stage(*stage.stage, rank.transport(), rank.timeout(), stage.links.get(), rank.stage_gpu_batch());
   trace.close();
   return 0;
 }

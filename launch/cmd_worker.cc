@@ -325,7 +325,7 @@ int run_worker(WorkerArgs& a) {
     });
     PipelineRank::Loaded stage = rank.load(a.source, a.engine, a.offload, policy, {shape}, budgets, "--max-seq-len");
     if (!rank.first()) {
-      comm::serve_stage(*stage.stage, rank.transport(), rank.timeout(), stage.links.get());
+      comm::serve_stage(*stage.stage, rank.transport(), rank.timeout(), stage.links.get(), rank.stage_gpu_batch());
       return 0;
     }
     comm::PipelineExecutor exec(*stage.stage, rank.transport(), a.offload.gpu_batch(block), rank.micro_batches(),

@@ -99,6 +99,9 @@ void PipelineRank::apply(EngineOptions& engine, BudgetOptions& budgets, OffloadO
   if (config_->disk_mem) budgets.disk_mem = config_->disk_mem;
   if (config_->percent) offload.percent = *config_->percent;
   if (config_->threads) threads = *config_->threads;
+  // Stage 0's GPU batch also sizes the blocks; the other stages cut rank 0's blocks their own way
+  // (their policy's GPU batch, set in assign, and serve_stage), so their blocks stay rank 0's.
+  if (config_->gpu_batch_size && t_->rank() == 0) offload.gpu_batch_size = *config_->gpu_batch_size;
 }
 
 std::string PipelineRank::describe() const {
@@ -287,6 +290,8 @@ PipelineRank::Assigned PipelineRank::assign(const ModelSource& source, EngineOpt
   Assigned a;
   // Each rank drives the GPU of its place on its node, unless the command named one.
   if (engine.device == "cuda" && size() > 1) engine.device = "cuda:" + std::to_string(comm::node_local_rank(*t_));
+  // A stage's own GPU batch is what its plan, its buffers and its cut of a block are made for.
+  if (policy && stage_gpu_batch() > 0) policy->gpu_batch_size = stage_gpu_batch();
   // Every rank checks its own plan; all learn any rank's failure before anything is loaded.
   const OffloadPolicy* pol = policy ? &*policy : nullptr;
   try {

@@ -52,6 +52,9 @@ class PipelineRank {
   const ModelSpec& stage_spec() const { return stage_spec_; }
   // This rank's settings from --cluster-config, over the command line's (nothing without one).
   void apply(EngineOptions& engine, BudgetOptions& budgets, OffloadOptions& offload, int& threads) const;
+  // The GPU batch this rank's cluster-config entry gives it, else 0 (it cuts blocks as rank 0
+  // does), for comm::serve_stage.
+  int64_t stage_gpu_batch() const { return config_ && config_->gpu_batch_size ? *config_->gpu_batch_size : 0; }
   // "stage 1 of 2 (rank 1 (host a)): decoder layers 16-31, the head".
   // After load(): how the layers were assigned when the stages differed (empty: equal shares or
   // the given cuts).

@@ -34,6 +34,7 @@ std::vector<GpuBatch> split_block(const kernels::StepPlan& plan, int64_t gpu_bat
     p.slot.push_back(local);
     for (int32_t r = plan.q_begin[s]; r < plan.q_begin[s] + plan.q_len[s]; ++r) {
       row_seq[static_cast<size_t>(r)] = s;
+      b.rows.push_back(r);
       p.token_ids.push_back(plan.token_ids[r]);
       p.positions.push_back(plan.positions[r]);
       p.row_slot.push_back(local);

@@ -18,6 +18,7 @@ struct GpuBatch {
   int64_t num_slots = 0;
   ForwardContext ctx;               // ctx.plan: its sequences, slots counted from first_slot
   std::vector<size_t> logit_index;  // where each of its logit rows is in the block plan's logit_rows
+  std::vector<int32_t> rows;        // (T_b) the block plan's row of each of its rows
 };
 
 // Cuts `plan`'s sequences by slot into batches of `gpu_batch_size` slots: [0, g), [g, 2g), ...

@@ -64,9 +64,11 @@ void Stage::allocate_cache(int64_t slots, int64_t capacity, int64_t batch_slots,
     cache_.allocate(backend_, slots, capacity);
 }
 
-std::vector<GpuBatch> Stage::split(const kernels::StepPlan& plan) const {
-  TIERGEN_CHECK(block_slots_ > 0, "split() before allocate_cache()");
-  return split_step(plan, batch_slots_, block_slots_, cache_slots());
+std::vector<GpuBatch> Stage::split(const kernels::StepPlan& plan) const { return split(plan, batch_slots_); }
+
+std::vector<GpuBatch> Stage::split(const kernels::StepPlan& plan, int64_t batch_slots) const {
+  TIERGEN_CHECK(block_slots_ > 0 && batch_slots > 0, "split() before allocate_cache()");
+  return split_step(plan, std::min(batch_slots, block_slots_), block_slots_, cache_slots());
 }
 
 void Stage::forward(ForwardContext& ctx) {

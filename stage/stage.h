@@ -37,6 +37,11 @@ class Stage {
   // One block's step plan cut into the GPU batches this cache runs it in (split_step): the same
   // cut on every stage of a pipeline, since each allocates the same layout.
   std::vector<GpuBatch> split(const kernels::StepPlan& plan) const;
+  // The same block cut as another stage with GPU batches of `batch_slots` cuts it (a pipeline's
+  // stages may cut a block differently: the hidden states cross in the sender's batches).
+  std::vector<GpuBatch> split(const kernels::StepPlan& plan, int64_t batch_slots) const;
+  // The GPU batch allocate_cache settled on (0 before it).
+  int64_t batch_slots() const { return batch_slots_; }
   int64_t cache_slots() const { return kv_stream_ ? kv_stream_->slots() : cache_.slots(); }
   int64_t cache_capacity() const { return kv_stream_ ? kv_stream_->capacity() : cache_.capacity(); }
   // K (= V) width of each of the stage's layers, 0 where a layer does not attend.

@@ -261,6 +261,26 @@ TEST(CliPipeline, OffloadedStagesTimesAndAMergedTrace) {
   EXPECT_EQ(spans[0]["disk I/O"], 0);
 }
 
+// Each stage cuts rank 0's blocks into GPU batches of its own size (gpu_batch_size in the cluster
+// config; stage 0's also sizes the blocks): the tokens are the single process's.
+TEST(CliPipeline, StagesCutBlocksIntoTheirOwnGpuBatches) {
+  REQUIRE_MPIRUN();
+  TempDir tmp;
+  write_file(tmp / "cuts.yaml",
+             "stages:\n  - device: cpu\n    threads: 1\n    gpu_batch_size: 3\n"
+             "  - device: cpu\n    threads: 1\n    gpu_batch_size: 1\n"
+             "  - device: cpu\n    threads: 1\n    gpu_batch_size: 2\n    percent: [0, 50, 0, 50, 100, 0]\n");
+  const std::string args =
+      "generate --model " + demo_model() + " 'A fool' 'You' 'The' 'Q: What is' -n 6 --ignore-eos --json";
+  const CliRun alone = run_tiergen(args + " -b 3");
+  ASSERT_EQ(alone.status, 0) << alone.err;
+  const CliRun r =
+      run_tiergen(args + " --cluster-config " + (tmp / "cuts.yaml").string() + " --offload-dir " + tmp.path().string(),
+                  "", mpirun(3));
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, alone.out);
+}
+
 // --cluster-config: the ready CPU files run and give the single-process tokens; the GPU ones parse
 // (on a machine without a GPU every rank then says so, exit status 4, not a config error).
 TEST(CliPipeline, ReadyClusterConfigs) {
@@ -311,6 +331,9 @@ TEST(CliPipeline, BadClusterConfigs) {
   r = with("half.yaml", "stages:\n  - device: cpu\n  - device: cpu\n    first_layer: 2\n  - device: cpu\n", 3);
   EXPECT_EQ(r.status, 1) << r.err;
   EXPECT_NE(r.err.find("first_layer is given for 1 of the 2 stages after the first"), std::string::npos) << r.err;
+  r = with("cut.yaml", "stages:\n  - device: cpu\n  - device: cpu\n    gpu_batch_size: 0\n", 2);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("cut.yaml:4: gpu_batch_size must be 1 to 1048576"), std::string::npos) << r.err;
   r = with("size.yaml", "stages:\n  - device: cpu\n    cpu_mem: lots\n  - device: cpu\n", 2);
   EXPECT_EQ(r.status, 2) << r.err;
   EXPECT_NE(r.err.find("size.yaml:3: cpu_mem: 'lots' is not a size"), std::string::npos) << r.err;

@@ -11,6 +11,7 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
 
 #include "comm/local_transport.h"
 #include "comm/pipeline.h"
@@ -119,10 +120,12 @@ class FakeConnector final : public kernels::PeerConnector {
 };
 
 // Each stage in its own thread over the in-process transport, its hidden states over fake device
-// links. Returns rank 0's results; rethrows the first rank's error.
+// links (through host memory when `wires` is null), each rank cutting blocks into GPU batches of
+// its own `gpu_batch[rank]` (0 on a rank after the first: rank 0's). Returns rank 0's results;
+// rethrows the first rank's error.
 std::vector<Result> run_linked(const std::filesystem::path& dir, const std::vector<LayerSpan>& spans,
-                               const std::vector<Request>& reqs, int64_t block, int micro, int64_t gpu_batch,
-                               Wires& wires) {
+                               const std::vector<Request>& reqs, int64_t block, int micro,
+                               const std::vector<int64_t>& gpu_batch, Wires* wires) {
   const int n = static_cast<int>(spans.size());
   comm::LocalHub hub(n);
   std::vector<std::future<std::vector<Result>>> ranks;
@@ -134,13 +137,16 @@ std::vector<Result> run_linked(const std::filesystem::path& dir, const std::vect
         auto model = Model::load(dir, {}, span);
         auto be = kernels::make_cpu_backend();
         Stage stage(*model, *be, span.begin, span.end);
-        FakeConnector c(wires, "device " + std::to_string(r));
-        comm::StageLinks links = comm::StageLinks::connect(*t, *be, &c, "", DType::F32, comm::LinkMode::Device, 10s);
+        std::optional<FakeConnector> c;
+        if (wires) c.emplace(*wires, "device " + std::to_string(r));
+        comm::StageLinks links = comm::StageLinks::connect(*t, *be, c ? &*c : nullptr, "no links", DType::F32,
+                                                           wires ? comm::LinkMode::Device : comm::LinkMode::Host, 10s);
+        const int64_t g = gpu_batch[static_cast<size_t>(r)];
         if (r > 0) {
-          comm::serve_stage(stage, *t, 10s, &links);
+          comm::serve_stage(stage, *t, 10s, &links, g);
           return std::vector<Result>{};
         }
-        comm::PipelineExecutor exec(stage, *t, gpu_batch, micro, 10s, &links);
+        comm::PipelineExecutor exec(stage, *t, g, micro, 10s, &links);
         Generator gen(exec, nullptr, block);
         auto out = gen.generate(reqs);
         exec.stop();
@@ -216,13 +222,40 @@ TEST(StageLinks, PipelineOverDeviceLinksEqualsOneProcess) {
     for (const int stages : {2, 3}) {
       if (stages > L) continue;
       Wires wires;
-      const auto got = run_linked(ref.dir, comm::stage_spans(L, stages), reqs, 2, stages, 1, wires);
+      const auto got =
+          run_linked(ref.dir, comm::stage_spans(L, stages), reqs, 2, stages, std::vector<int64_t>(3, 1), &wires);
       ASSERT_EQ(got.size(), reqs.size());
       for (size_t i = 0; i < reqs.size(); ++i)
         EXPECT_EQ(got[i].output_ids, alone[i].output_ids) << name << ", " << stages << " stages, request " << i;
       // The connection probe of each link, then one hidden state per GPU batch of every step.
       EXPECT_GT(wires.total_sent(), 2 * (stages - 1)) << name;
     }
+  }
+}
+
+// Each stage cuts a block into GPU batches of its own size (a small card's stage smaller ones): the
+// hidden states cross in the sender's batches and are regrouped, over host memory and over device
+// links alike, and the tokens stay the single process's.
+TEST(StageLinks, StagesWithTheirOwnGpuBatchesGiveTheSingleProcessTokens) {
+  for (const std::string name : {"opt-tiny", "llama-tiny-gqa"}) {
+    const auto ref = testing::load_hf_reference(name);
+    const int64_t L = load_model_config(ref.dir / "config.json").num_layers;
+    std::vector<Request> reqs = testing::greedy_requests(ref, testing::all_cases(ref));
+    for (size_t i = 0; reqs.size() < 5; ++i) reqs.push_back(reqs[i]);
+    const int64_t block = 5;
+    const auto alone = run_alone(ref.dir, reqs, block);
+    const int stages = static_cast<int>(std::min<int64_t>(3, L));
+    for (const std::vector<int64_t>& g : {std::vector<int64_t>{1, 2, 5}, {5, 2, 1}, {2, 3, 0}})
+      for (const bool device : {false, true}) {
+        Wires wires;
+        const auto got =
+            run_linked(ref.dir, comm::stage_spans(L, stages), reqs, block, 2, g, device ? &wires : nullptr);
+        ASSERT_EQ(got.size(), reqs.size());
+        for (size_t i = 0; i < reqs.size(); ++i)
+          EXPECT_EQ(got[i].output_ids, alone[i].output_ids)
+              << name << ", GPU batches " << g[0] << "/" << g[1] << "/" << g[2] << (device ? ", device" : ", host")
+              << " links, request " << i;
+      }
   }
 }
 
@@ -258,7 +291,7 @@ TEST(StageLinks, ALinkThatGoesSilentEndsTheWaitNamingTheRank) {
   batches[0].ctx.plan = plan;
   comm::StageClock clock;
   const auto start = Clock::now();
-  EXPECT_THROW_WITH(links.recv(*t, stage, DType::F32, batches, clock, 300ms), PeerError,
+  EXPECT_THROW_WITH(links.recv(*t, stage, DType::F32, batches, batches, clock, 300ms), PeerError,
                     "rank 1 (this process): no message from rank 0 (this process) within 0.3 s");
   EXPECT_LT(Clock::now() - start, 5s);
   t->send(0, {});
@@ -295,7 +328,7 @@ TEST(StageLinks, AnotherRanksFailureEndsALinkWait) {
   batches[0].ctx.plan = plan;
   comm::StageClock clock;
   const auto start = Clock::now();
-  EXPECT_THROW_WITH(links.recv(*t, stage, DType::F32, batches, clock, 20s), PeerError,
+  EXPECT_THROW_WITH(links.recv(*t, stage, DType::F32, batches, batches, clock, 20s), PeerError,
                     "rank 2 (this process) stopped: out of GPU memory in layer 3");
   EXPECT_LT(Clock::now() - start, 10s);
   for (auto& f : others) f.get();
