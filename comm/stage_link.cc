@@ -31,6 +31,19 @@ LinkEnd decode(const std::string& text, bool& accelerator, const std::string& fr
 
 std::string pair(const Transport& t, int r) { return t.describe(r) + " -> " + t.describe(r + 1); }
 
+// A hidden state that came through host memory, in the stage's tier and dtype: in memory reused
+// across steps (Backend::scratch), not a new allocation per step.
+Tensor arrive(kernels::Backend& be, const Tensor& host, DType act) {
+  Tensor src = host;
+  if (host.dtype() != act) {  // converted on the host, once
+    src = Tensor::empty(host.shape(), act);
+    kernels::convert_on_host(src, host);
+  }
+  Tensor out = be.scratch(host.shape(), act);  // (T_b, C)
+  be.copy(out, src);
+  return out;
+}
+
 }  // namespace
 
 LinkMode parse_link_mode(const std::string& text) {
@@ -218,7 +231,7 @@ void StageLinks::recv(Transport& t, Stage& stage, DType wire, const std::vector<
                       " (do both ranks run the same model?)");
     std::memcpy(host.raw(), bytes.data(), bytes.size());
     if (same_cut)
-      batches[i].ctx.hidden = be.upload(host, act);
+      batches[i].ctx.hidden = arrive(be, host, act);
     else
       came.push_back(std::move(host));
     clock.computed(from);
@@ -237,7 +250,7 @@ void StageLinks::recv(Transport& t, Stage& stage, DType wire, const std::vector<
       std::memcpy(static_cast<char*>(host.raw()) + k * row_bytes,
                   static_cast<const char*>(came[i].raw()) + static_cast<size_t>(j) * row_bytes, row_bytes);
     }
-    b.ctx.hidden = be.upload(host, act);
+    b.ctx.hidden = arrive(be, host, act);
   }
   clock.computed(from);
 }

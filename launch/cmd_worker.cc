@@ -23,6 +23,7 @@
 #include "runtime/core/error.h"
 #include "runtime/core/units.h"
 #include "runtime/generate/generator.h"
+#include "runtime/tokenizer/chat_template.h"
 #endif
 
 namespace tiergen::cli {
@@ -169,22 +170,6 @@ class CoordinatorLink {
   v1::RegisterRequest request_;
 };
 
-// Whether the model folder holds a chat template: chat_template.jinja, or a "chat_template" in
-// tokenizer_config.json (where most checkpoints keep it). FormatError for a tokenizer_config.json
-// that is not JSON.
-bool has_chat_template(const std::string& dir) {
-  if (dir.empty()) return false;
-  const std::filesystem::path d(dir);
-  if (std::filesystem::exists(d / "chat_template.jinja")) return true;
-  const std::filesystem::path cfg = d / "tokenizer_config.json";
-  std::ifstream f(cfg);
-  if (!f) return false;
-  const nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) throw FormatError("'" + cfg.string() + "' is not a JSON object");
-  const auto it = j.find("chat_template");
-  return it != j.end() && !it->is_null();
-}
-
 // A chat's messages as one prompt, for models without a chat template: "role: content" lines,
 // then "assistant:" for the reply.
 std::string render_chat(const std::vector<coord::ChatMessage>& messages) {
@@ -198,19 +183,26 @@ struct BlockRun {
   const GenerationConfig& gc;
   const Tokenizer& tokenizer;
   int64_t max_seq_len;
-  bool chat_template;  // the model has one, which this version does not apply
+  const ChatTemplate* chat_template;  // the model's, or null
+  std::string chat_error;             // why the model's template cannot be used (its chat lines fail)
 
   // One request of a block, checked as `tiergen generate` checks its prompts. Error for what it
   // cannot run (the message becomes the request's error line).
   Request request(const v1::BlockRequest& q) const {
     const coord::BatchRequest b = coord::from_worker_body(q.custom_id(), q.body());
-    if (b.endpoint == coord::Endpoint::ChatCompletions && chat_template)
-      throw UnsupportedError(
-          "the model has a chat template, which this version of tiergen does not apply: send the "
-          "prompt, formatted, to /v1/completions");
     Request r;
-    r.input_ids =
-        tokenizer.encode(b.endpoint == coord::Endpoint::Completions ? b.prompt : render_chat(b.messages), true);
+    if (b.endpoint == coord::Endpoint::Completions) {
+      r.input_ids = tokenizer.encode(b.prompt, true);
+    } else if (!chat_error.empty()) {
+      throw UnsupportedError(chat_error);
+    } else if (chat_template) {
+      // The template writes the special tokens itself, as transformers' apply_chat_template.
+      std::vector<ChatTurn> turns;
+      for (const auto& m : b.messages) turns.push_back({m.role, m.content});
+      r.input_ids = tokenizer.encode(chat_template->render(turns), false);
+    } else {
+      r.input_ids = tokenizer.encode(render_chat(b.messages), true);
+    }
     r.sampling = resolve_sampling(gc, {b.temperature, b.top_p, std::nullopt, b.top_k, false, false});
     r.sampling.seed = b.seed.value_or(0);
     r.max_new_tokens = max_new_tokens(gc, b.max_tokens);
@@ -355,7 +347,16 @@ int run_worker(WorkerArgs& a) {
               << (rank.size() == 1 ? "" : "s") << ") ready at " << link->options().address << std::endl;
 
     Generator gen(exec, tokenizer.get(), block);
-    const BlockRun runner{spec, gc, *tokenizer, max_seq, has_chat_template(a.source.dir)};
+    // A template outside what this version runs fails the chat lines, not the completions.
+    std::optional<ChatTemplate> chat;
+    std::string chat_error;
+    try {
+      if (!a.source.dir.empty()) chat = ChatTemplate::load(a.source.dir);
+    } catch (const FormatError& e) {
+      chat_error = std::string("the model's chat template cannot be applied: ") + e.what();
+      std::cerr << "tiergen: " << chat_error << "; chat lines will fail, completions run\n";
+    }
+    const BlockRun runner{spec, gc, *tokenizer, max_seq, chat ? &*chat : nullptr, chat_error};
     auto idle = std::chrono::milliseconds(100);
     for (;;) {
       link->check(keep_alive);

@@ -132,7 +132,16 @@ class NcclLink final : public PeerLink {
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
     const ncclResult_t r = nccl().init_rank_config(&comm_, 2, id, me_, &config);
-    if (r != ncclSuccess && r != ncclInProgress) fail(r, "ncclCommInitRankConfig");
+    if (r != ncclSuccess && r != ncclInProgress) {
+      const ncclComm_t made = comm_;  // a non-blocking init may have made one before it failed
+      try {
+        fail(r, "ncclCommInitRankConfig");
+      } catch (...) {
+        if (made) (void)nccl().abort(made);
+        comm_ = nullptr;
+        throw;
+      }
+    }
   }
 
   ~NcclLink() override {
@@ -142,7 +151,8 @@ class NcclLink final : public PeerLink {
     bool clean = !failed_;
     try {
       reap();
-      clean = clean && pending_.empty();
+      // A join still under way (the run ended before the probe) cannot be finalized: aborted below.
+      clean = clean && pending_.empty() && settle(Clock::now() + std::chrono::seconds(2), false);
       if (clean) {
         const ncclResult_t r = nccl().finalize(comm_);
         clean = (r == ncclSuccess || r == ncclInProgress) && settle(Clock::now() + std::chrono::seconds(2), false);
@@ -172,8 +182,18 @@ class NcclLink final : public PeerLink {
         abort();
         return false;
       }
-      poll_();
+      poll_checked();
       nap(polls);
+    }
+  }
+
+  // The caller's poll (another rank's failure report throws): the link is aborted before it goes on.
+  void poll_checked() {
+    try {
+      poll_();
+    } catch (...) {
+      abort();
+      throw;
     }
   }
 
@@ -183,11 +203,14 @@ class NcclLink final : public PeerLink {
     Tensor held;  // kept alive until the transfer is over: the pool must not hand it out again
   };
 
+  // Throws the library's error, the link aborted first: receives still queued would otherwise keep
+  // the compute stream waiting forever.
   [[noreturn]] void fail(ncclResult_t r, const char* call) {
     failed_ = true;
     std::string why = nccl().error_string ? nccl().error_string(r) : "error " + std::to_string(static_cast<int>(r));
     const char* last = comm_ && nccl().last_error ? nccl().last_error(comm_) : nullptr;
     if (last && *last) why += " (" + std::string(last) + ")";
+    abort();
     throw DeviceError(std::string(call) + " failed on " + host_name() + " cuda:" + std::to_string(device_) + ": " +
                       why);
   }
@@ -210,7 +233,7 @@ class NcclLink final : public PeerLink {
         abort();
         return false;
       }
-      if (polling) poll_();
+      if (polling) poll_checked();
       nap(polls);
     }
   }
@@ -263,6 +286,9 @@ class NcclLink final : public PeerLink {
     failed_ = true;
     if (comm_) (void)nccl().abort(comm_);
     comm_ = nullptr;
+    // Since NCCL 2.23 an abort finishes in the background: the stream is drained (bounded once the
+    // abort is set) before the held tensors may be handed out again.
+    (void)cudaStreamSynchronize(stream_.get());
     pending_.clear();
   }
 

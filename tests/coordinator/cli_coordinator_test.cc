@@ -402,7 +402,7 @@ TEST(CliCoordinator, MutualTlsAdmitsSignedClientsOnly) {
   EXPECT_EQ(untrusted.status, 7) << untrusted.err;
 }
 
-TEST(CliCoordinator, ChatLinesAreATranscriptUnlessTheModelHasATemplate) {
+TEST(CliCoordinator, ChatLinesFollowTheModelsTemplateOrAreATranscript) {
   const json messages = json::array({{{"role", "system"}, {"content", "You tell fortunes."}},
                                      {{"role", "user"}, {"content", "What is my fortune?"}}});
   const std::string lines = json{{"custom_id", "chat"},
@@ -433,26 +433,48 @@ TEST(CliCoordinator, ChatLinesAreATranscriptUnlessTheModelHasATemplate) {
     EXPECT_EQ(body["choices"][0]["message"]["role"], "assistant");
     EXPECT_NE(json::parse(ref.out)["text"], "");
   }
-  // A template in tokenizer_config.json, which this version does not apply: the chat line is an
-  // error line, the completion runs.
+  // A template in tokenizer_config.json: the chat is the prompt it renders, tokenized without
+  // added special tokens (the template writes its own), as `generate --no-special-tokens` runs
+  // that text; a chat the template refuses (raise_exception) is an error line.
   {
     Coordinator co;
     TempDir tmp;
     const std::filesystem::path copy = tmp / "fortune-tiny";
     std::filesystem::create_directory(copy);
     for (const auto& e : std::filesystem::directory_iterator(demo_model()))
-      std::filesystem::create_symlink(e.path(), copy / e.path().filename());
+      if (e.path().filename() != "tokenizer_config.json")
+        std::filesystem::create_symlink(e.path(), copy / e.path().filename());
     write_file(copy / "tokenizer_config.json",
-               R"({"chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}"})");
+               json{{"bos_token", {{"content", "<s>"}}},
+                    {"chat_template",
+                     "{{- bos_token }}{%- if messages[0]['role'] != 'system' %}"
+                     "{{- raise_exception('a chat must start with a system message') }}{%- endif %}\n"
+                     "{%- for m in messages %}\n<|{{ m.role }}|>{{ m.content | trim }}\n{% endfor %}"
+                     "{%- if add_generation_prompt %}<|assistant|>{% endif %}"}}
+                   .dump());
+    const std::string refused = json{{"custom_id", "refused"},
+                                     {"url", "/v1/chat/completions"},
+                                     {"body", {{"messages", json::array({messages[1]})}, {"max_tokens", 8}}}}
+                                    .dump() +
+                                "\n";
     TiergenProcess worker("worker" + co.c() + "--model " + copy.string() + " --threads 1");
-    const std::string id = submit(co, lines);
+    const std::string id = submit(co, lines + refused);
     const json done = co.wait(id, 120s);
-    EXPECT_EQ(done["succeeded"], 1);
+    EXPECT_EQ(done["succeeded"], 2);
     EXPECT_EQ(done["failed"], 1);
+    const auto out = outputs(co, id, tmp);
+    ASSERT_EQ(out.count("chat"), 1u);
+    const CliRun ref = run_tiergen("generate --json --greedy -n 8 --no-special-tokens --model " + demo_model() +
+                                   " '<s><|system|>You tell fortunes.\n<|user|>What is my fortune?\n<|assistant|>'");
+    ASSERT_EQ(ref.status, 0) << ref.err;
+    EXPECT_EQ(out.at("chat")["response"]["body"]["choices"][0]["message"]["content"], json::parse(ref.out)["text"])
+        << out.at("chat").dump();
     const auto errs = outputs(co, id, tmp, "--errors");
-    ASSERT_EQ(errs.count("chat"), 1u);
-    EXPECT_EQ(errs.at("chat")["error"]["code"], "unsupported") << errs.at("chat").dump();
-    EXPECT_NE(errs.at("chat")["error"]["message"].get<std::string>().find("chat template"), std::string::npos);
+    ASSERT_EQ(errs.count("refused"), 1u);
+    EXPECT_NE(errs.at("refused")["error"]["message"].get<std::string>().find(
+                  "the chat template refused the chat: a chat must start with a system message"),
+              std::string::npos)
+        << errs.at("refused").dump();
   }
 }
 
