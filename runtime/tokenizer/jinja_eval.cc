@@ -298,7 +298,6 @@ class Renderer {
 
   Flow run(const std::vector<Node>& nodes, std::string& out) {
     for (const Node& n : nodes) {
-      line_ = n.line;
       switch (n.kind) {
         case Node::Kind::Text:
           out += n.text;
@@ -866,7 +865,6 @@ class Renderer {
 
   const std::string& name_;
   std::vector<std::map<std::string, Value>> scopes_;
-  int line_ = 0;
 };
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "runtime/core/error.h"
 #include "runtime/generate/generator.h"
 #include "tests/testutil/hf_reference.h"
+#include "tests/testutil/pipeline_runs.h"
 #include "tests/testutil/testutil.h"
 
 namespace tiergen {
@@ -48,24 +49,7 @@ std::vector<Result> run_pipeline(const std::filesystem::path& dir, const std::ve
         return out;
       });
     }));
-  std::vector<Result> out;
-  std::exception_ptr first;
-  for (int r = 0; r < n; ++r) try {
-      auto got = ranks[static_cast<size_t>(r)].get();
-      if (r == 0) out = std::move(got);
-    } catch (...) {
-      if (!first) first = std::current_exception();
-    }
-  if (first) std::rethrow_exception(first);
-  return out;
-}
-
-std::vector<Result> run_alone(const std::filesystem::path& dir, const std::vector<Request>& reqs, int64_t block) {
-  auto model = Model::load(dir);
-  auto be = kernels::make_cpu_backend();
-  Stage stage(*model, *be);
-  Generator gen(stage, nullptr, block);
-  return gen.generate(reqs);
+  return testing::rank_zero_results(ranks);
 }
 
 std::vector<Request> mixed_requests(const testing::HfReferenceModel& ref) {
@@ -90,7 +74,7 @@ TEST_P(PipelineModels, EqualsOneProcess) {
   const auto spec = load_model_config(ref.dir / "config.json");
   const std::vector<Request> reqs = mixed_requests(ref);
   const int64_t block = 2;
-  const auto alone = run_alone(ref.dir, reqs, block);
+  const auto alone = testing::generate_alone(ref.dir, reqs, block);
   const int64_t L = spec.num_layers;
   struct Shape {
     int stages;

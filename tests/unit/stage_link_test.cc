@@ -18,6 +18,7 @@
 #include "runtime/core/error.h"
 #include "runtime/generate/generator.h"
 #include "tests/testutil/hf_reference.h"
+#include "tests/testutil/pipeline_runs.h"
 #include "tests/testutil/testutil.h"
 
 namespace tiergen {
@@ -153,24 +154,14 @@ std::vector<Result> run_linked(const std::filesystem::path& dir, const std::vect
         return out;
       });
     }));
-  std::vector<Result> out;
-  std::exception_ptr first;
-  for (int r = 0; r < n; ++r) try {
-      auto got = ranks[static_cast<size_t>(r)].get();
-      if (r == 0) out = std::move(got);
-    } catch (...) {
-      if (!first) first = std::current_exception();
-    }
-  if (first) std::rethrow_exception(first);
-  return out;
+  return testing::rank_zero_results(ranks);
 }
 
-std::vector<Result> run_alone(const std::filesystem::path& dir, const std::vector<Request>& reqs, int64_t block) {
-  auto model = Model::load(dir);
-  auto be = kernels::make_cpu_backend();
-  Stage stage(*model, *be);
-  Generator gen(stage, nullptr, block);
-  return gen.generate(reqs);
+// A step of one sequence of `tokens`, as one GPU batch (a receiver's, waiting for its hidden state).
+std::vector<GpuBatch> one_batch(std::vector<int32_t> tokens) {
+  std::vector<GpuBatch> batches(1);
+  batches[0].ctx.plan.add_sequence(tokens, 0, 0);
+  return batches;
 }
 
 TEST(StageLinks, ParseMode) {
@@ -218,7 +209,7 @@ TEST(StageLinks, PipelineOverDeviceLinksEqualsOneProcess) {
     sampled.sampling.temperature = 0.8;
     sampled.sampling.seed = 11;
     reqs.push_back(sampled);
-    const auto alone = run_alone(ref.dir, reqs, 2);
+    const auto alone = testing::generate_alone(ref.dir, reqs, 2);
     for (const int stages : {2, 3}) {
       if (stages > L) continue;
       Wires wires;
@@ -243,7 +234,7 @@ TEST(StageLinks, StagesWithTheirOwnGpuBatchesGiveTheSingleProcessTokens) {
     std::vector<Request> reqs = testing::greedy_requests(ref, testing::all_cases(ref));
     for (size_t i = 0; reqs.size() < 5; ++i) reqs.push_back(reqs[i]);
     const int64_t block = 5;
-    const auto alone = run_alone(ref.dir, reqs, block);
+    const auto alone = testing::generate_alone(ref.dir, reqs, block);
     const int stages = static_cast<int>(std::min<int64_t>(3, L));
     for (const std::vector<int64_t>& g : {std::vector<int64_t>{1, 2, 5}, {5, 2, 1}, {2, 3, 0}})
       for (const bool device : {false, true}) {
@@ -285,10 +276,7 @@ TEST(StageLinks, ALinkThatGoesSilentEndsTheWaitNamingTheRank) {
   Stage stage(*model, *be, spans[1].begin, spans[1].end);
   FakeConnector c(wires, "device 1");
   comm::StageLinks links = comm::StageLinks::connect(*t, *be, &c, "", DType::F32, comm::LinkMode::Auto, 10s);
-  kernels::StepPlan plan;
-  plan.add_sequence(std::vector<int32_t>{5, 6, 7}, 0, 0);
-  std::vector<GpuBatch> batches(1);
-  batches[0].ctx.plan = plan;
+  std::vector<GpuBatch> batches = one_batch({5, 6, 7});
   comm::StageClock clock;
   const auto start = Clock::now();
   EXPECT_THROW_WITH(links.recv(*t, stage, DType::F32, batches, batches, clock, 300ms), PeerError,
@@ -322,10 +310,7 @@ TEST(StageLinks, AnotherRanksFailureEndsALinkWait) {
   Stage stage(*model, *be, spans[1].begin, spans[1].end);
   FakeConnector c(wires, "device 1");
   comm::StageLinks links = comm::StageLinks::connect(*t, *be, &c, "", DType::F32, comm::LinkMode::Auto, 10s);
-  kernels::StepPlan plan;
-  plan.add_sequence(std::vector<int32_t>{5, 6}, 0, 0);
-  std::vector<GpuBatch> batches(1);
-  batches[0].ctx.plan = plan;
+  std::vector<GpuBatch> batches = one_batch({5, 6});
   comm::StageClock clock;
   const auto start = Clock::now();
   EXPECT_THROW_WITH(links.recv(*t, stage, DType::F32, batches, batches, clock, 20s), PeerError,
