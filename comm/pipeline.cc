@@ -203,12 +203,17 @@ std::pair<int64_t, int64_t> decoder_layers(LayerSpan span, int64_t num_layers) {
   return {first, end};
 }
 
+ModelEnds span_ends(LayerSpan span, int64_t num_layers) {
+  return {span.begin == 0, span.end > static_cast<size_t>(1 + 2 * num_layers)};
+}
+
 std::string describe_span(LayerSpan span, int64_t num_layers) {
   const auto [first, end] = decoder_layers(span, num_layers);
   std::string s = end - first == 1 ? "decoder layer " + std::to_string(first)
                                    : "decoder layers " + std::to_string(first) + "-" + std::to_string(end - 1);
-  if (span.begin == 0) s += ", the embedding";
-  if (span.end > static_cast<size_t>(1 + 2 * num_layers)) s += ", the head";
+  const ModelEnds ends = span_ends(span, num_layers);
+  if (ends.embedding) s += ", the embedding";
+  if (ends.head) s += ", the head";
   return s;
 }
 

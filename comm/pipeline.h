@@ -37,6 +37,8 @@ namespace tiergen::comm {
 std::vector<LayerSpan> stage_spans(int64_t num_layers, int stages, const std::vector<int64_t>& first_layers = {});
 // The decoder layers [first, end) that `span` of the layer list holds.
 std::pair<int64_t, int64_t> decoder_layers(LayerSpan span, int64_t num_layers);
+// Which ends of the model `span` holds: the embedding (the first stage's), the head (the last's).
+ModelEnds span_ends(LayerSpan span, int64_t num_layers);
 // "decoder layers 0-11 and the embedding" for messages and `tiergen plan`.
 std::string describe_span(LayerSpan span, int64_t num_layers);
 

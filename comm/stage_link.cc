@@ -114,17 +114,29 @@ StageLinks StageLinks::connect(Transport& t, kernels::Backend& be, kernels::Peer
     links.prev_ = connector->join(key, 1, poll);
   }
   // One small tensor over each link: the join and the connection are set up now, within the
-  // timeout, not in the middle of the first step.
-  if (links.next_) {
+  // timeout, not in the middle of the first step. A connection needs both its ranks, so the order
+  // is odd-even: even ranks bring up their next link first, odd ranks their previous one, and every
+  // link is up after two rounds however long the pipeline (each rank next-first would wait for
+  // every link after it, one after another).
+  auto probe_next = [&] {
+    if (!links.next_) return;
     Tensor probe = be.alloc({1}, DType::I32);
     if (!links.next_->send(probe, timeout) || !links.next_->wait(timeout))
       throw PeerError(t.describe(me) + ": the NCCL link to " + t.describe(me + 1) + " was not up within the deadline");
-  }
-  if (links.prev_) {
+  };
+  auto probe_prev = [&] {
+    if (!links.prev_) return;
     Tensor probe = be.alloc({1}, DType::I32);
     if (!links.prev_->recv(probe, timeout) || !links.prev_->wait(timeout))
       throw PeerError(t.describe(me) + ": the NCCL link from " + t.describe(me - 1) +
                       " was not up within the deadline");
+  };
+  if (me % 2 == 0) {
+    probe_next();
+    probe_prev();
+  } else {
+    probe_prev();
+    probe_next();
   }
 
   if (me == 0 && any_accelerator) {

@@ -138,8 +138,9 @@ class PeerLink {
 class PeerConnector {
  public:
   virtual ~PeerConnector() = default;
-  // The device as a peer sees it, "host/bus id": two ranks with the same address share a device,
-  // which a link cannot join.
+  // The device as a peer sees it, "host/bus id", the host told apart as the link library does
+  // (for NCCL: $NCCL_HOSTID, else the host name and boot id): two ranks with the same address share
+  // a device, which a link cannot join.
   virtual std::string address() const = 0;
   // A new link's key (NCCL's unique id), made by the rank that sends and given to the other.
   virtual std::vector<std::byte> new_key() = 0;

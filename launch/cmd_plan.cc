@@ -56,7 +56,7 @@ int run_plan(PlanArgs& a, PipelineRank& rank) {
        << a.gen_len << " new tokens each";
   if (rank.size() > 1) mine << "; " << rank.micro_batches() << " blocks in flight";
   mine << "\n";
-  if (as.sized) mine << a.source.plan_memory(rank.stage_spec(), shape, compute, pol).table(as.capacities);
+  if (as.sized) mine << a.source.plan_memory(rank.stage_spec(), shape, compute, pol, rank.ends()).table(as.capacities);
   const std::vector<std::string> stages = comm::all_gather_text(rank.transport(), mine.str(), rank.timeout());
   if (rank.first()) {
     const uint64_t weights = static_cast<uint64_t>(s.num_params()) * dtype_size(compute.weights);

@@ -60,13 +60,13 @@ struct ModelSource {
   // activations), the GPU's part of a GPU run and, with an offloading policy, each tier's share and
   // the disk.
   MemoryPlan plan_memory(const ModelSpec& spec, const RunShape& shape, const ComputePlacement& compute,
-                         const OffloadPolicy* policy = nullptr) const;
+                         const OffloadPolicy* policy = nullptr, ModelEnds ends = {}) const;
   // The plan, checked against `cap` before anything large is allocated: OutOfMemoryError (host,
   // GPU) or IoError (disk) naming what does not fit and what to change (`length_flag`: the
   // command's flag for new tokens). Returns the plan.
   MemoryPlan check_memory(const ModelSpec& spec, const RunShape& shape, const Capacities& cap,
-                          const ComputePlacement& compute, const OffloadPolicy* policy,
-                          const std::string& length_flag) const;
+                          const ComputePlacement& compute, const OffloadPolicy* policy, const std::string& length_flag,
+                          ModelEnds ends = {}) const;
 };
 
 // --percent, --gpu-batch-size, --num-gpu-batches, --offload-dir, --no-overlap, --pin-weight

@@ -70,15 +70,15 @@ std::unique_ptr<Tokenizer> ModelSource::tokenizer(const ModelSpec& spec) const {
 }
 
 MemoryPlan ModelSource::plan_memory(const ModelSpec& spec, const RunShape& shape, const ComputePlacement& compute,
-                                    const OffloadPolicy* policy) const {
+                                    const OffloadPolicy* policy, ModelEnds ends) const {
   return plan_generation(spec, dummy.empty() ? WeightHome::Mapped : WeightHome::Generated, weight_dtype(spec), compute,
-                         shape, policy);
+                         shape, policy, ends);
 }
 
 MemoryPlan ModelSource::check_memory(const ModelSpec& spec, const RunShape& shape, const Capacities& cap,
                                      const ComputePlacement& compute, const OffloadPolicy* policy,
-                                     const std::string& length_flag) const {
-  MemoryPlan plan = plan_memory(spec, shape, compute, policy);
+                                     const std::string& length_flag, ModelEnds ends) const {
+  MemoryPlan plan = plan_memory(spec, shape, compute, policy, ends);
   plan.check(cap, policy ? policy->offload_dir : std::string(), memory_hint(policy, length_flag));
   return plan;
 }

@@ -84,7 +84,7 @@ PipelineRank::PipelineRank(const PipelineOptions& o, const ModelSpec& spec) {
 void PipelineRank::set_span(const std::vector<int64_t>& first_layers) {
   span_ = comm::stage_spans(model_spec_.num_layers, t_->size(), first_layers)[static_cast<size_t>(t_->rank())];
   stage_spec_ = model_spec_;
-  // The embedding and head are counted with every stage's plan (a small part of a large model).
+  // The plan counts the embedding and the head where the stage holds them (ends()).
   const auto [first, end] = comm::decoder_layers(span_, model_spec_.num_layers);
   stage_spec_.num_layers = end - first;
 }
@@ -149,9 +149,10 @@ std::string stage_signature(const EngineOptions& engine, const kernels::Backend&
   return sig;
 }
 
-// The memory plan of `spec` for each of `shapes`, checked against `cap`: the policy's GPU batch is
-// set for each shape as the run will cut it. OutOfMemoryError (or IoError, disk) when one does not fit.
-std::vector<MemoryPlan> check_plans(const ModelSource& source, const ModelSpec& spec,
+// The memory plan of `spec` (with `ends`) for each of `shapes`, checked against `cap`: the policy's
+// GPU batch is set for each shape as the run will cut it. OutOfMemoryError (or IoError, disk) when
+// one does not fit.
+std::vector<MemoryPlan> check_plans(const ModelSource& source, const ModelSpec& spec, ModelEnds ends,
                                     const std::vector<RunShape>& shapes, const Capacities& cap,
                                     const ComputePlacement& compute, std::optional<OffloadPolicy>& policy,
                                     const OffloadOptions& offload, const std::string& length_flag) {
@@ -159,7 +160,7 @@ std::vector<MemoryPlan> check_plans(const ModelSource& source, const ModelSpec& 
   for (const RunShape& shape : shapes) {
     if (policy)
       policy->gpu_batch_size = offload.gpu_batch(shape.block_slots > 0 ? shape.block_slots : shape.cache_slots);
-    plans.push_back(source.check_memory(spec, shape, cap, compute, policy ? &*policy : nullptr, length_flag));
+    plans.push_back(source.check_memory(spec, shape, cap, compute, policy ? &*policy : nullptr, length_flag, ends));
   }
   return plans;
 }
@@ -177,7 +178,7 @@ comm::StageCost PipelineRank::stage_cost(const ModelSource& source, const Engine
     ModelSpec s = model_spec_;
     s.num_layers = n;
     try {
-      check_plans(source, s, shapes, cap, compute, policy, offload, length_flag);
+      check_plans(source, s, ends(), shapes, cap, compute, policy, offload, length_flag);
     } catch (const OutOfMemoryError&) {
       return false;
     } catch (const IoError&) {  // the disk tier's room
@@ -317,7 +318,7 @@ PipelineRank::Assigned PipelineRank::assign(const ModelSource& source, EngineOpt
   const ComputePlacement compute = engine.placement(stage_spec_);
   try {
     if (!a.failed)
-      a.plans = check_plans(source, stage_spec_, shapes, a.capacities, compute, policy, offload, length_flag);
+      a.plans = check_plans(source, stage_spec_, ends(), shapes, a.capacities, compute, policy, offload, length_flag);
   } catch (...) {
     a.failed = std::current_exception();
   }

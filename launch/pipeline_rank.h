@@ -48,8 +48,10 @@ class PipelineRank {
   // The wait for what takes long before a run: rank 0 reading and tokenizing the prompts, loading.
   comm::Duration load_timeout() const { return load_timeout_; }
   LayerSpan span() const { return span_; }
-  // The model as this rank's memory plan sees it: its decoder layers only.
+  // The model as this rank's memory plan sees it: its decoder layers, with ends().
   const ModelSpec& stage_spec() const { return stage_spec_; }
+  // The ends of the model this rank holds: the embedding on the first, the head on the last.
+  ModelEnds ends() const { return comm::span_ends(span_, model_spec_.num_layers); }
   // This rank's settings from --cluster-config, over the command line's (nothing without one).
   void apply(EngineOptions& engine, BudgetOptions& budgets, OffloadOptions& offload, int& threads) const;
   // The GPU batch this rank's cluster-config entry gives it, else 0 (it cuts blocks as rank 0

@@ -22,12 +22,14 @@
 #                              e.g. as one archive, unpacked there:
 #                                { git ls-files -z -co --exclude-standard; printf 'build-gpu\0.devlibs\0'; } |
 #                                  tar --null -T - -czf tiergen-gpu.tgz
-#   scripts/gpu-test.sh run    GPU HOST (repository root). Unpacks .devlibs, sets LD_LIBRARY_PATH,
-#                              prints `nvidia-smi -L`, runs every build-gpu/*_test directly (the
-#                              build's CMake paths point at the build machine's checkout, so nothing
-#                              may depend on them) and then `ctest -R _test` over build-gpu/. Logs
-#                              go to the folder $TIERGEN_LOG_DIR when it is set. Exit status: non-zero when any
-#                              test failed.
+#   scripts/gpu-test.sh run [GTEST ARGS]  GPU HOST (repository root). Unpacks .devlibs, sets
+#                              LD_LIBRARY_PATH, prints `nvidia-smi -L`, runs every build-gpu/*_test
+#                              directly (the build's CMake paths point at the build machine's
+#                              checkout, so nothing may depend on them) and then `ctest -R _test`
+#                              over build-gpu/. Arguments go to the test executables instead of the
+#                              ctest pass, e.g. --gtest_filter='*Nccl*'. Logs go to the folder
+#                              $TIERGEN_LOG_DIR when it is set. Exit status: non-zero when any test
+#                              failed.
 #   scripts/gpu-test.sh bench  GPU HOST, after run: CPU throughput of a Llama-2-7b-shaped dummy model
 #                              (`tiergen bench --device cpu`, batch 1 and 16, prompt 512, gen 32)
 #                              and the kernel micro-benchmarks; logs to $TIERGEN_LOG_DIR when set.
@@ -236,12 +238,14 @@ run() {
       continue
     fi
     log="${out:+$out/$t.log}"
-    if ! "$exe" --gtest_color=no 2>&1 | tee ${log:+"$log"}; then
+    if ! "$exe" --gtest_color=no "$@" 2>&1 | tee ${log:+"$log"}; then
       failed+=("$t")
     fi
   done
 
-  if command -v ctest >/dev/null; then
+  if (($#)); then
+    echo "== a selection of the tests: no ctest pass"
+  elif command -v ctest >/dev/null; then
     echo "== ctest -R _test (build-gpu)"
     (cd "$BIN" && ctest -R _test --output-on-failure 2>&1 | tail -n 20 | tee ${out:+"$out/ctest.log"}) ||
       failed+=("ctest")
@@ -289,7 +293,7 @@ bench_pipeline() {
 case "${1:-}" in
   pack) pack ;;
   bench-pipeline) bench_pipeline ;;
-  run) run ;;
+  run) run "${@:2}" ;;
   bench) bench ;;
   bench-gpu) bench_gpu ;;
   bench-offload) bench_offload ;;

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -116,6 +117,22 @@ std::string host_name() {
   char buf[256] = {};
   if (gethostname(buf, sizeof(buf) - 1) != 0) return "unknown-host";
   return buf;
+}
+
+// The host as NCCL tells hosts apart: $NCCL_HOSTID where it is set, else the host name and the boot
+// id (two containers of one machine may share a name, never a boot id). Two ranks with the same
+// host and bus id are one device to NCCL, which then refuses to join them, so tiergen sends their
+// hidden states through host memory instead; ranks that set NCCL_HOSTID apart are apart for both.
+std::string host_identity() {
+  if (const char* id = std::getenv("NCCL_HOSTID"); id && *id) return std::string("NCCL_HOSTID=") + id;
+  std::string boot;
+  if (std::FILE* f = std::fopen("/proc/sys/kernel/random/boot_id", "r")) {
+    char buf[64] = {};
+    if (std::fgets(buf, sizeof buf, f)) boot = buf;
+    std::fclose(f);
+  }
+  boot = boot.substr(0, 8);  // enough to tell boots apart, short enough to read in a message
+  return host_name() + (boot.empty() ? "" : " (boot " + boot + ")");
 }
 
 void set_device(int device) {
@@ -316,7 +333,7 @@ class NcclConnector final : public PeerConnector {
   NcclConnector(int device, cudaStream_t compute) : device_(device), compute_(compute) {
     char bus[64] = {};
     CUDA_CHECK(cudaDeviceGetPCIBusId(bus, sizeof bus, device));
-    address_ = host_name() + "/" + bus;
+    address_ = host_identity() + "/" + bus;
   }
 
   std::string address() const override { return address_; }

@@ -108,22 +108,23 @@ uint64_t kv_cache_bytes(const ModelSpec& spec, int64_t slots, int64_t capacity, 
 }
 
 MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stored_dtype,
-                           const ComputePlacement& compute, const RunShape& shape, const OffloadPolicy* policy) {
+                           const ComputePlacement& compute, const RunShape& shape, const OffloadPolicy* policy,
+                           ModelEnds ends) {
   MemoryPlan plan;
   const bool gpu = compute.tier == Tier::Gpu;
-  const std::string params = std::to_string(spec.num_params()) + " parameters";
+  const int64_t decoder = spec.num_layers * spec.layer_params();
+  const int64_t held = decoder + spec.end_params(ends);  // the parameters this run (or stage) holds
+  const std::string params = std::to_string(held) + " parameters";
   const Tier loaded = weights == WeightHome::Generated ? Tier::Cpu : Tier::Mmap;
-  const uint64_t stored = mul_sat(u(spec.num_params()), dtype_size(stored_dtype));
-  const uint64_t on_compute = mul_sat(u(spec.num_params()), dtype_size(compute.weights));
+  const uint64_t stored = mul_sat(u(held), dtype_size(stored_dtype));
+  const uint64_t on_compute = mul_sat(u(held), dtype_size(compute.weights));
   if (!policy) {
     plan.add("weights", loaded, stored, std::string(dtype_name(stored_dtype)) + ", " + params);
     if (gpu)
       plan.add("weights on the GPU", Tier::Gpu, on_compute, std::string(dtype_name(compute.weights)) + ", " + params);
   } else {
     // Decoder layers are placed by the shares; the embedding and the head stay where compute is.
-    const int64_t embed = spec.vocab_size * spec.hidden_size * (spec.tie_word_embeddings ? 1 : 2);
-    const int64_t decoder = std::max<int64_t>(0, spec.num_params() - embed);
-    const uint64_t layer = mul_sat(u(decoder / std::max<int64_t>(1, spec.num_layers)), dtype_size(compute.weights));
+    const uint64_t layer = mul_sat(u(spec.layer_params()), dtype_size(compute.weights));
     // A streamed buffer holds the larger half of a decoder layer: its attention or its MLP.
     const uint64_t mlp = mul_sat(u((spec.gated_mlp ? 3 : 2) * spec.hidden_size) * u(spec.intermediate_size),
                                  dtype_size(compute.weights));
@@ -136,9 +137,13 @@ MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stor
     };
     const TierShares& w = policy->weights;
     const uint64_t rest = on_compute - std::min(on_compute, dec);
+    const std::string ends_held = ends.embedding && ends.head ? "embeddings and head, and "
+                                  : ends.embedding            ? "embeddings, and "
+                                  : ends.head                 ? "head, and "
+                                                              : "";
     if (gpu) {
       plan.add("weights on the GPU", Tier::Gpu, rest + share(dec, w.gpu),
-               "embeddings and head, and " + format_percent(w.gpu) + " of the decoder layers");
+               ends_held + format_percent(w.gpu) + " of the decoder layers");
       if (w.gpu < 100) plan.add("weight buffers", Tier::Gpu, buffers, buffers_why);
       if (w.cpu > 0)
         plan.add("weights in host memory", policy->pin_weight ? Tier::PinnedCpu : Tier::Cpu, share(dec, w.cpu),
@@ -150,9 +155,9 @@ MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stor
     } else {
       const double memory = w.gpu + w.cpu;
       plan.add("weights", loaded, weights == WeightHome::Generated ? rest + share(dec, memory) + layer : stored,
-               weights == WeightHome::Generated ? "embeddings and head, " + format_percent(memory) +
-                                                      " of the decoder layers, and one layer while loading"
-                                                : std::string(dtype_name(stored_dtype)) + ", " + params);
+               weights == WeightHome::Generated
+                   ? ends_held + format_percent(memory) + " of the decoder layers, and one layer while loading"
+                   : std::string(dtype_name(stored_dtype)) + ", " + params);
       if (w.disk() > 0) plan.add("weight buffers", Tier::Cpu, buffers, buffers_why);
     }
     if (w.disk() > 0)
@@ -208,7 +213,8 @@ MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stor
     plan.add("activations", compute.tier, mul_sat(per_row, u(shape.max_step_tokens)),
              count(shape.max_step_tokens, "token") + " in the largest step");
   }
-  // f32 logits where they are computed, and their host copy for the sampler.
+  // f32 logits where they are computed, and their host copy for the sampler (the head's stage).
+  if (!ends.head) return plan;
   const uint64_t logits = mul_sat(u(shape.max_logit_rows), u(spec.vocab_size), 4);
   plan.add("logits", compute.tier, logits,
            count(shape.max_logit_rows, "row") + " x " + std::to_string(spec.vocab_size));

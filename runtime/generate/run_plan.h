@@ -63,9 +63,10 @@ struct ComputePlacement {
 // The memory of a generation run: weights (their host copy, and the GPU copy when computing there),
 // KV cache, the largest step's activations and the logits. With an offloading policy, the weights'
 // and the KV cache's shares by tier (decoder layers only: the embedding and the head stay on the
-// compute tier), the compute buffers they stream through, and the disk they take.
+// compute tier), the compute buffers they stream through, and the disk they take. A pipeline
+// stage's plan is of its decoder layers (spec.num_layers) and its `ends`: the logits are the head's.
 MemoryPlan plan_generation(const ModelSpec& spec, WeightHome weights, DType stored_dtype,
                            const ComputePlacement& compute, const RunShape& shape,
-                           const OffloadPolicy* policy = nullptr);
+                           const OffloadPolicy* policy = nullptr, ModelEnds ends = {});
 
 }  // namespace tiergen

@@ -24,7 +24,6 @@ constexpr int64_t kMaxWidth = int64_t{1} << 20;
 constexpr int64_t kMaxVocab = int64_t{1} << 24;
 constexpr int64_t kMaxPositions = int64_t{1} << 24;
 
-
 // transformers' ACT2FN names, restricted to what the kernels implement. "gelu" is the exact (erf)
 // GELU; gelu_new, gelu_pytorch_tanh and gelu_fast are all the tanh approximation.
 Activation parse_activation(const Fields& f, const char* key, const char* fallback) {
@@ -57,14 +56,14 @@ void set_heads(const Fields& f, ModelSpec& s, const char* heads_key, int64_t kv_
     s.head_dim = *head_dim;
   } else {
     if (s.hidden_size % s.num_heads != 0) {
-      f.fail(heads_key, "(" + std::to_string(s.num_heads) + ") must divide hidden_size (" +
-                            std::to_string(s.hidden_size) + ")");
+      f.fail(heads_key,
+             "(" + std::to_string(s.num_heads) + ") must divide hidden_size (" + std::to_string(s.hidden_size) + ")");
     }
     s.head_dim = s.hidden_size / s.num_heads;
   }
   if (s.num_heads % kv_heads != 0) {
-    f.fail("num_key_value_heads", "(" + std::to_string(kv_heads) + ") must divide " + heads_key + " (" +
-                                      std::to_string(s.num_heads) + ")");
+    f.fail("num_key_value_heads",
+           "(" + std::to_string(kv_heads) + ") must divide " + heads_key + " (" + std::to_string(s.num_heads) + ")");
   }
   s.num_kv_heads = kv_heads;
 }
@@ -152,9 +151,9 @@ void parse_rope(const Fields& f, ModelSpec& s) {
     r.high_freq_factor = rope->positive_number("high_freq_factor");
     // standardize_rope_params: a top-level original_max_position_embeddings (Phi-3 style) wins,
     // then the dict's, then max_position_embeddings.
-    r.original_max_position_embeddings = f.positive_int_or(
-        "original_max_position_embeddings",
-        rope->positive_int_or("original_max_position_embeddings", s.max_position_embeddings));
+    r.original_max_position_embeddings =
+        f.positive_int_or("original_max_position_embeddings",
+                          rope->positive_int_or("original_max_position_embeddings", s.max_position_embeddings));
   } else {
     throw UnsupportedError(f.origin() + ": RoPE type '" + type + "' (field '" + rope->name(type_key) +
                            "') is not supported (supported: default, linear, dynamic, llama3)");
@@ -163,12 +162,11 @@ void parse_rope(const Fields& f, ModelSpec& s) {
 
 // Sliding-window attention only changes results once a sequence is longer than the window, so a
 // window that covers max_position_embeddings is plain causal attention.
-void check_sliding_window(const Fields& f, const ModelSpec& s, std::optional<int64_t> window,
-                          const std::string& what) {
+void check_sliding_window(const Fields& f, const ModelSpec& s, std::optional<int64_t> window, const std::string& what) {
   if (window && *window < s.max_position_embeddings) {
-    throw UnsupportedError(f.origin() + ": sliding-window attention (" + what + ", window " +
-                           std::to_string(*window) + " < max_position_embeddings " +
-                           std::to_string(s.max_position_embeddings) + ") is not supported");
+    throw UnsupportedError(f.origin() + ": sliding-window attention (" + what + ", window " + std::to_string(*window) +
+                           " < max_position_embeddings " + std::to_string(s.max_position_embeddings) +
+                           ") is not supported");
   }
 }
 
@@ -272,7 +270,6 @@ void parse_bloom_config(const Fields& f, ModelSpec& s) {
   s.tie_word_embeddings = f.bool_or("tie_word_embeddings", true);
 }
 
-
 void parse_llama_config(const Fields& f, ModelSpec& s) {
   s.family = Family::Llama;
   parse_rope_decoder(f, s);
@@ -321,27 +318,33 @@ ModelSpec load_model_config(const std::filesystem::path& config_json) {
   return parse_model_config(json_fields::read_text_file(config_json), config_json.string());
 }
 
-int64_t ModelSpec::num_params() const {
+int64_t ModelSpec::num_params() const { return end_params() + num_layers * layer_params(); }
+
+int64_t ModelSpec::end_params(ModelEnds ends) const {
+  const int64_t h = hidden_size;
+  const int64_t norm_params = norm_bias ? 2 * h : h;
+  const int64_t table = vocab_size * word_embed_proj_dim;                             // embed_tokens, lm_head (V, E)
+  const int64_t projection = word_embed_proj_dim != h ? h * word_embed_proj_dim : 0;  // OPT project_in, _out
+  int64_t embedding = table + projection;
+  if (position == PositionKind::Learned) embedding += (max_position_embeddings + position_offset) * h;
+  if (embed_norm) embedding += norm_params;
+  const int64_t head = table + projection + (final_norm ? norm_params : 0);
+  if (ends.embedding && ends.head) return embedding + head - (tie_word_embeddings ? table : 0);
+  return (ends.embedding ? embedding : 0) + (ends.head ? head : 0);
+}
+
+int64_t ModelSpec::layer_params() const {
   const int64_t h = hidden_size;
   const int64_t q_width = num_heads * head_dim;
   const int64_t kv_width = num_kv_heads * head_dim;
   const int64_t norm_params = norm_bias ? 2 * h : h;
-
-  int64_t n = vocab_size * word_embed_proj_dim;                     // embed_tokens (V, E)
-  if (!tie_word_embeddings) n += vocab_size * word_embed_proj_dim;  // lm_head (V, E)
-  if (word_embed_proj_dim != h) n += 2 * h * word_embed_proj_dim;   // OPT project_in/out, no bias
-  if (position == PositionKind::Learned) n += (max_position_embeddings + position_offset) * h;
-  if (embed_norm) n += norm_params;
-  if (final_norm) n += norm_params;
-
   int64_t layer = h * q_width + 2 * h * kv_width + q_width * h;  // q, k, v, o weights
   if (qkv_bias) layer += q_width + 2 * kv_width;
   if (o_bias) layer += h;
   const int64_t mlp_mats = gated_mlp ? 3 : 2;  // gate/up/down vs fc1/fc2
   layer += mlp_mats * h * intermediate_size;
   if (mlp_bias) layer += (mlp_mats - 1) * intermediate_size + h;
-  layer += 2 * norm_params;  // before/after attention
-  return n + num_layers * layer;
+  return layer + 2 * norm_params;  // before/after attention
 }
 
 }  // namespace tiergen

@@ -23,9 +23,16 @@ struct RopeScaling {
   enum class Type { Default, Linear, Dynamic, Llama3 };
   Type type = Type::Default;
   double factor = 1.0;
-  double low_freq_factor = 1.0;   // llama3
-  double high_freq_factor = 4.0;  // llama3
+  double low_freq_factor = 1.0;                  // llama3
+  double high_freq_factor = 4.0;                 // llama3
   int64_t original_max_position_embeddings = 0;  // llama3, dynamic (0: use max_position_embeddings)
+};
+
+// The parts of a model besides its decoder layers that a run holds: all of them when it runs the
+// model alone; a pipeline stage the embedding side if it is the first, the head side if the last.
+struct ModelEnds {
+  bool embedding = true;  // the token table, learned positions, the embedding norm, OPT's project_in
+  bool head = true;       // the final norm, OPT's project_out, the LM head (the token table where tied)
 };
 
 struct ModelSpec {
@@ -40,13 +47,13 @@ struct ModelSpec {
   int64_t head_dim = 0;      // explicit `head_dim` or hidden_size / num_heads
   int64_t intermediate_size = 0;
   int64_t max_position_embeddings = 0;  // 0 for ALiBi (BLOOM): no position table, no limit in config
-  int64_t word_embed_proj_dim = 0;  // OPT: embedding width; project_in/out when != hidden_size
+  int64_t word_embed_proj_dim = 0;      // OPT: embedding width; project_in/out when != hidden_size
 
   NormKind norm = NormKind::RmsNorm;
   double norm_eps = 1e-5;
-  bool pre_norm = true;       // OPT do_layer_norm_before=false: post-LN
-  bool final_norm = true;     // a norm after the last layer
-  bool embed_norm = false;    // BLOOM word_embeddings_layernorm
+  bool pre_norm = true;     // OPT do_layer_norm_before=false: post-LN
+  bool final_norm = true;   // a norm after the last layer
+  bool embed_norm = false;  // BLOOM word_embeddings_layernorm
 
   PositionKind position = PositionKind::Rope;
   int64_t position_offset = 0;  // OPT learned positions start at index 2
@@ -68,6 +75,10 @@ struct ModelSpec {
 
   // Parameter count implied by the shapes (embeddings counted once when tied).
   int64_t num_params() const;
+  // The parameters of one decoder layer.
+  int64_t layer_params() const;
+  // The parameters of `ends` (a tied token table once where both are held).
+  int64_t end_params(ModelEnds ends = {}) const;
 };
 
 // Parses config.json text. `origin` names the file in errors. Unknown model_type, a missing or

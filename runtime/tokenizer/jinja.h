@@ -1,12 +1,13 @@
 // The part of Jinja that Hugging Face chat templates are written in, with the settings transformers
 // renders them under (trim_blocks, lstrip_blocks, loop controls): text, {{ expressions }},
 // {% if / elif / else %}, {% for x in xs [if c] %} with `loop` and {% else %}, {% set %} (also
-// `ns.attr` on a namespace()), {% break %} / {% continue %}, {% generation %}, comments and the
-// `-` / `+` whitespace controls. Expressions: literals, lists, dicts, attribute and item access,
-// slices, calls, filters, `is` tests, arithmetic, `~`, comparisons, `in`, `and` / `or` / `not`,
-// `a if c else b`; Python's string and dict methods that templates call. What is outside this
-// subset (macros, includes, call blocks) is a FormatError when the template is parsed, never a
-// silently different prompt.
+// `ns.attr` on a namespace()), {% macro name(a, b=default) %} called as name(x, b=y),
+// {% break %} / {% continue %}, {% generation %}, comments and the `-` / `+` whitespace controls.
+// Expressions: literals, lists, dicts, attribute and item access, slices, calls, filters, `is`
+// tests, arithmetic, `~`, comparisons, `in`, `and` / `or` / `not`, `a if c else b`; Python's string
+// and dict methods that templates call. What is outside this subset (includes, imports, call
+// blocks, a macro's caller/varargs/kwargs) is a FormatError when the template is parsed or run,
+// never a silently different prompt.
 #pragma once
 
 #include <cstdint>
@@ -18,19 +19,21 @@
 namespace tiergen::jinja {
 
 struct Value;
+struct Node;  // a parsed template's statements (jinja_parse.cc)
 using List = std::vector<Value>;
 using Dict = std::vector<std::pair<std::string, Value>>;  // in insertion order, as Python's dicts
 
 // A template value. Lists, dicts and namespaces are shared, as Python objects are.
 struct Value {
-  enum class Kind { Undefined, None, Bool, Int, Float, String, List, Dict, Namespace };
+  enum class Kind { Undefined, None, Bool, Int, Float, String, List, Dict, Namespace, Macro };
   Kind kind = Kind::Undefined;
   bool b = false;
   int64_t i = 0;
   double f = 0;
   std::string s;
   std::shared_ptr<List> list;
-  std::shared_ptr<Dict> dict;  // a Dict's or a Namespace's entries
+  std::shared_ptr<Dict> dict;   // a Dict's or a Namespace's entries
+  const Node* macro = nullptr;  // a Macro's definition, in the template being rendered
 
   static Value none() { return with(Kind::None); }
   static Value boolean(bool v) {
@@ -74,8 +77,6 @@ struct Value {
     return x;
   }
 };
-
-struct Node;  // a parsed template's statements (jinja_parse.cc)
 
 class Template {
  public:

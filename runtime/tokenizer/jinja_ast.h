@@ -42,16 +42,18 @@ struct Expr {
 };
 
 struct Node {
-  enum class Kind { Text, Output, If, For, Set, Break, Continue };
+  enum class Kind { Text, Output, If, For, Set, Macro, Break, Continue };
   Kind kind = Kind::Text;
   int line = 0;
   std::string text;  // Text
   ExprPtr expr;      // Output, Set's value, For's iterable
   // If: one branch per if / elif (its condition and body), then the else body.
   std::vector<std::pair<ExprPtr, std::vector<Node>>> branches;
-  std::vector<Node> body, else_body;  // For (else_body: when nothing was iterated); If's else
-  std::vector<std::string> targets;   // For's loop variables; Set's name (and attribute: ns.x)
-  ExprPtr filter;                     // For's `if` condition, or null
+  std::vector<Node> body, else_body;  // For, Macro (else_body: For's when nothing was iterated); If's else
+  // For's loop variables; Set's name (and attribute: ns.x); Macro's name, then its parameters'.
+  std::vector<std::string> targets;
+  ExprPtr filter;                 // For's `if` condition, or null
+  std::vector<ExprPtr> defaults;  // Macro: each parameter's default value, or null
 };
 
 // The statements of `source`; FormatError naming `name` and the line for what does not parse.

@@ -43,6 +43,7 @@ bool truthy(const Value& v) {
     case K::Dict:
       return !v.dict->empty();
     case K::Namespace:
+    case K::Macro:
       return true;
   }
   return false;
@@ -120,6 +121,8 @@ std::string repr(const Value& v) {
     }
     case K::Namespace:
       return "<Namespace>";
+    case K::Macro:
+      return "<Macro>";
     default:
       return str(v);
   }
@@ -174,6 +177,7 @@ void to_json(std::string& out, const Value& v, int indent, int depth) {
   switch (v.kind) {
     case K::Undefined:
     case K::None:
+    case K::Macro:  // not data: null, where Python's json would refuse it
       out += "null";
       return;
     case K::Bool:
@@ -251,6 +255,8 @@ bool equals(const Value& a, const Value& b) {
         if (!y || !equals(x, *y)) return false;
       }
       return true;
+    case K::Macro:
+      return a.macro == b.macro;
     default:
       return a.dict == b.dict;
   }
@@ -323,6 +329,13 @@ class Renderer {
         case Node::Kind::Set:
           assign(n);
           break;
+        case Node::Kind::Macro: {
+          Value m;
+          m.kind = K::Macro;
+          m.macro = &n;
+          scopes_.back()[n.targets[0]] = std::move(m);
+          break;
+        }
         case Node::Kind::Break:
           return Flow::Break;
         case Node::Kind::Continue:
@@ -553,6 +566,7 @@ class Renderer {
     if (callee.op == Expr::Op::Attr) return method(eval(*callee.args[0]), callee.name, e);
     if (callee.op != Expr::Op::Name) error("only functions and methods can be called", e.line);
     const std::string& f = callee.name;
+    if (const Value m = lookup(f); m.kind == K::Macro) return invoke(*m.macro, e);
     const std::vector<Value> a = positional(e);
     if (f == "raise_exception")
       throw InvalidArgumentError("the chat template refused the chat: " + (a.empty() ? std::string() : str(a[0])));
@@ -588,6 +602,49 @@ class Renderer {
       return Value::of_dict(std::move(d));
     }
     error("'" + f + "' is not a function a chat template can call here", e.line);
+  }
+
+  // A macro's call: its parameters bound from the call's positional and keyword arguments, else
+  // their defaults, else undefined; its body renders in a scope of its own above the globals (as in
+  // Jinja, a macro does not see its caller's variables), and the call's value is what it printed.
+  Value invoke(const Node& macro, const Expr& e) {
+    const std::string& name = macro.targets[0];
+    const std::vector<std::string> params(macro.targets.begin() + 1, macro.targets.end());
+    std::vector<Value> a = positional(e);
+    if (a.size() > params.size())
+      error("the macro '" + name + "' takes " + std::to_string(params.size()) + " arguments, got " +
+                std::to_string(a.size()),
+            e.line);
+    std::map<std::string, Value> args;
+    for (size_t k = 0; k < a.size(); ++k) args[params[k]] = std::move(a[k]);
+    for (const auto& [k, x] : e.kwargs) {
+      if (std::find(params.begin(), params.end(), k) == params.end())
+        error("the macro '" + name + "' has no parameter '" + k + "'", e.line);
+      if (args.count(k)) error("the macro '" + name + "' got '" + k + "' twice", e.line);
+      args[k] = eval(*x);
+    }
+    // The macro's scopes: the globals, then its parameters; the caller's come back after, also
+    // when the body throws.
+    struct Back {
+      Renderer& r;
+      std::vector<std::map<std::string, Value>> saved;
+      ~Back() {
+        std::swap(r.scopes_, saved);
+        --r.depth_;
+      }
+    } back{*this, {scopes_.front(), {}}};
+    std::swap(scopes_, back.saved);
+    if (++depth_ > kMaxMacroDepth) error("the macro '" + name + "' calls itself too deeply", e.line);
+    for (size_t k = 0; k < params.size(); ++k) {
+      auto given = args.find(params[k]);
+      // A default may read the parameters before it.
+      scopes_.back()[params[k]] = given != args.end() ? std::move(given->second)
+                                  : macro.defaults[k] ? eval(*macro.defaults[k])
+                                                      : Value();
+    }
+    std::string out;
+    run(macro.body, out);
+    return Value::string(std::move(out));
   }
 
   Value method(const Value& v, const std::string& m, const Expr& e) {
@@ -863,8 +920,11 @@ class Renderer {
     return Value::number(std::pow(x, y));
   }
 
+  static constexpr int kMaxMacroDepth = 64;  // a macro that recurses without end is an error, not a crash
+
   const std::string& name_;
   std::vector<std::map<std::string, Value>> scopes_;
+  int depth_ = 0;
 };
 
 }  // namespace

@@ -576,6 +576,19 @@ class Nester {
       if (!ep.take_op("=")) ep.error("block assignments ({% set x %}...{% endset %}) are not supported; expected '='");
       n.expr = ep.expression();
       ep.expect_end();
+    } else if (word == "macro") {
+      n.kind = Node::Kind::Macro;
+      n.targets.push_back(ep.expect_identifier());
+      if (!ep.take_op("(")) ep.error("expected '(' after the macro's name");
+      while (!ep.take_op(")")) {
+        if (n.targets.size() > 1 && !ep.take_op(",")) ep.error("expected ',' or ')' in the macro's parameters");
+        if (ep.take_op(")")) break;  // a trailing comma
+        n.targets.push_back(ep.expect_identifier());
+        n.defaults.push_back(ep.take_op("=") ? ep.expression() : nullptr);
+      }
+      ep.expect_end();
+      block(n.body, {"endmacro"});
+      rest_->expect_end();
     } else if (word == "break" || word == "continue") {
       n.kind = word == "break" ? Node::Kind::Break : Node::Kind::Continue;
       ep.expect_end();

@@ -4,8 +4,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <thread>
 
 namespace tiergen::testing {
@@ -81,5 +85,28 @@ std::string tiergen_binary() {
 }
 
 std::string demo_model() { return (source_dir() / "models" / "fortune-tiny").string(); }
+
+std::string host_name() {
+  char h[256] = {};
+  gethostname(h, sizeof h - 1);
+  return h;
+}
+
+pid_t mpi_rank_pid(pid_t mpirun, int rank) {
+  for (int tries = 0; tries < 500; ++tries, std::this_thread::sleep_for(std::chrono::milliseconds(10)))
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+      const std::string name = e.path().filename().string();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::ifstream stat(e.path() / "stat");
+      std::string pid, comm, state;
+      pid_t ppid = 0;
+      if (!(stat >> pid >> comm >> state >> ppid) || ppid != mpirun) continue;
+      std::ifstream env(e.path() / "environ");
+      const std::string all((std::istreambuf_iterator<char>(env)), std::istreambuf_iterator<char>());
+      if (all.find(std::string("OMPI_COMM_WORLD_RANK=") + std::to_string(rank) + '\0') != std::string::npos)
+        return static_cast<pid_t>(std::stol(name));
+    }
+  return -1;
+}
 
 }  // namespace tiergen::testing

@@ -59,4 +59,11 @@ std::string tiergen_binary();
 // The repository's demo model, models/fortune-tiny.
 std::string demo_model();
 
+// This machine's host name, as ranks name their host in messages.
+std::string host_name();
+
+// The pid of MPI rank `rank` among the children of `mpirun` (the one whose environment holds
+// OMPI_COMM_WORLD_RANK=rank), waiting up to 5 s for it to start; -1 if it never does.
+pid_t mpi_rank_pid(pid_t mpirun, int rank);
+
 }  // namespace tiergen::testing

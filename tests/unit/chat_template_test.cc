@@ -58,9 +58,9 @@ TEST(ChatTemplate, LoadsFromTheModelFolder) {
   EXPECT_EQ(t->render({{"user", "hello"}}), "hello</s>");
   testing::write_file(tmp / "chat_template.jinja", "[{{ messages | length }}]");  // wins over the config
   EXPECT_EQ(ChatTemplate::load(tmp.path())->render({{"user", "a"}, {"assistant", "b"}}), "[2]");
-  testing::write_file(tmp / "chat_template.jinja", "{% macro m() %}{% endmacro %}");
+  testing::write_file(tmp / "chat_template.jinja", "{% import 'm.jinja' as m %}");
   EXPECT_THROW_WITH(ChatTemplate::load(tmp.path()), FormatError,
-                    "chat_template.jinja:1: '{% macro %}' is not supported");
+                    "chat_template.jinja:1: '{% import %}' is not supported");
   testing::write_file(tmp / "tokenizer_config.json", "{not json");
   std::filesystem::remove(tmp / "chat_template.jinja");
   EXPECT_THROW_WITH(ChatTemplate::load(tmp.path()), FormatError, "is not a JSON object");
@@ -99,6 +99,38 @@ TEST(Jinja, ScopesFiltersTestsAndMethods) {
                    {{"d", jinja::Value::of_dict({{"x", jinja::Value::integer(1)}, {"y", jinja::Value::none()}})}}),
             "x=1;y=None;");
   EXPECT_EQ(render("{% for x in xs %}{% if x == 'b' %}{% break %}{% endif %}{{ x }}{% endfor %}", xs), "a");
+}
+
+// Macros: parameters by position and keyword, defaults (which may read the parameters before
+// them), the call's value is what the body printed; the body sees the globals and its parameters,
+// not its caller's variables, and its own sets stay in it.
+TEST(Jinja, Macros) {
+  const jinja::Dict xs = {{"xs", list({"a", "b", "c"})}};
+  EXPECT_EQ(render("{% macro greet(name, punct='!', twice=punct ~ punct) %}Hi {{ name }}{{ punct }}{{ twice }}"
+                   "{% endmacro %}{{ greet('a') }} {{ greet('b', punct='?') }} {{ greet(name='c', twice='') }}"),
+            "Hi a!!! Hi b??? Hi c!");
+  EXPECT_EQ(render("{% set top = 'T' %}{% macro m() %}[{{ x }}{{ top }}{{ xs | length }}]{% set z = 1 %}"
+                   "{% endmacro %}{% for x in xs %}{{ m() }}{% endfor %}{{ z }}",
+                   xs),
+            "[T3][T3][T3]");
+  // trim_blocks takes the newlines after the macro's tags; its value is a string like any other.
+  EXPECT_EQ(
+      render("{% macro line(x) %}\n- {{ x }}\n{% endmacro %}\n{% for x in xs %}{{ line(x) | upper }}{% endfor %}", xs),
+      "- A\n- B\n- C\n");
+  // A namespace given to a macro is shared: its sets reach the caller.
+  EXPECT_EQ(render("{% macro bump(ns) %}{% set ns.n = ns.n + 1 %}{% endmacro %}{% set ns = namespace(n=0) %}"
+                   "{{ bump(ns) }}{{ bump(ns) }}{{ ns.n }}"),
+            "2");
+  EXPECT_THROW_WITH(render("{% macro m(a) %}{% endmacro %}{{ m(1, 2) }}"), FormatError,
+                    "t.jinja:1: the macro 'm' takes 1 arguments, got 2");
+  EXPECT_THROW_WITH(render("{% macro m(a) %}{% endmacro %}\n{{ m(b=1) }}"), FormatError,
+                    "t.jinja:2: the macro 'm' has no parameter 'b'");
+  EXPECT_THROW_WITH(render("{% macro r() %}{{ r() }}{% endmacro %}{{ r() }}"), FormatError,
+                    "the macro 'r' calls itself too deeply");
+  EXPECT_THROW_WITH(render("{% macro m() %}{{ caller() }}{% endmacro %}{{ m() }}"), FormatError,
+                    "'caller' is not a function");
+  EXPECT_THROW_WITH(render("{% macro m(a b) %}{% endmacro %}"), FormatError, "expected ',' or ')'");
+  EXPECT_THROW_WITH(render("{% macro m() %}x"), FormatError, "'endmacro' is missing");
 }
 
 TEST(Jinja, ErrorsNameTheLine) {

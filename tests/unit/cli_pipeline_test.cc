@@ -38,12 +38,6 @@ CliLimits mpirun(int n) {
 #define REQUIRE_MPIRUN() \
   if (!have_mpirun()) GTEST_SKIP() << "no MPI in this build or no mpirun on PATH"
 
-std::string host_name() {
-  char h[256] = {};
-  gethostname(h, sizeof h - 1);
-  return h;
-}
-
 struct Case {
   std::string model;
   std::string prompts;  // generate's prompt flags
@@ -95,24 +89,6 @@ TEST(CliPipeline, EveryModelGivesTheSingleProcessTokens) {
   }
 }
 
-// The pid of rank `rank` among mpirun's children (each has OMPI_COMM_WORLD_RANK in its environment).
-pid_t rank_pid(pid_t mpirun, int rank) {
-  for (int tries = 0; tries < 500; ++tries, std::this_thread::sleep_for(10ms))
-    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-      const std::string name = e.path().filename().string();
-      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-      std::ifstream stat(e.path() / "stat");
-      std::string pid, comm, state;
-      pid_t ppid = 0;
-      if (!(stat >> pid >> comm >> state >> ppid) || ppid != mpirun) continue;
-      std::ifstream env(e.path() / "environ");
-      const std::string all((std::istreambuf_iterator<char>(env)), std::istreambuf_iterator<char>());
-      if (all.find(std::string("OMPI_COMM_WORLD_RANK=") + std::to_string(rank) + '\0') != std::string::npos)
-        return static_cast<pid_t>(std::stol(name));
-    }
-  return -1;
-}
-
 // A long run of three ranks: the demo model, many tokens, one sequence per block.
 const char* kLongRun =
     "generate --model %s -n 400 --ignore-eos -b 1 A B C D E F G H --threads 1 --comm-timeout 3s --load-timeout 20s";
@@ -128,7 +104,7 @@ std::string long_run() {
 TEST(CliPipeline, StoppedRankEndsTheJobNamingIt) {
   REQUIRE_MPIRUN();
   TiergenProcess p(long_run(), "", mpirun(3));
-  const pid_t r1 = rank_pid(p.pid(), 1);
+  const pid_t r1 = mpi_rank_pid(p.pid(), 1);
   ASSERT_GT(r1, 0) << "rank 1 never started";
   std::this_thread::sleep_for(700ms);  // into the run
   ::kill(r1, SIGSTOP);
@@ -143,7 +119,7 @@ TEST(CliPipeline, StoppedRankEndsTheJobNamingIt) {
 TEST(CliPipeline, KilledRankEndsTheJobNamingIt) {
   REQUIRE_MPIRUN();
   TiergenProcess p(long_run(), "", mpirun(3));
-  const pid_t r1 = rank_pid(p.pid(), 1);
+  const pid_t r1 = mpi_rank_pid(p.pid(), 1);
   ASSERT_GT(r1, 0) << "rank 1 never started";
   std::this_thread::sleep_for(700ms);
   ::kill(r1, SIGKILL);

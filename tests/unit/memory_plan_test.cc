@@ -27,8 +27,8 @@ bool has(const MemoryPlan& plan, const std::string& what) {
 
 struct Opt30b {
   ModelSpec spec = preset_model_spec("opt-30b");
-  int64_t embed() const { return spec.vocab_size * spec.hidden_size * (spec.tie_word_embeddings ? 1 : 2); }
-  double decoder_bytes() const { return 2.0 * static_cast<double>(spec.num_params() - embed()); }
+  int64_t embed() const { return spec.num_params() - spec.num_layers * spec.layer_params(); }  // tied table, positions
+  double decoder_bytes() const { return 2.0 * static_cast<double>(spec.num_layers * spec.layer_params()); }
 };
 
 TEST(MemoryPlan, GpuWeightsSplitByThePolicy) {
@@ -57,6 +57,42 @@ TEST(MemoryPlan, GpuWeightsSplitByThePolicy) {
   // Without a policy every weight is on the GPU.
   const MemoryPlan all = plan_generation(m.spec, WeightHome::Generated, DType::F16, gpu, shape);
   EXPECT_NEAR(static_cast<double>(item(all, "weights on the GPU")), dec + 2.0 * m.embed(), 1e6);
+}
+
+// A pipeline stage's plan holds its decoder layers and only the ends of the model it holds: a tied
+// token table on the first stage (the embedding) and on the last (the head), neither on a middle
+// one; the logits only on the last.
+TEST(MemoryPlan, StagesCountTheEndsTheyHold) {
+  const ModelSpec llama = preset_model_spec("llama-2-70b");  // untied: a table per end
+  ModelSpec opt = preset_model_spec("opt-66b");              // tied: one table serves both ends
+  for (ModelSpec spec : {llama, opt}) {
+    spec.num_layers = 16;  // a stage's share
+    const ComputePlacement gpu{Tier::Gpu, DType::F16, DType::F16, DType::F16};
+    const RunShape shape{8, 544, 8 * 512, 8};
+    OffloadPolicy p;
+    set_percent(p, {25, 75, 100, 0, 100, 0});
+    auto on_gpu = [&](ModelEnds ends) {
+      return item(plan_generation(spec, WeightHome::Generated, DType::F16, gpu, shape, &p, ends), "weights on the GPU");
+    };
+    const uint64_t middle = on_gpu({false, false}), first = on_gpu({true, false}), last = on_gpu({false, true});
+    const double decoder = 2.0 * static_cast<double>(spec.num_layers * spec.layer_params());
+    EXPECT_NEAR(static_cast<double>(middle), 0.25 * decoder, 1.0) << spec.model_type;
+    const auto table = static_cast<uint64_t>(2 * spec.vocab_size * spec.word_embed_proj_dim);
+    EXPECT_GE(first - middle, table) << spec.model_type;  // the token table, positions, norms
+    EXPECT_GE(last - middle, table) << spec.model_type;   // the LM head (the same table where tied), final norm
+    // Alone, a tied table is held once; untied, both.
+    const uint64_t alone = on_gpu({});
+    EXPECT_EQ(alone - middle, (first - middle) + (last - middle) - (spec.tie_word_embeddings ? table : 0))
+        << spec.model_type;
+    const MemoryPlan mid = plan_generation(spec, WeightHome::Generated, DType::F16, gpu, shape, &p, {false, false});
+    EXPECT_FALSE(has(mid, "logits"));
+    EXPECT_FALSE(has(mid, "logits on the host"));
+    EXPECT_TRUE(has(plan_generation(spec, WeightHome::Generated, DType::F16, gpu, shape, &p, {false, true}), "logits"));
+  }
+  EXPECT_EQ(opt.end_params({true, false}) + opt.end_params({false, true}) - opt.end_params(),
+            opt.vocab_size * opt.word_embed_proj_dim);
+  EXPECT_EQ(llama.end_params({true, false}) + llama.end_params({false, true}), llama.end_params());
+  EXPECT_EQ(opt.end_params({false, false}), 0);
 }
 
 TEST(MemoryPlan, CpuDiskSharesOfWeightsAndKvCache) {

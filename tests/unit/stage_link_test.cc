@@ -12,6 +12,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <thread>
 
 #include "comm/local_transport.h"
 #include "comm/pipeline.h"
@@ -33,7 +34,8 @@ struct Wire {
   std::condition_variable cv;
   std::deque<std::vector<std::byte>> queue;
   int sent = 0;
-  bool silent = false;  // the sender's transfers never arrive (a peer that died mid-run)
+  bool silent = false;              // the sender's transfers never arrive (a peer that died mid-run)
+  bool posted[2] = {false, false};  // each end's first transfer, which connects the link
 };
 
 // The wires of every link, by key, shared by the ranks' connectors.
@@ -41,6 +43,9 @@ struct Wires {
   std::mutex mu;
   std::map<std::vector<std::byte>, std::shared_ptr<Wire>> by_key;
   int next = 0;
+  // As NCCL's: a link's first transfer connects it, which needs both ends' first transfers and
+  // then takes this long (0: links are up at once).
+  std::chrono::milliseconds connect_time{0};
   std::shared_ptr<Wire> get(const std::vector<std::byte>& key) {
     const std::lock_guard lock(mu);
     auto& w = by_key[key];
@@ -59,8 +64,10 @@ struct Wires {
 // polls and gives up at its deadline.
 class FakeLink final : public kernels::PeerLink {
  public:
-  FakeLink(std::shared_ptr<Wire> w, std::function<void()> poll) : w_(std::move(w)), poll_(std::move(poll)) {}
-  bool send(const Tensor& x, std::chrono::milliseconds) override {
+  FakeLink(std::shared_ptr<Wire> w, std::function<void()> poll, int me, std::chrono::milliseconds connect_time)
+      : w_(std::move(w)), poll_(std::move(poll)), me_(me), connect_time_(connect_time) {}
+  bool send(const Tensor& x, std::chrono::milliseconds timeout) override {
+    if (!connected(timeout)) return false;
     const std::lock_guard lock(w_->mu);
     ++w_->sent;
     if (w_->silent) return true;
@@ -69,7 +76,8 @@ class FakeLink final : public kernels::PeerLink {
     w_->cv.notify_all();
     return true;
   }
-  bool recv(Tensor& x, std::chrono::milliseconds) override {
+  bool recv(Tensor& x, std::chrono::milliseconds timeout) override {
+    if (!connected(timeout)) return false;
     targets_.push_back(x);
     return true;
   }
@@ -95,8 +103,26 @@ class FakeLink final : public kernels::PeerLink {
   }
 
  private:
+  // The first transfer waits for the other end's (false at the deadline), then for the connection.
+  bool connected(std::chrono::milliseconds timeout) {
+    if (connect_time_.count() == 0 || up_) return true;
+    const auto deadline = Clock::now() + timeout;
+    {
+      std::unique_lock lock(w_->mu);
+      w_->posted[me_] = true;
+      w_->cv.notify_all();
+      if (!w_->cv.wait_until(lock, deadline, [&] { return w_->posted[1 - me_]; })) return false;
+    }
+    std::this_thread::sleep_for(connect_time_);
+    up_ = true;
+    return Clock::now() < deadline;
+  }
+
   std::shared_ptr<Wire> w_;
   std::function<void()> poll_;
+  int me_;
+  std::chrono::milliseconds connect_time_;
+  bool up_ = false;
   std::vector<Tensor> targets_;
 };
 
@@ -111,8 +137,8 @@ class FakeConnector final : public kernels::PeerConnector {
     std::memcpy(key.data(), &k, sizeof k);
     return key;
   }
-  std::unique_ptr<kernels::PeerLink> join(std::span<const std::byte> key, int, std::function<void()> poll) override {
-    return std::make_unique<FakeLink>(wires_.get({key.begin(), key.end()}), std::move(poll));
+  std::unique_ptr<kernels::PeerLink> join(std::span<const std::byte> key, int me, std::function<void()> poll) override {
+    return std::make_unique<FakeLink>(wires_.get({key.begin(), key.end()}), std::move(poll), me, wires_.connect_time);
   }
 
  private:
@@ -343,6 +369,28 @@ TEST(StageLinks, DeviceModeWithoutLinksIsAnErrorOnEveryRank) {
               "--stage-link nccl: the hidden states rank 0 (this process) -> rank 1 (this process) cannot go over "
               "NCCL: rank 1 (this process): cpu moves tensors through host memory");
   EXPECT_EQ(wires.total_sent(), 0);
+}
+
+// Every link is up after two rounds of connections however long the pipeline: connect() orders
+// its probes odd-even. (Each rank bringing up its next link first would chain them: rank 0's link
+// would wait for every link after it, 7 connections here, past the deadline of 4.)
+TEST(StageLinks, LinksComeUpInTwoRoundsHoweverLongThePipeline) {
+  constexpr int kRanks = 8;
+  comm::LocalHub hub(kRanks);
+  Wires wires;
+  wires.connect_time = 200ms;
+  const auto start = Clock::now();
+  std::vector<std::future<void>> ranks;
+  for (int r = 0; r < kRanks; ++r)
+    ranks.push_back(std::async(std::launch::async, [&, r] {
+      auto t = hub.endpoint(r);
+      auto be = kernels::make_cpu_backend();
+      FakeConnector c(wires, "device " + std::to_string(r));
+      comm::StageLinks::connect(*t, *be, &c, "", DType::F32, comm::LinkMode::Device, 800ms);
+    }));
+  for (auto& f : ranks) EXPECT_NO_THROW(f.get());
+  EXPECT_LT(Clock::now() - start, 1200ms);
+  EXPECT_EQ(wires.total_sent(), kRanks - 1);  // one probe over each link
 }
 
 }  // namespace
