@@ -260,9 +260,10 @@ run() {
   echo "GPU TESTS PASSED"
 }
 
-# mpirun as a user runs it on one node, root allowed (containers); every rank gets the environment.
+# mpirun as a user runs it on one node, root allowed and without the single-copy shared-memory path
+# (containers often forbid both); every rank gets the environment.
 mpirun_np() {
-  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0 \
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none NCCL_NVLS_ENABLE=0 \
     mpirun --oversubscribe -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE -x TIERGEN_CUDA_MODULE -np "$@"
 }
 

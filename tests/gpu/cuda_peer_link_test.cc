@@ -155,10 +155,13 @@ bool can_run_nccl_pipeline(std::string& why) {
     if (!can_run_nccl_pipeline(why_not)) GTEST_SKIP() << why_not; \
   } while (0)
 
-// mpirun for `np` ranks on this machine, root allowed, each rank with NCCL's environment.
+// mpirun for `np` ranks on this machine, root allowed, without the single-copy shared-memory path
+// that containers often forbid, each rank with NCCL's environment.
 std::string mpirun(int np, const std::string& env = "", const std::string& forwarded = "") {
-  return "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0 " + env +
-         " mpirun --oversubscribe -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE" + forwarded + " -np " + std::to_string(np);
+  return "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "
+         "NCCL_NVLS_ENABLE=0 " +
+         env + " mpirun --oversubscribe -x LD_LIBRARY_PATH -x NCCL_NVLS_ENABLE" + forwarded + " -np " +
+         std::to_string(np);
 }
 
 // One GPU as `np` NCCL hosts: each rank sets its own NCCL_HOSTID, so NCCL (and tiergen, which tells
