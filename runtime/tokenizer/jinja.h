@@ -1,8 +1,9 @@
 // The part of Jinja that Hugging Face chat templates are written in, with the settings transformers
 // renders them under (trim_blocks, lstrip_blocks, loop controls): text, {{ expressions }},
 // {% if / elif / else %}, {% for x in xs [if c] %} with `loop` and {% else %}, {% set %} (also
-// `ns.attr` on a namespace()), {% macro name(a, b=default) %} called as name(x, b=y),
-// {% break %} / {% continue %}, {% generation %}, comments and the `-` / `+` whitespace controls.
+// `ns.attr` on a namespace(), and {% set x %}...{% endset %}), {% macro name(a, b=default) %}
+// called as name(x, b=y), {% break %} / {% continue %}, {% generation %}, comments and the `-` /
+// `+` whitespace controls.
 // Expressions: literals, lists, dicts, attribute and item access, slices, calls, filters, `is`
 // tests, arithmetic, `~`, comparisons, `in`, `and` / `or` / `not`, `a if c else b`; Python's string
 // and dict methods that templates call. What is outside this subset (includes, imports, call

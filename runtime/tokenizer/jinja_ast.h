@@ -46,10 +46,11 @@ struct Node {
   Kind kind = Kind::Text;
   int line = 0;
   std::string text;  // Text
-  ExprPtr expr;      // Output, Set's value, For's iterable
+  ExprPtr expr;      // Output, Set's value (null: the body's text), For's iterable
   // If: one branch per if / elif (its condition and body), then the else body.
   std::vector<std::pair<ExprPtr, std::vector<Node>>> branches;
-  std::vector<Node> body, else_body;  // For, Macro (else_body: For's when nothing was iterated); If's else
+  // For's, Macro's, a block Set's body; else_body: For's when nothing was iterated, If's else.
+  std::vector<Node> body, else_body;
   // For's loop variables; Set's name (and attribute: ns.x); Macro's name, then its parameters'.
   std::vector<std::string> targets;
   ExprPtr filter;                 // For's `if` condition, or null

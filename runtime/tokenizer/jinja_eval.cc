@@ -357,7 +357,14 @@ class Renderer {
   }
 
   void assign(const Node& n) {
-    Value v = eval(*n.expr);
+    Value v;
+    if (n.expr) {
+      v = eval(*n.expr);
+    } else {
+      std::string body;
+      run(n.body, body);
+      v = Value::string(std::move(body));
+    }
     if (n.targets.size() == 1) {
       scopes_.back()[n.targets[0]] = std::move(v);
       return;
@@ -731,6 +738,37 @@ class Renderer {
     }
   }
 
+  // Jinja's indent(s, width=4, first=False, blank=False): every line but the first (all with
+  // first) gets `width` spaces (or the string `width`), blank lines only with blank. Lines end at
+  // \n, \r\n or \r, as Python's splitlines() for the text templates carry.
+  std::string indent(const Expr& e, const std::string& s, const std::vector<Value>& a) {
+    auto arg = [&](size_t k, const char* key) -> std::optional<Value> {
+      if (k < a.size()) return a[k];
+      return keyword(e, key);
+    };
+    const std::optional<Value> width = arg(0, "width");
+    std::string pad(4, ' ');
+    if (width && width->kind == K::String) pad = width->s;
+    if (width && width->kind == K::Int) pad.assign(static_cast<size_t>(std::max<int64_t>(width->i, 0)), ' ');
+    const std::optional<Value> first = arg(1, "first"), blank = arg(2, "blank");
+    std::vector<std::string> lines(1);
+    for (size_t i = 0; i < s.size(); ++i) {
+      if (s[i] != '\n' && s[i] != '\r') {
+        lines.back() += s[i];
+        continue;
+      }
+      if (s[i] == '\r' && i + 1 < s.size() && s[i + 1] == '\n') ++i;
+      lines.emplace_back();
+    }
+    std::string out;
+    for (size_t k = 0; k < lines.size(); ++k) {
+      if (k) out += '\n';
+      const bool pad_it = k == 0 ? first && truthy(*first) : !lines[k].empty() || (blank && truthy(*blank));
+      out += (pad_it ? pad : "") + lines[k];
+    }
+    return out;
+  }
+
   Value filter(const Expr& e) {
     const Value v = eval(*e.args[0]);
     const std::vector<Value> a = positional(e);
@@ -741,6 +779,8 @@ class Renderer {
     if (f == "upper") return Value::string(upper(str(v)));
     if (f == "capitalize" || f == "title") return Value::string(title(str(v), f == "title"));
     if (f == "string") return Value::string(str(v));
+    if (f == "safe") return v;  // no autoescaping here: nothing to mark safe
+    if (f == "indent") return Value::string(indent(e, str(v), a));
     if (f == "tojson") {
       const std::optional<Value> indent = keyword(e, "indent");
       std::string out;

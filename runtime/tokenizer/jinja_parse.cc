@@ -573,9 +573,14 @@ class Nester {
       n.kind = Node::Kind::Set;
       n.targets.push_back(ep.expect_identifier());
       if (ep.take_op(".")) n.targets.push_back(ep.expect_identifier());
-      if (!ep.take_op("=")) ep.error("block assignments ({% set x %}...{% endset %}) are not supported; expected '='");
-      n.expr = ep.expression();
-      ep.expect_end();
+      if (n.targets.size() == 1 && ep.at_end()) {  // {% set x %}...{% endset %}: x is what the body prints
+        block(n.body, {"endset"});
+        rest_->expect_end();
+      } else {
+        if (!ep.take_op("=")) ep.error("expected '='");
+        n.expr = ep.expression();
+        ep.expect_end();
+      }
     } else if (word == "macro") {
       n.kind = Node::Kind::Macro;
       n.targets.push_back(ep.expect_identifier());

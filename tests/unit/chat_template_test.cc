@@ -133,6 +133,22 @@ TEST(Jinja, Macros) {
   EXPECT_THROW_WITH(render("{% macro m() %}x"), FormatError, "'endmacro' is missing");
 }
 
+// A block set holds what its body prints; indent pads every line after the first (the first too
+// with first=true; blank lines only with blank=true); safe changes nothing.
+TEST(Jinja, BlockSetIndentAndSafe) {
+  EXPECT_EQ(
+      render("{% set greeting %}Hi {{ name }}{% endset %}[{{ greeting }}]", {{"name", jinja::Value::string("a")}}),
+      "[Hi a]");
+  EXPECT_EQ(render("{% set x %}\nA\n{% endset %}{{ x }}|"), "A\n|");  // trim_blocks after the tag
+  auto text = [](const char* s) { return jinja::Dict{{"s", jinja::Value::string(s)}}; };
+  EXPECT_EQ(render("{{ s | indent(2) }}", text("a\nb\n\nc")), "a\n  b\n\n  c");
+  EXPECT_EQ(render("{{ s | indent(2, true) }}|", text("a\r\nb\n")), "  a\n  b\n|");  // a final newline stays
+  EXPECT_EQ(render("{{ s | indent(width='> ', blank=true) }}", text("a\n\nb")), "a\n> \n> b");
+  EXPECT_EQ(render("{{ s | indent }}", text("x\ny")), "x\n    y");
+  EXPECT_EQ(render("{{ '<b>' | safe }}"), "<b>");
+  EXPECT_THROW_WITH(render("{% set ns.x %}y{% endset %}"), FormatError, "expected '='");
+}
+
 TEST(Jinja, ErrorsNameTheLine) {
   EXPECT_THROW_WITH(render("{{ raise_exception('roles must alternate') }}"), InvalidArgumentError,
                     "the chat template refused the chat: roles must alternate");
