@@ -4,6 +4,7 @@
 // expression parsed with Jinja's precedence, then the statements nested.
 #include <cctype>
 #include <cstdlib>
+#include <initializer_list>
 #include <set>
 
 #include "runtime/core/error.h"
@@ -296,38 +297,22 @@ class ExprParser {
       a = make(Expr::Op::Binary, {a, concat()}, op);
     }
   }
-  ExprPtr concat() {
-    ExprPtr a = add();
-    while (take_op("~")) a = make(Expr::Op::Binary, {a, add()}, "~");
-    return a;
-  }
-  ExprPtr add() {
-    ExprPtr a = mul();
+  // One level of left-associative binary operators: `next` operands joined by any of `ops`.
+  ExprPtr binary_level(std::initializer_list<const char*> ops, ExprPtr (ExprParser::*next)()) {
+    ExprPtr a = (this->*next)();
     for (;;) {
-      if (take_op("+"))
-        a = make(Expr::Op::Binary, {a, mul()}, "+");
-      else if (take_op("-"))
-        a = make(Expr::Op::Binary, {a, mul()}, "-");
-      else
-        return a;
-    }
-  }
-  ExprPtr mul() {
-    ExprPtr a = pow_();
-    for (;;) {
-      std::string op;
-      for (const char* o : {"*", "/", "//", "%"})
+      const char* op = nullptr;
+      for (const char* o : ops)
         if (peek_op(o)) op = o;
-      if (op.empty()) return a;
+      if (!op) return a;
       ++p_;
-      a = make(Expr::Op::Binary, {a, pow_()}, op);
+      a = make(Expr::Op::Binary, {a, (this->*next)()}, op);
     }
   }
-  ExprPtr pow_() {
-    ExprPtr a = unary();
-    while (take_op("**")) a = make(Expr::Op::Binary, {a, unary()}, "**");
-    return a;
-  }
+  ExprPtr concat() { return binary_level({"~"}, &ExprParser::add); }
+  ExprPtr add() { return binary_level({"+", "-"}, &ExprParser::mul); }
+  ExprPtr mul() { return binary_level({"*", "/", "//", "%"}, &ExprParser::pow_); }
+  ExprPtr pow_() { return binary_level({"**"}, &ExprParser::unary); }
   ExprPtr unary() {
     if (take_op("-")) return make(Expr::Op::Unary, {unary()}, "-");
     if (take_op("+")) return make(Expr::Op::Unary, {unary()}, "+");
